@@ -1,0 +1,90 @@
+"""Model specs and the default catalog of small open instruct models."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from chatwidget.errors import InvalidRepoIdError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+#: Files a model needs to load: config, generation config, tokenizer, chat template, weights.
+DEFAULT_ALLOW_PATTERNS: tuple[str, ...] = (
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "tokenizer.model",
+    "*.txt",
+)
+#: Duplicate weight formats that loading never needs.
+DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
+    "*.bin",
+    "*.pth",
+    "*.pt",
+    "*.onnx",
+    "*.onnx_data",
+    "*.gguf",
+    "*.msgpack",
+    "*.h5",
+    "*.ot",
+    "*.tflite",
+    "onnx/*",
+    "original/*",
+)
+
+
+def validate_repo_id(repo_id: object) -> str:
+    """Return ``repo_id`` if it looks like ``org/name``, else raise :class:`InvalidRepoIdError`."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id.strip()):
+        raise InvalidRepoIdError(
+            f"{repo_id!r} is not a valid model id: use the form 'org/name', "
+            "e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct'."
+        )
+    name = repo_id.strip()
+    if ".." in name or name.endswith((".", "-")):
+        raise InvalidRepoIdError(f"{repo_id!r} is not a valid model id: '..' and a trailing '.' or '-' are not allowed.")
+    return name
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to download and how to load one model.
+
+    ``trust_remote_code`` and ``allow_pickle`` are per-model opt-ins and default off:
+    only safetensors weights are loaded, and no code from the repo runs.
+    """
+
+    repo_id: str
+    revision: str = "main"
+    name: str = ""
+    size_bytes: int | None = None
+    params: str = ""
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
+    ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE_PATTERNS
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "repo_id", validate_repo_id(self.repo_id))
+        if not self.name:
+            object.__setattr__(self, "name", self.repo_id.split("/", 1)[1])
+
+    @classmethod
+    def coerce(cls, value: ModelSpec | str) -> ModelSpec:
+        """Accept a spec or a bare repo id."""
+        return value if isinstance(value, ModelSpec) else cls(repo_id=value)
+
+
+#: Small open instruct models; sizes are the safetensors weights on the Hub.
+DEFAULT_CATALOG: tuple[ModelSpec, ...] = (
+    ModelSpec("HuggingFaceTB/SmolLM2-135M-Instruct", name="SmolLM2 135M Instruct",
+              size_bytes=269_060_552, params="135M"),
+    ModelSpec("HuggingFaceTB/SmolLM2-360M-Instruct", name="SmolLM2 360M Instruct",
+              size_bytes=723_674_912, params="360M"),
+    ModelSpec("Qwen/Qwen2.5-0.5B-Instruct", name="Qwen2.5 0.5B Instruct",
+              size_bytes=988_097_824, params="0.5B"),
+    ModelSpec("Qwen/Qwen2.5-1.5B-Instruct", name="Qwen2.5 1.5B Instruct",
+              size_bytes=3_087_467_144, params="1.5B"),
+)

@@ -1,0 +1,63 @@
+"""Value types of the model engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings for one reply."""
+
+    system_prompt: str = ""
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    do_sample: bool = False
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one reply cost."""
+
+    model: str
+    prompt_tokens: int
+    new_tokens: int
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished reply: full text, whether it was stopped, and its usage."""
+
+    text: str
+    stopped: bool
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Whether a model fits in memory, and whether it needs a cold swap."""
+
+    repo_id: str
+    required_bytes: int
+    available_bytes: int
+    fits: bool  # fits at all, once everything evictable is unloaded
+    fits_beside_loaded: bool  # fits without unloading anything active
+    device: str  # "cpu" or "cuda:N"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did ("Compiling")."""
+
+    repo_id: str
+    started_at: float
+    duration_s: float
+    memory_bytes: int  # memory the model took (RSS delta on CPU, allocated on GPU)
+    device_map: dict[str, str]
+    cold_swap: bool  # the previous model was unloaded first because both would not fit
+    evicted: tuple[str, ...]  # models the warm pool unloaded to make room
