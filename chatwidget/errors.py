@@ -104,6 +104,12 @@ class NoChatTemplateError(EngineError, ValueError):
 class GenerationError(EngineError, RuntimeError):
     """Generation raised; the partial reply is kept and the chat stays usable."""
 
+    partial_text: str = ""  # the text streamed before the failure
+
+
+class InvalidGenerationRequestError(EngineError, ValueError):
+    """The messages or generation settings are malformed; fix them and send again."""
+
 
 class LoadCanceledError(EngineError):
     """A load was canceled; the model was discarded and its memory freed."""
@@ -122,3 +128,15 @@ class UnknownConversationError(ChatWidgetError, KeyError):
 
 class NoActiveModelError(ChatWidgetError, RuntimeError):
     """The conversation has no active model yet; pick a model and wait until it is Ready."""
+
+
+class ConversationExistsError(ChatWidgetError, ValueError):
+    """A conversation with this id is already open; pick a new id or close the old one."""
+
+
+class UnknownModelError(ChatWidgetError, KeyError):
+    """No model with this repo id was registered or requested."""
+
+
+class OrchestratorClosedError(ChatWidgetError, RuntimeError):
+    """The orchestrator was closed; create a new one (a new widget) to go on."""

@@ -1,0 +1,64 @@
+"""The model lifecycle: its states and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from chatwidget.errors import IllegalTransitionError
+
+
+class ModelState(enum.Enum):
+    """Where a model stands; ``.label`` is the text the UI shows."""
+
+    NOT_DOWNLOADED = "Not downloaded"
+    DOWNLOADED = "Downloaded"
+    QUEUED = "Queued"
+    DOWNLOADING = "Downloading"
+    COMPILING = "Compiling"
+    READY = "Ready"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    @property
+    def label(self) -> str:
+        """The UI text, e.g. ``"Not downloaded"``."""
+        return str(self.value)
+
+
+_S = ModelState
+
+#: Every allowed transition. Anything else is a bug and raises IllegalTransitionError.
+TRANSITIONS: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
+    {
+        # At rest: a request or a retry puts it in the queue.
+        _S.NOT_DOWNLOADED: frozenset({_S.QUEUED}),
+        _S.DOWNLOADED: frozenset({_S.QUEUED}),
+        # A cached model skips DOWNLOADING; a stale cached one that does not fit stops at
+        # DOWNLOADED; a failure before the first byte (e.g. the cache check) is FAILED.
+        _S.QUEUED: frozenset({_S.DOWNLOADING, _S.COMPILING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}),
+        _S.DOWNLOADING: frozenset({_S.COMPILING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}),
+        _S.COMPILING: frozenset({_S.READY, _S.FAILED, _S.CANCELED}),
+        # The engine's warm pool evicted it: it is still in the cache.
+        _S.READY: frozenset({_S.DOWNLOADED}),
+        _S.FAILED: frozenset({_S.QUEUED}),
+        _S.CANCELED: frozenset({_S.QUEUED}),
+    }
+)
+
+#: States of a model that is on its way: requesting it again only changes intent.
+IN_FLIGHT: frozenset[ModelState] = frozenset({_S.QUEUED, _S.DOWNLOADING, _S.COMPILING})
+#: States the single worker is busy with; at most one model is in one of these.
+WORKING: frozenset[ModelState] = frozenset({_S.DOWNLOADING, _S.COMPILING})
+#: States from which a retry re-enqueues.
+RETRYABLE: frozenset[ModelState] = frozenset({_S.FAILED, _S.CANCELED})
+
+
+def check_transition(repo_id: str, old: ModelState, new: ModelState) -> None:
+    """Raise :class:`IllegalTransitionError` unless the table allows ``old`` -> ``new``."""
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransitionError(
+            f"{repo_id}: illegal lifecycle transition {old.label!r} -> {new.label!r}. "
+            "This is a bug in chatwidget; please report it with the log."
+        )
