@@ -43,7 +43,9 @@ def validate_repo_id(repo_id: object) -> str:
         )
     name = repo_id.strip()
     if ".." in name or name.endswith((".", "-")):
-        raise InvalidRepoIdError(f"{repo_id!r} is not a valid model id: '..' and a trailing '.' or '-' are not allowed.")
+        raise InvalidRepoIdError(
+            f"{repo_id!r} is not a valid model id: '..' and a trailing '.' or '-' are not allowed."
+        )
     return name
 
 
@@ -79,12 +81,28 @@ class ModelSpec:
 
 #: Small open instruct models; sizes are the safetensors weights on the Hub.
 DEFAULT_CATALOG: tuple[ModelSpec, ...] = (
-    ModelSpec("HuggingFaceTB/SmolLM2-135M-Instruct", name="SmolLM2 135M Instruct",
-              size_bytes=269_060_552, params="135M"),
-    ModelSpec("HuggingFaceTB/SmolLM2-360M-Instruct", name="SmolLM2 360M Instruct",
-              size_bytes=723_674_912, params="360M"),
-    ModelSpec("Qwen/Qwen2.5-0.5B-Instruct", name="Qwen2.5 0.5B Instruct",
-              size_bytes=988_097_824, params="0.5B"),
-    ModelSpec("Qwen/Qwen2.5-1.5B-Instruct", name="Qwen2.5 1.5B Instruct",
-              size_bytes=3_087_467_144, params="1.5B"),
+    ModelSpec(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        name="SmolLM2 135M Instruct",
+        size_bytes=269_060_552,
+        params="135M",
+    ),
+    ModelSpec(
+        "HuggingFaceTB/SmolLM2-360M-Instruct",
+        name="SmolLM2 360M Instruct",
+        size_bytes=723_674_912,
+        params="360M",
+    ),
+    ModelSpec(
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        name="Qwen2.5 0.5B Instruct",
+        size_bytes=988_097_824,
+        params="0.5B",
+    ),
+    ModelSpec(
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        name="Qwen2.5 1.5B Instruct",
+        size_bytes=3_087_467_144,
+        params="1.5B",
+    ),
 )

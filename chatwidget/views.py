@@ -20,16 +20,20 @@ from chatwidget.protocol import (
 
 #: States in which a model has a row in the download manager.
 _QUEUE_STATES = frozenset(
-    {ModelState.QUEUED, ModelState.DOWNLOADING, ModelState.COMPILING, ModelState.FAILED,
-     ModelState.CANCELED}
+    {
+        ModelState.QUEUED,
+        ModelState.DOWNLOADING,
+        ModelState.COMPILING,
+        ModelState.FAILED,
+        ModelState.CANCELED,
+    }
 )
 
 
 def state_label(snapshot: OrchestratorSnapshot, repo_id: str) -> StateLabel:
     """The state label the UI shows for a model."""
     status = snapshot.models.get(repo_id)
-    label = status.state.value if status else ModelState.NOT_DOWNLOADED.value
-    return label  # type: ignore[return-value]
+    return status.state.value if status else ModelState.NOT_DOWNLOADED.value
 
 
 def model_rows(specs: Iterable[ModelSpec], snapshot: OrchestratorSnapshot) -> list[ModelRow]:

@@ -492,7 +492,7 @@ def _validate(content: Any) -> dict[str, Any]:
         if name not in content:
             raise ProtocolError(f"Message {kind!r} needs a field {name!r}.")
         value = content[name]
-        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
             raise ProtocolError(f"Field {name!r} of {kind!r} has the wrong type.")
         args[name] = value
     return args

@@ -19,7 +19,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     for rel in files:
         if not (ROOT / rel).is_file():
@@ -32,7 +35,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)],
-        cwd=src, check=True, capture_output=True, text=True,
+        cwd=src,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (whl,) = out.glob("chatwidget-*.whl")
     return whl
@@ -43,15 +49,27 @@ def test_wheel_contains_bundle(wheel: Path) -> None:
     assert "chatwidget/static/widget.js" in names
     assert "chatwidget/static/widget.css" in names
     js = zipfile.ZipFile(wheel).read("chatwidget/static/widget.js").decode()
-    assert "render" in js and len(js) > 10_000
+    assert "render" in js
+    assert len(js) > 10_000
 
 
 def test_installed_widget_esm_loads(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target",
-         str(target), str(wheel)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     code = (
         "import chatwidget, chatwidget.widget as w;"
@@ -62,7 +80,9 @@ def test_installed_widget_esm_loads(wheel: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(str(target))
