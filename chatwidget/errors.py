@@ -74,6 +74,10 @@ class DownloadCanceledError(DownloadError):
     """The download was canceled by the user. Finished files stay in the cache."""
 
 
+class DownloadInProgressError(DownloadError, RuntimeError):
+    """The repo is being downloaded right now: cancel the download before deleting it."""
+
+
 # --- engine ---------------------------------------------------------------------
 
 
