@@ -1,0 +1,440 @@
+"""The :class:`Downloader` facade: runs each download in a child process and supervises it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from huggingface_hub import get_token
+
+import chatwidget
+from chatwidget.catalog import ModelSpec
+from chatwidget.downloads import cache, errors_map, plan
+from chatwidget.downloads.child import DEFAULT_CHUNK_SIZE
+from chatwidget.downloads.progress import ProgressTracker
+from chatwidget.downloads.types import CachedModel, DownloadPlan, DownloadProgress
+from chatwidget.errors import (
+    DownloadCanceledError,
+    DownloadError,
+    DownloadInProgressError,
+    StalledDownloadError,
+)
+
+log = logging.getLogger("chatwidget.downloads.downloader")
+
+_POLL_S = 0.02  # how often the supervisor looks at cancel and the stall timer
+_TERMINATE_GRACE_S = 0.2  # SIGTERM first, SIGKILL after this
+_STARTUP_TIMEOUT_S = 120.0  # the child must be up (imports done) within this
+_STDERR_TAIL = 4000
+_NOTHING: dict[str, Any] = {"kind": "nothing"}
+
+
+@dataclass
+class _Child:
+    """One running download process and the thread that reads its messages."""
+
+    repo_id: str
+    proc: subprocess.Popen[str]
+    messages: queue.Queue[dict[str, Any] | None]
+    stderr: IO[bytes]
+    stop: threading.Event = field(default_factory=threading.Event)  # set by close()
+    reader: threading.Thread | None = None
+
+
+class _Run:
+    """The parent's view of one download: turns child messages into progress updates."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        on_progress: Callable[[DownloadProgress], None],
+        interval_s: float,
+    ) -> None:
+        self._repo_id = repo_id
+        self._on_progress = on_progress
+        self._interval_s = interval_s
+        self._started = time.monotonic()
+        self._ready_at: float | None = None
+        self._tracker: ProgressTracker | None = None
+        self._sizes: dict[str, int] = {}
+        self._latest: dict[str, int] = {}
+
+    def waited(self, now: float) -> float:
+        return now - self._started
+
+    def idle_for(self, now: float) -> float | None:
+        """Seconds since bytes last arrived (None until the child is up)."""
+        if self._ready_at is None:
+            return None
+        last = self._tracker.last_activity if self._tracker is not None else 0.0
+        return now - max(self._ready_at, last)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        kind = message["kind"]
+        if kind == "ready":
+            self._ready_at = time.monotonic()
+            if message.get("torch_loaded"):
+                log.warning("The download process imported torch; it should not need to")
+        elif kind == "plan":
+            self._sizes = {str(p): int(s) for p, s, _sha, _cached in message["files"]}
+            cached = {str(p): int(s) for p, s, _sha, c in message["files"] if c}
+            self._tracker = ProgressTracker(
+                self._repo_id,
+                self._sizes,
+                self._on_progress,
+                interval_s=self._interval_s,
+                already_done=cached,
+            )
+            self._tracker.update({})  # the totals, before the first byte
+        elif kind == "bytes" and self._tracker is not None:
+            counts = {str(p): int(n) for p, n in message["files"].items()}
+            current = _busiest(counts, self._latest, self._sizes)
+            self._latest.update(counts)
+            self._tracker.update(counts, current=current)
+        elif kind == "file_done" and self._tracker is not None:
+            self._tracker.mark_done(str(message["path"]))
+            self._tracker.update({})
+
+    def finish(self) -> None:
+        """Send the final update (once the totals are known)."""
+        if self._tracker is not None:
+            self._tracker.finish()
+            self._tracker = None
+
+
+class Downloader:
+    """Downloads models into the standard Hugging Face cache, one child process per download.
+
+    Safe to share between threads; several downloads may run at once. The token is used for
+    hub requests only: it is handed to the child through a pipe and never logged, returned or
+    shown in ``repr``.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        stall_timeout_s: float = 30.0,
+        progress_interval_s: float = 0.1,
+        max_parallel_files: int = 4,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        verify: bool = True,
+    ) -> None:
+        if stall_timeout_s <= 0:
+            raise ValueError("stall_timeout_s must be positive (seconds without bytes).")
+        if max_parallel_files < 1:
+            raise ValueError("max_parallel_files must be at least 1.")
+        self.endpoint = endpoint
+        self.cache_dir = cache.resolve_cache_dir(cache_dir)
+        self.stall_timeout_s = stall_timeout_s
+        self.progress_interval_s = progress_interval_s
+        self.max_parallel_files = max_parallel_files
+        self.chunk_size = chunk_size
+        self.verify = verify
+        self.__token = token
+        self._lock = threading.Lock()
+        self._children: set[_Child] = set()
+        self._finalizer = weakref.finalize(self, _stop_all, self._children, self._lock)
+
+    def __repr__(self) -> str:
+        return (
+            f"Downloader(endpoint={self.endpoint!r}, cache_dir={str(self.cache_dir)!r}, "
+            f"stall_timeout_s={self.stall_timeout_s})"
+        )
+
+    # --- offline queries ---------------------------------------------------------------
+
+    def is_downloaded(self, spec: ModelSpec | str) -> bool:
+        """True when every file the model needs is in the cache. No network."""
+        return self.snapshot_path(spec) is not None
+
+    def snapshot_path(self, spec: ModelSpec | str) -> Path | None:
+        """The cached snapshot folder if the model is complete, else None. No network."""
+        return cache.complete_snapshot(self.cache_dir, ModelSpec.coerce(spec))
+
+    def cached_models(self) -> list[CachedModel]:
+        """Models fully downloaded in the cache, by this or any other tool, with sizes."""
+        return cache.cached_models(self.cache_dir)
+
+    def delete(self, repo_id: str) -> int:
+        """Remove a model (every revision) from the cache; returns the bytes freed.
+
+        Raises DownloadInProgressError while this downloader is fetching that repo.
+        """
+        repo_id = ModelSpec.coerce(repo_id).repo_id
+        with self._lock:
+            if any(c.repo_id == repo_id for c in self._children):
+                raise DownloadInProgressError(
+                    f"{repo_id} is downloading right now: cancel the download, then delete it."
+                )
+            return cache.delete_repo(self.cache_dir, repo_id)
+
+    # --- network ------------------------------------------------------------------------
+
+    def plan(self, spec: ModelSpec | str) -> DownloadPlan:
+        """List what a download would fetch, with disk and memory needs. Raises DownloadError."""
+        spec = ModelSpec.coerce(spec)
+        try:
+            commit, files = plan.fetch_listing(
+                spec, cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token()
+            )
+        except Exception as exc:
+            raise errors_map.classify(exc, repo_id=spec.repo_id, revision=spec.revision) from exc
+        return plan.build_plan(spec, commit, files, cache_dir=self.cache_dir)
+
+    def download(
+        self,
+        spec: ModelSpec | str,
+        *,
+        on_progress: Callable[[DownloadProgress], None],
+        cancel: threading.Event,
+    ) -> Path:
+        """Download into the HF cache and return the snapshot folder. Blocks.
+
+        A model already complete in the cache returns at once, with no request to the hub.
+        Setting ``cancel`` stops the transfer within 0.5 s and raises DownloadCanceledError;
+        finished files stay cached and partial ones are removed. Progress arrives at most every
+        ``progress_interval_s``, and a final update (``final=True``) is always sent.
+        """
+        spec = ModelSpec.coerce(spec)
+        snapshot = cache.complete_snapshot(self.cache_dir, spec)
+        if snapshot is not None:
+            _report_cached(spec, snapshot, on_progress)
+            return snapshot
+        if cancel.is_set():
+            raise DownloadCanceledError(f"The download of {spec.repo_id} was canceled.")
+        child = self._spawn(spec)
+        finished = False
+        try:
+            result = self._supervise(child, spec, on_progress, cancel)
+            finished = True
+            return result
+        finally:
+            _terminate(child)
+            with self._lock:
+                self._children.discard(child)
+            if not finished:
+                self._clean_after_stop(spec.repo_id)
+
+    def close(self) -> None:
+        """Stop every running download (their ``download`` calls raise) and reap the children."""
+        _stop_all(self._children, self._lock)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _token(self) -> str | bool | None:
+        token = self.__token
+        if isinstance(token, str):
+            return token
+        if token is False:
+            return False
+        return get_token()
+
+    def _spawn(self, spec: ModelSpec) -> _Child:
+        job = {
+            "repo_id": spec.repo_id,
+            "revision": spec.revision,
+            "allow_patterns": list(spec.allow_patterns),
+            "ignore_patterns": list(spec.ignore_patterns),
+            "cache_dir": str(self.cache_dir),
+            "endpoint": self.endpoint,
+            "max_parallel_files": self.max_parallel_files,
+            "chunk_size": self.chunk_size,
+            "verify": self.verify,
+            "report_interval_s": min(0.05, self.progress_interval_s),
+        }
+        env = dict(os.environ)
+        package_root = str(Path(chatwidget.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _terminate
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatwidget.downloads.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            text=True,
+            encoding="utf-8",
+        )
+        child = _Child(spec.repo_id, proc, queue.Queue(), stderr)
+        with self._lock:
+            self._children.add(child)
+        assert proc.stdin is not None
+        # The token travels only through this pipe: never argv, env or logs.
+        proc.stdin.write(json.dumps({**job, "token": self._token()}) + "\n")
+        proc.stdin.flush()
+        child.reader = threading.Thread(
+            target=_read_messages, args=(child,), name="chatwidget-download-reader", daemon=True
+        )
+        child.reader.start()
+        log.debug("Started download process %d for %s", proc.pid, spec.repo_id)
+        return child
+
+    def _supervise(
+        self,
+        child: _Child,
+        spec: ModelSpec,
+        on_progress: Callable[[DownloadProgress], None],
+        cancel: threading.Event,
+    ) -> Path:
+        run = _Run(spec.repo_id, on_progress, self.progress_interval_s)
+
+        def fail(error: DownloadError) -> DownloadError:
+            _terminate(child)
+            self._clean_after_stop(spec.repo_id)
+            run.finish()
+            return error
+
+        while True:
+            if cancel.is_set() or child.stop.is_set():
+                why = "canceled" if cancel.is_set() else "stopped because the downloader closed"
+                raise fail(
+                    DownloadCanceledError(
+                        f"The download of {spec.repo_id} was {why}. Finished files are kept; "
+                        "downloading again fetches only what is missing."
+                    )
+                )
+            try:
+                message = child.messages.get(timeout=_POLL_S)
+            except queue.Empty:
+                message = _NOTHING
+            if message is None:
+                if cancel.is_set() or child.stop.is_set():
+                    continue  # killed on purpose: reported as canceled at the top of the loop
+                raise fail(self._unexpected_exit(child, spec))
+            kind = message["kind"]
+            if kind == "done":
+                run.finish()
+                return Path(message["snapshot"])
+            if kind == "error":
+                raise fail(errors_map.rebuild(message["error"], message["message"]))
+            run.handle(message)
+            idle = run.idle_for(time.monotonic())
+            if idle is None and run.waited(time.monotonic()) > _STARTUP_TIMEOUT_S:
+                raise fail(DownloadError("The download process did not start in time; retry."))
+            if idle is not None and idle > self.stall_timeout_s:
+                raise fail(
+                    StalledDownloadError(
+                        f"No data arrived for {self.stall_timeout_s:g} s while downloading "
+                        f"{spec.repo_id}: the connection or the hub has stalled. Check your "
+                        "network and retry; finished files are kept."
+                    )
+                )
+
+    def _unexpected_exit(self, child: _Child, spec: ModelSpec) -> DownloadError:
+        code = child.proc.wait()
+        child.stderr.seek(0)
+        tail = child.stderr.read()[-_STDERR_TAIL:].decode("utf-8", "replace")
+        log.error("Download process for %s exited with code %s:\n%s", spec.repo_id, code, tail)
+        return DownloadError(
+            f"The download process for {spec.repo_id} exited unexpectedly (code {code}). "
+            "Retry; if it keeps failing, see the 'chatwidget' log for details."
+        )
+
+    def _clean_after_stop(self, repo_id: str) -> None:
+        removed = cache.remove_incomplete(self.cache_dir, repo_id)
+        dangling = cache.remove_dangling_links(self.cache_dir, repo_id)
+        if removed or dangling:
+            log.info(
+                "Cleaned %s: %d partial file(s), %d dangling link(s)",
+                repo_id,
+                len(removed),
+                len(dangling),
+            )
+
+
+def _busiest(counts: dict[str, int], previous: dict[str, int], sizes: dict[str, int]) -> str:
+    """The file that received the most bytes since the last report (the 'current' file)."""
+    best, best_gain = "", 0
+    for path, count in counts.items():
+        gain = count - previous.get(path, 0)
+        if gain > best_gain and count < sizes.get(path, 0):
+            best, best_gain = path, gain
+    return best
+
+
+def _report_cached(
+    spec: ModelSpec, snapshot: Path, on_progress: Callable[[DownloadProgress], None]
+) -> None:
+    paths = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()]
+    wanted = cache.select(paths, spec)
+    total = sum(cache.cached_size(snapshot, p) or 0 for p in wanted)
+    on_progress(
+        DownloadProgress(
+            repo_id=spec.repo_id,
+            bytes_done=total,
+            bytes_total=total,
+            files_done=len(wanted),
+            files_total=len(wanted),
+            eta_s=0.0,
+            final=True,
+        )
+    )
+
+
+def _read_messages(child: _Child) -> None:
+    assert child.proc.stdout is not None
+    try:
+        for line in child.proc.stdout:
+            try:
+                child.messages.put(json.loads(line))
+            except ValueError:
+                log.debug("Ignoring a malformed line from the download process")
+    except (OSError, ValueError):
+        pass  # the pipe closed under us: the process is gone
+    finally:
+        child.messages.put(None)
+
+
+def _terminate(child: _Child) -> None:
+    """Stop the process (SIGTERM, then SIGKILL) and release its pipes and reader thread."""
+    proc = child.proc
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(_TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    # The process is gone, so the reader sees EOF and ends on its own.
+    if child.reader is not None and child.reader is not threading.current_thread():
+        child.reader.join(timeout=2.0)
+    if proc.stdout is not None and (child.reader is None or not child.reader.is_alive()):
+        proc.stdout.close()
+    child.stderr.close()
+
+
+def _stop_all(children: set[_Child], lock: threading.Lock) -> None:
+    with lock:
+        running = list(children)
+    for child in running:
+        child.stop.set()
+    for child in running:
+        proc = child.proc
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 1.0
+    for child in running:
+        try:
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()

@@ -1,0 +1,115 @@
+"""The hub's tree listing → a :class:`DownloadPlan` (what to fetch, disk and memory needed)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from huggingface_hub import HfApi, get_cached_repo_tree
+from huggingface_hub.errors import CachedRepoTreeNotFoundError
+from huggingface_hub.hf_api import RepoFile
+
+from chatwidget.catalog import ModelSpec
+from chatwidget.downloads import cache
+from chatwidget.downloads.types import DownloadPlan, RemoteFile
+
+log = logging.getLogger("chatwidget.downloads.plan")
+
+#: Seconds to wait for each listing request before the HTTP client gives up.
+LISTING_TIMEOUT_S = 10.0
+
+
+def fetch_listing(
+    spec: ModelSpec, *, cache_dir: Path, endpoint: str | None, token: str | bool | None
+) -> tuple[str, tuple[RemoteFile, ...]]:
+    """Resolve ``spec.revision`` to a commit and list the files ``spec`` selects.
+
+    Network: one revision request, plus one tree request unless the listing of that commit is
+    already cached. Raises huggingface_hub / HTTP errors unchanged (callers classify them).
+    The listing is written to the cache so later offline completeness checks are exact.
+    """
+    api = HfApi(endpoint=endpoint, token=token)
+    info = api.repo_info(spec.repo_id, revision=spec.revision, timeout=LISTING_TIMEOUT_S)
+    commit = info.sha
+    if not commit:
+        raise ValueError(f"The hub returned no commit for {spec.repo_id}@{spec.revision}")
+    try:
+        entries = get_cached_repo_tree(spec.repo_id, revision=commit, cache_dir=cache_dir)
+    except (CachedRepoTreeNotFoundError, OSError, ValueError):
+        entries = [
+            f
+            for f in api.list_repo_tree(spec.repo_id, recursive=True, revision=commit)
+            if isinstance(f, RepoFile)
+        ]
+        _write_tree_cache(cache_dir, spec.repo_id, commit, entries)
+    return commit, select_files(entries, spec)
+
+
+def select_files(entries: Iterable[RepoFile], spec: ModelSpec) -> tuple[RemoteFile, ...]:
+    """Keep the files ``spec``'s patterns select, as :class:`RemoteFile` (sha256 for LFS files)."""
+    by_path = {e.path: e for e in entries}
+    chosen = sorted(cache.select(by_path, spec))
+    return tuple(_remote_file(by_path[path]) for path in chosen)
+
+
+def _remote_file(entry: RepoFile) -> RemoteFile:
+    lfs = entry.lfs
+    return RemoteFile(path=entry.path, size=int(entry.size), sha256=lfs.sha256 if lfs else None)
+
+
+def build_plan(
+    spec: ModelSpec, commit: str, files: Iterable[RemoteFile], *, cache_dir: Path
+) -> DownloadPlan:
+    """Mark what is cached already and add up disk and memory needs."""
+    snapshot = cache.snapshot_folder(cache_dir, spec.repo_id, commit)
+    marked = cache.mark_cached(snapshot, files)
+    total = sum(f.size for f in marked)
+    missing = sum(f.size for f in marked if not f.cached)
+    return DownloadPlan(
+        repo_id=spec.repo_id,
+        revision=spec.revision,
+        commit=commit,
+        files=marked,
+        total_bytes=total,
+        missing_bytes=missing,
+        disk_free_bytes=cache.free_disk(cache_dir),
+        memory_estimate_bytes=estimate_memory(marked),
+    )
+
+
+def estimate_memory(files: Iterable[RemoteFile]) -> int:
+    """Bytes the weights take once loaded.
+
+    The engine loads with ``dtype="auto"``, which keeps the dtype the safetensors were saved in,
+    so the in-memory size of the weights is their size on disk (headers are a few KB).
+    """
+    return sum(f.size for f in files if f.path.endswith(".safetensors"))
+
+
+def _write_tree_cache(cache_dir: Path, repo_id: str, commit: str, entries: list[RepoFile]) -> None:
+    """Store the listing where huggingface_hub keeps it (``trees/<commit>.json``).
+
+    Best effort: it uses huggingface_hub's own writer, which is not public API; if that
+    moves, completeness checks fall back to a heuristic and downloads still work.
+    """
+    try:
+        from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
+    except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+        log.debug("huggingface_hub has no tree cache writer; skipping")
+        return
+    folder = cache.repo_folder(cache_dir, repo_id)
+    write_tree_cache(
+        str(folder),
+        commit,
+        {
+            e.path: TreeCacheEntry(
+                size=int(e.size),
+                blob_id=e.blob_id,
+                lfs_sha256=e.lfs.sha256 if e.lfs is not None else None,
+                lfs_size=e.lfs.size if e.lfs is not None else None,
+                xet_hash=e.xet_hash,
+            )
+            for e in entries
+        },
+    )
