@@ -35,6 +35,7 @@ class GenerationResult:
     text: str
     stopped: bool
     usage: Usage
+    token_ids: tuple[int, ...] = ()  # the new tokens, exactly as generated
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,5 @@ class LoadReport:
     device_map: dict[str, str]
     cold_swap: bool  # the previous model was unloaded first because both would not fit
     evicted: tuple[str, ...]  # models the warm pool unloaded to make room
+    already_loaded: bool = False  # it was warm in the pool: nothing was loaded
+    estimated_bytes: int = 0  # the estimate the pool accounts this model with

@@ -1,0 +1,242 @@
+"""Stream one reply from a loaded model: chat template, streamer thread, stop, usage.
+
+``model.generate`` runs in a helper thread and feeds a ``TextIteratorStreamer``;
+the calling thread reads text pieces and hands them to ``on_text``. A
+``StoppingCriteria`` bound to stop events ends generation at the next decoding
+step, and also records when the first token came and how many steps ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from chatwidget.engine.loader import LoadedModel
+from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage
+from chatwidget.errors import GenerationError, InvalidGenerationRequestError, NoChatTemplateError
+
+logger = logging.getLogger("chatwidget.engine.streaming")
+
+_ROLES = frozenset({"system", "user", "assistant"})
+#: How often the reading thread wakes to check that the generate thread is still alive.
+POLL_INTERVAL_S = 0.05
+
+
+class EventStoppingCriteria(StoppingCriteria):
+    """Stops generation at the next step once any of ``events`` is set; counts steps."""
+
+    def __init__(self, events: Sequence[threading.Event]) -> None:
+        self._events = tuple(events)
+        self.steps = 0
+        self.first_token_at: float | None = None
+        self.stopped = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        self.steps += 1
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if any(event.is_set() for event in self._events):
+            self.stopped = True
+        return torch.full(
+            (input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device
+        )
+
+
+def validate_request(messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> None:
+    """Raise :class:`InvalidGenerationRequestError` for malformed messages or settings."""
+    if not messages:
+        raise InvalidGenerationRequestError("messages is empty: send at least one user message.")
+    for i, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES or not isinstance(content, str):
+            raise InvalidGenerationRequestError(
+                f"message {i} must be {{'role': one of {sorted(_ROLES)}, 'content': str}}, "
+                f"got {dict(message)!r}."
+            )
+    if settings.max_new_tokens < 1:
+        raise InvalidGenerationRequestError(
+            f"max_new_tokens must be at least 1, got {settings.max_new_tokens}."
+        )
+    if settings.do_sample and not settings.temperature > 0:
+        raise InvalidGenerationRequestError(
+            f"temperature must be > 0 when sampling, got {settings.temperature}; "
+            "turn sampling off for greedy replies."
+        )
+    if settings.do_sample and not 0 < settings.top_p <= 1:
+        raise InvalidGenerationRequestError(f"top_p must be in (0, 1], got {settings.top_p}.")
+
+
+def build_chat(messages: Sequence[Mapping[str, str]], system_prompt: str) -> list[dict[str, str]]:
+    """The history with the settings' system prompt first (replacing a leading system message)."""
+    chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if system_prompt:
+        if chat and chat[0]["role"] == "system":
+            chat = chat[1:]
+        chat.insert(0, {"role": "system", "content": system_prompt})
+    return chat
+
+
+def encode_chat(
+    loaded: LoadedModel, messages: Sequence[Mapping[str, str]], settings: GenerationSettings
+) -> Any:
+    """Tokenize the history through the chat template, ready for ``model.generate(**enc)``."""
+    tokenizer = loaded.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise NoChatTemplateError(
+            f"{loaded.repo_id} has no chat template, so a conversation cannot be formatted "
+            "for it. Pick an instruct/chat model (its tokenizer_config.json or "
+            "chat_template.jinja defines one)."
+        )
+    chat = build_chat(messages, settings.system_prompt)
+    try:
+        enc = tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+    except Exception as exc:
+        raise InvalidGenerationRequestError(
+            f"the chat template of {loaded.repo_id} rejected this conversation: {exc}"
+        ) from exc
+    return enc.to(loaded.model.device)
+
+
+def generate_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
+    """Generation arguments; sampling flags only when sampling, so greedy runs warn-free."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "do_sample": settings.do_sample,
+    }
+    if settings.do_sample:
+        kwargs["temperature"] = settings.temperature
+        kwargs["top_p"] = settings.top_p
+    tokenizer = loaded.tokenizer
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None)
+    if pad is not None and getattr(loaded.model.generation_config, "pad_token_id", None) is None:
+        kwargs["pad_token_id"] = pad
+    return kwargs
+
+
+def stream_reply(
+    loaded: LoadedModel,
+    messages: Sequence[Mapping[str, str]],
+    settings: GenerationSettings,
+    *,
+    on_text: Callable[[str], None] | None,
+    stop_events: Sequence[threading.Event],
+) -> GenerationResult:
+    """Generate one reply on ``loaded``, streaming text pieces to ``on_text``. Blocks.
+
+    Raises :class:`GenerationError` (with ``partial_text``) when ``generate`` raises,
+    and re-raises whatever ``on_text`` raises after stopping generation.
+    """
+    started = time.perf_counter()
+    enc = encode_chat(loaded, messages, settings)
+    prompt_tokens = int(enc["input_ids"].shape[-1])
+    streamer = TextIteratorStreamer(
+        loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=POLL_INTERVAL_S
+    )
+    abort = threading.Event()
+    criteria = EventStoppingCriteria([*stop_events, abort])
+    kwargs = generate_kwargs(loaded, settings)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                out = loaded.model.generate(
+                    **enc,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([criteria]),
+                    **kwargs,
+                )
+            outcome["token_ids"] = tuple(int(t) for t in out[0, prompt_tokens:].tolist())
+        except BaseException as exc:  # reported to the caller below, never lost
+            outcome["error"] = exc
+            try:
+                streamer.end()  # type: ignore[no-untyped-call]  # flush partial text and wake the reader
+            except Exception:
+                streamer.text_queue.put(streamer.stop_signal)
+
+    thread = threading.Thread(target=run, name=f"chatwidget-generate-{loaded.repo_id}", daemon=True)
+    pieces: list[str] = []
+    thread.start()
+    try:
+        _read_stream(streamer, thread, pieces, on_text)
+    except BaseException:
+        abort.set()
+        raise
+    finally:
+        thread.join()
+    finished = time.perf_counter()
+    text = "".join(pieces)
+    error = outcome.get("error")
+    if error is not None:
+        if error.__traceback__ is not None:
+            traceback.clear_frames(error.__traceback__)  # frames would keep the model alive
+        logger.warning("generation on %s failed: %r", loaded.repo_id, error)
+        failure = GenerationError(
+            f"generation on {loaded.repo_id} failed: {error}. The partial reply is kept; "
+            "try again, or with a shorter conversation or fewer new tokens."
+        )
+        failure.partial_text = text
+        raise failure from error
+    token_ids: tuple[int, ...] = outcome.get("token_ids", ())
+    duration = finished - started
+    first = criteria.first_token_at
+    usage = Usage(
+        model=loaded.repo_id,
+        prompt_tokens=prompt_tokens,
+        new_tokens=len(token_ids),
+        time_to_first_token_s=None if first is None else first - started,
+        tokens_per_s=len(token_ids) / duration if token_ids and duration > 0 else None,
+        duration_s=duration,
+    )
+    return GenerationResult(text=text, stopped=criteria.stopped, usage=usage, token_ids=token_ids)
+
+
+def _read_stream(
+    streamer: TextIteratorStreamer,
+    thread: threading.Thread,
+    pieces: list[str],
+    on_text: Callable[[str], None] | None,
+) -> None:
+    iterator = iter(streamer)
+    while True:
+        try:
+            piece = next(iterator)
+        except StopIteration:
+            return
+        except queue.Empty:
+            if thread.is_alive():
+                continue
+            _drain(streamer, pieces, on_text)  # the thread ended without a stop signal
+            return
+        if piece:
+            pieces.append(piece)
+            if on_text is not None:
+                on_text(piece)
+
+
+def _drain(
+    streamer: TextIteratorStreamer, pieces: list[str], on_text: Callable[[str], None] | None
+) -> None:
+    while True:
+        try:
+            piece = streamer.text_queue.get_nowait()
+        except queue.Empty:
+            return
+        if piece is streamer.stop_signal:
+            return
+        if piece:
+            pieces.append(piece)
+            if on_text is not None:
+                on_text(piece)
