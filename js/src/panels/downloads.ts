@@ -1,0 +1,238 @@
+// The download manager: a collapsible region with one row per download, updated in
+// place (keyed by repo id) so progress ticks never steal focus from a row's buttons.
+
+import { h, setAttr, setText, uid } from "../dom";
+import { formatBytes, formatEta, formatSpeed, percent } from "../format";
+import type { DownloadRow, StateLabel } from "../protocol";
+import type { Rpc } from "../rpc";
+import type { UiState } from "../ui-state";
+import type { Dialogs } from "./dialog";
+
+const CANCELABLE: ReadonlySet<StateLabel> = new Set(["Queued", "Downloading", "Compiling"]);
+const RETRYABLE: ReadonlySet<StateLabel> = new Set(["Failed", "Canceled"]);
+
+/** CSS-friendly state name: "Not downloaded" -> "not-downloaded". */
+export function stateClass(state: string): string {
+  return state.toLowerCase().replace(/\s+/g, "-");
+}
+
+/** Progress in percent a row shows: Ready and Compiling rows are complete. */
+export function rowPercent(row: DownloadRow): number {
+  if (row.state === "Ready" || row.state === "Compiling") return 100;
+  return percent(row.bytes_done, row.bytes_total);
+}
+
+class DownloadRowView {
+  readonly el: HTMLElement;
+  private readonly stateEl: HTMLElement;
+  private readonly bar: HTMLElement;
+  private readonly fill: HTMLElement;
+  private readonly bytesEl: HTMLElement;
+  private readonly speedEl: HTMLElement;
+  private readonly etaEl: HTMLElement;
+  private readonly fileEl: HTMLElement;
+  private readonly errorEl: HTMLElement;
+  private readonly cancelButton: HTMLButtonElement;
+  private readonly retryButton: HTMLButtonElement;
+  private row: DownloadRow;
+
+  constructor(
+    row: DownloadRow,
+    private readonly manager: DownloadsPanel,
+  ) {
+    this.row = row;
+    const nameId = uid("dl-name");
+    this.stateEl = h("span", { class: "cw-state-pill" });
+    this.fill = h("div", { class: "cw-progress-fill" });
+    this.bar = h(
+      "div",
+      {
+        class: "cw-progress",
+        role: "progressbar",
+        "aria-valuemin": 0,
+        "aria-valuemax": 100,
+        "aria-valuenow": 0,
+        "aria-label": `${row.repo_id} progress`,
+      },
+      [this.fill],
+    );
+    this.bytesEl = h("span", { class: "cw-dl-bytes" });
+    this.speedEl = h("span", { class: "cw-dl-speed" });
+    this.etaEl = h("span", { class: "cw-dl-eta" });
+    this.fileEl = h("div", { class: "cw-dl-file" });
+    this.errorEl = h("p", { class: "cw-dl-error", hidden: true });
+    this.cancelButton = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small",
+        "aria-label": "Cancel",
+        "aria-describedby": nameId,
+        title: `Cancel the download of ${row.repo_id}`,
+      },
+      ["Cancel"],
+    );
+    this.retryButton = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small cw-btn-primary",
+        "aria-label": "Retry",
+        "aria-describedby": nameId,
+        title: `Retry the download of ${row.repo_id}`,
+      },
+      ["Retry"],
+    );
+    this.cancelButton.addEventListener("click", () => {
+      void this.manager.cancel(this.row.repo_id, this.cancelButton);
+    });
+    this.retryButton.addEventListener("click", () => {
+      void this.manager.retry(this.row.repo_id, this.retryButton);
+    });
+    this.el = h("div", { class: "cw-dl-row", role: "group", "aria-label": row.repo_id }, [
+      h("div", { class: "cw-dl-head" }, [
+        h("span", { class: "cw-dl-name", id: nameId, title: row.repo_id }, [row.repo_id]),
+        this.stateEl,
+      ]),
+      this.bar,
+      h("div", { class: "cw-dl-stats" }, [this.bytesEl, this.speedEl, this.etaEl]),
+      this.fileEl,
+      this.errorEl,
+      h("div", { class: "cw-dl-actions" }, [this.cancelButton, this.retryButton]),
+    ]);
+    this.update(row);
+  }
+
+  update(row: DownloadRow): void {
+    this.row = row;
+    const pct = rowPercent(row);
+    const active = row.state === "Downloading";
+    this.el.dataset.state = stateClass(row.state);
+    setText(this.stateEl, row.state);
+    this.stateEl.className = `cw-state-pill cw-state-${stateClass(row.state)}`;
+    setAttr(this.bar, "aria-valuenow", pct);
+    setAttr(this.bar, "aria-valuetext", `${pct}% (${row.state})`);
+    this.fill.style.width = `${pct}%`;
+    const total = row.bytes_total > 0 ? ` / ${formatBytes(row.bytes_total)}` : "";
+    setText(this.bytesEl, `${formatBytes(row.bytes_done)}${total}`);
+    setText(this.speedEl, active ? formatSpeed(row.speed_bps) : "");
+    setText(this.etaEl, active ? formatEta(row.eta_s) : "");
+    setText(this.fileEl, active && row.file ? row.file : "");
+    this.fileEl.hidden = !(active && row.file);
+    setText(this.errorEl, row.state === "Failed" ? (row.error ?? "The download failed.") : "");
+    this.errorEl.hidden = row.state !== "Failed";
+    this.cancelButton.hidden = !CANCELABLE.has(row.state);
+    this.retryButton.hidden = !RETRYABLE.has(row.state);
+  }
+}
+
+export class DownloadsPanel {
+  readonly el: HTMLElement;
+  private readonly toggle: HTMLButtonElement;
+  private readonly summary: HTMLElement;
+  private readonly list: HTMLElement;
+  private readonly empty: HTMLElement;
+  private readonly rows = new Map<string, DownloadRowView>();
+  private rowCount = 0;
+
+  constructor(
+    private readonly rpc: Rpc,
+    private readonly dialogs: Dialogs,
+    private readonly ui: UiState,
+  ) {
+    const listId = uid("dl-list");
+    this.summary = h("span", { class: "cw-dl-summary" });
+    this.toggle = h(
+      "button",
+      { type: "button", class: "cw-panel-toggle", "aria-controls": listId, "aria-expanded": "true" },
+      [
+        h("span", { class: "cw-chevron", "aria-hidden": "true" }),
+        h("span", { class: "cw-panel-title" }, ["Downloads"]),
+        this.summary,
+      ],
+    );
+    this.toggle.addEventListener("click", () => {
+      this.ui.downloadsCollapsed = !this.collapsed;
+      this.drawCollapsed();
+    });
+    this.empty = h("p", { class: "cw-empty" }, [
+      "No downloads. Pick a model that is not downloaded and it is fetched here.",
+    ]);
+    this.list = h("div", { class: "cw-dl-list", id: listId }, [this.empty]);
+    this.el = h(
+      "section",
+      { class: "cw-panel cw-downloads", role: "region", "aria-label": "Downloads", tabindex: -1 },
+      [h("h2", { class: "cw-panel-heading" }, [this.toggle]), this.list],
+    );
+  }
+
+  /** Collapsed by the user, or by default while there is nothing to show. */
+  get collapsed(): boolean {
+    return this.ui.downloadsCollapsed ?? this.rowCount === 0;
+  }
+
+  update(downloads: DownloadRow[]): void {
+    this.rowCount = downloads.length;
+    const seen = new Set<string>();
+    for (const row of downloads) {
+      seen.add(row.repo_id);
+      const view = this.rows.get(row.repo_id);
+      if (view) view.update(row);
+      else this.rows.set(row.repo_id, new DownloadRowView(row, this));
+    }
+    for (const [repoId, view] of this.rows) {
+      if (!seen.has(repoId)) {
+        view.el.remove();
+        this.rows.delete(repoId);
+      }
+    }
+    // Put rows in the kernel's order, moving only nodes that are out of place.
+    let anchor: Element | null = this.list.firstElementChild;
+    for (const row of downloads) {
+      const node = this.rows.get(row.repo_id)!.el;
+      if (node === anchor) anchor = anchor.nextElementSibling;
+      else this.list.insertBefore(node, anchor);
+    }
+    this.empty.hidden = downloads.length > 0;
+    const active = downloads.filter((row) => CANCELABLE.has(row.state)).length;
+    const failed = downloads.filter((row) => row.state === "Failed").length;
+    const parts = [active ? `${active} active` : "", failed ? `${failed} failed` : ""];
+    setText(this.summary, parts.filter(Boolean).join(" · "));
+    this.drawCollapsed();
+  }
+
+  /** Expand the manager and move focus to it (a download was just requested). */
+  openAndFocus(): void {
+    this.ui.downloadsCollapsed = false;
+    this.drawCollapsed();
+    this.el.focus();
+  }
+
+  /** Ask for confirmation, then ask the kernel to cancel `repoId`. */
+  async cancel(repoId: string, button: HTMLButtonElement): Promise<void> {
+    const confirmed = await this.dialogs.confirm({
+      title: "Cancel download?",
+      message: `Stop downloading ${repoId}? Files already complete stay in the cache; you can retry later.`,
+      confirmLabel: "Cancel download",
+      cancelLabel: "Keep downloading",
+      danger: true,
+    });
+    if (!confirmed) return;
+    button.disabled = true;
+    await this.rpc.request({ kind: "cancel_download", repo_id: repoId });
+    button.disabled = false;
+  }
+
+  async retry(repoId: string, button: HTMLButtonElement): Promise<void> {
+    button.disabled = true;
+    await this.rpc.request({ kind: "retry_download", repo_id: repoId });
+    button.disabled = false;
+  }
+
+  private drawCollapsed(): void {
+    const collapsed = this.collapsed;
+    this.toggle.setAttribute("aria-expanded", String(!collapsed));
+    this.list.hidden = collapsed;
+    this.el.classList.toggle("cw-collapsed", collapsed);
+  }
+}

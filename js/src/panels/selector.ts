@@ -1,0 +1,169 @@
+// The model selector: a native <select> labelled "Model" for the active conversation,
+// the pending target ("Waiting for X (Downloading 45%)"), a brief highlight after an
+// auto-switch, and a field to add any repo id.
+
+import { h, setAttr, setText, uid } from "../dom";
+import { formatBytes } from "../format";
+import type { ModelRow } from "../protocol";
+import { repoIdProblem } from "../repo-id";
+import type { Rpc } from "../rpc";
+import type { Store } from "../store";
+
+/** How long the "switched" highlight lasts (the CSS animation matches). */
+export const SWITCH_HIGHLIGHT_MS = 2400;
+
+export class SelectorPanel {
+  readonly el: HTMLElement;
+  readonly select: HTMLSelectElement;
+  private readonly placeholder: HTMLOptionElement;
+  private readonly pendingEl: HTMLElement;
+  private readonly addInput: HTMLInputElement;
+  private readonly addButton: HTMLButtonElement;
+  private readonly addError: HTMLElement;
+  private highlightTimer: ReturnType<typeof setTimeout> | null = null;
+  private choosing = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly rpc: Rpc,
+  ) {
+    const selectId = uid("model-select");
+    this.placeholder = h("option", { value: "", disabled: true }, ["Choose a model…"]);
+    this.select = h("select", { id: selectId, class: "cw-select", "aria-label": "Model" }, [
+      this.placeholder,
+    ]);
+    this.select.addEventListener("change", () => void this.choose(this.select.value));
+    this.pendingEl = h("p", { class: "cw-pending", "aria-live": "polite", hidden: true });
+
+    const addErrorId = uid("add-error");
+    this.addInput = h("input", {
+      type: "text",
+      class: "cw-input",
+      "aria-label": "Add model by repo id",
+      placeholder: "Add a model: org/name",
+      autocomplete: "off",
+      spellcheck: "false",
+      "aria-describedby": addErrorId,
+    });
+    this.addButton = h("button", { type: "submit", class: "cw-btn" }, ["Add"]);
+    this.addError = h("p", { class: "cw-field-error", id: addErrorId, hidden: true });
+    const form = h("form", { class: "cw-add-model", "aria-label": "Add a model" }, [
+      h("div", { class: "cw-row" }, [this.addInput, this.addButton]),
+      this.addError,
+    ]);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.add();
+    });
+    this.addInput.addEventListener("input", () => this.showAddError(null));
+
+    this.el = h("div", { class: "cw-selector" }, [
+      h("label", { class: "cw-label", for: selectId }, ["Model"]),
+      h("div", { class: "cw-select-wrap" }, [this.select]),
+      this.pendingEl,
+      form,
+    ]);
+  }
+
+  /** Redraw from traits: options with state and size, selected target, pending label. */
+  update(): void {
+    const conv = this.store.activeConversation;
+    const target = conv?.requested_model ?? conv?.active_model ?? null;
+    const pending = this.store.pending();
+    const rows: ModelRow[] = [...this.store.models];
+    for (const extra of [conv?.active_model ?? null, target]) {
+      if (extra !== null && !rows.some((m) => m.repo_id === extra)) {
+        rows.push({
+          repo_id: extra,
+          name: extra,
+          params: "",
+          size_bytes: null,
+          state: this.store.download(extra)?.state ?? "Queued",
+          error: null,
+        });
+      }
+    }
+    const options = new Map<string, HTMLOptionElement>();
+    for (const option of Array.from(this.select.options)) {
+      if (option !== this.placeholder) options.set(option.value, option);
+    }
+    let anchor: Element | null = this.placeholder.nextElementSibling;
+    for (const row of rows) {
+      let option = options.get(row.repo_id);
+      options.delete(row.repo_id);
+      if (!option) option = h("option", { value: row.repo_id });
+      setText(option, this.optionText(row, conv?.active_model ?? null, pending?.repoId ?? null));
+      option.title = row.repo_id;
+      if (option === anchor) anchor = anchor.nextElementSibling;
+      else this.select.insertBefore(option, anchor);
+    }
+    for (const stale of options.values()) stale.remove();
+
+    if (!this.choosing) {
+      this.placeholder.hidden = target !== null;
+      this.select.value = target ?? "";
+    }
+    this.select.disabled = conv === null;
+    setText(this.pendingEl, pending?.label ?? "");
+    this.pendingEl.hidden = pending === null;
+    this.el.classList.toggle("cw-has-pending", pending !== null);
+  }
+
+  /** Highlight the selector for a moment (after an auto-switch). */
+  flashSwitched(): void {
+    if (this.highlightTimer !== null) clearTimeout(this.highlightTimer);
+    this.el.classList.remove("cw-switched");
+    void this.el.offsetWidth; // restart the CSS animation
+    this.el.classList.add("cw-switched");
+    this.highlightTimer = setTimeout(() => {
+      this.el.classList.remove("cw-switched");
+      this.highlightTimer = null;
+    }, SWITCH_HIGHLIGHT_MS);
+  }
+
+  destroy(): void {
+    if (this.highlightTimer !== null) clearTimeout(this.highlightTimer);
+  }
+
+  private optionText(row: ModelRow, active: string | null, pending: string | null): string {
+    const state = row.repo_id === active ? "Active" : row.state;
+    const parts = [row.name || row.repo_id, state];
+    if (row.repo_id === pending) parts[1] = `${state}, pending`;
+    if (row.size_bytes !== null) parts.push(formatBytes(row.size_bytes));
+    return parts.join(" · ");
+  }
+
+  private async choose(repoId: string): Promise<void> {
+    if (!repoId) return;
+    this.choosing = true;
+    await this.rpc.request({ kind: "select_model", repo_id: repoId });
+    this.choosing = false;
+    this.update(); // show what the kernel decided (reverts a refused choice)
+  }
+
+  private async add(): Promise<void> {
+    const value = this.addInput.value.trim();
+    const problem = repoIdProblem(value);
+    if (problem) {
+      this.showAddError(problem);
+      this.addInput.focus();
+      return;
+    }
+    this.addButton.disabled = true;
+    const reply = await this.rpc.request({ kind: "add_model", repo_id: value }, { quiet: true });
+    this.addButton.disabled = false;
+    if (reply.ok) {
+      this.addInput.value = "";
+      this.showAddError(null);
+    } else {
+      this.showAddError(reply.error ?? `Could not add ${value}.`);
+      this.addInput.focus();
+    }
+  }
+
+  private showAddError(message: string | null): void {
+    setText(this.addError, message ?? "");
+    this.addError.hidden = message === null;
+    setAttr(this.addInput, "aria-invalid", message === null ? null : "true");
+  }
+}

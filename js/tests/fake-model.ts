@@ -1,0 +1,192 @@
+// A stand-in for the anywidget model: traits in a plain object, listeners per event,
+// and a record of every message the front end sends. Tests play the kernel's part.
+
+import type { AnyModel } from "@anywidget/types";
+import render from "../src/index";
+import type {
+  ConversationRow,
+  DownloadRow,
+  MessageRow,
+  ModelRow,
+  Reply,
+  Request,
+  WidgetState,
+} from "../src/protocol";
+
+// Same handler shape as AnyModel (it takes any arguments).
+type Handler = (...args: any[]) => void;
+
+export class FakeModel implements AnyModel<WidgetState> {
+  readonly sent: Request[] = [];
+  /** Every set() / save_changes() call the front end made (it must make none). */
+  readonly writes: string[] = [];
+  readonly widget_manager = {} as AnyModel["widget_manager"];
+  private readonly handlers = new Map<string, Set<Handler>>();
+
+  constructor(public state: WidgetState) {}
+
+  get<K extends keyof WidgetState>(key: K): WidgetState[K] {
+    return this.state[key];
+  }
+  set<K extends keyof WidgetState>(key: K, value: WidgetState[K]): void {
+    this.writes.push(`set:${String(key)}`);
+    this.state[key] = value;
+  }
+  save_changes(): void {
+    this.writes.push("save_changes");
+  }
+  on(event: string, callback: Handler): void {
+    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
+    this.handlers.get(event)!.add(callback);
+  }
+  off(event?: string | null, callback?: Handler | null): void {
+    if (!event) this.handlers.clear();
+    else if (!callback) this.handlers.delete(event);
+    else this.handlers.get(event)?.delete(callback);
+  }
+  send(content: Request): void {
+    this.sent.push(content);
+  }
+
+  /** Kernel side: change traits and fire `change:<trait>` for each. */
+  update(changes: Partial<WidgetState>): void {
+    Object.assign(this.state, changes);
+    for (const key of Object.keys(changes)) this.emit(`change:${key}`);
+  }
+
+  emit(event: string, ...args: unknown[]): void {
+    for (const handler of [...(this.handlers.get(event) ?? [])]) handler(...args);
+  }
+
+  /** Kernel side: answer the request with `id` (the last one by default). */
+  reply(ok: boolean, error?: string, id?: string): Reply {
+    const request = id ? this.sent.find((r) => r.id === id) : this.sent[this.sent.length - 1];
+    if (!request) throw new Error("no request to reply to");
+    const reply: Reply = { id: request.id, kind: `${request.kind}-response`, ok };
+    if (error !== undefined) reply.error = error;
+    this.emit("msg:custom", reply, []);
+    return reply;
+  }
+
+  /** Number of listeners currently registered. */
+  listenerCount(): number {
+    let n = 0;
+    for (const set of this.handlers.values()) n += set.size;
+    return n;
+  }
+
+  sentKinds(): string[] {
+    return this.sent.map((r) => r.kind);
+  }
+}
+
+export const REPO_A = "HuggingFaceTB/SmolLM2-135M-Instruct";
+export const REPO_B = "Qwen/Qwen2.5-0.5B-Instruct";
+
+export function modelRow(overrides: Partial<ModelRow> = {}): ModelRow {
+  return {
+    repo_id: REPO_A,
+    name: "SmolLM2 135M Instruct",
+    params: "135M",
+    size_bytes: 269_060_552,
+    state: "Ready",
+    error: null,
+    ...overrides,
+  };
+}
+
+export function message(overrides: Partial<MessageRow> = {}): MessageRow {
+  return {
+    id: "m1",
+    role: "user",
+    content: "Hello",
+    status: "done",
+    model: null,
+    new_tokens: null,
+    tokens_per_s: null,
+    error: null,
+    ...overrides,
+  };
+}
+
+export function conversation(overrides: Partial<ConversationRow> = {}): ConversationRow {
+  return {
+    id: "c1",
+    title: "First chat",
+    active_model: REPO_A,
+    requested_model: REPO_A,
+    messages: [],
+    ...overrides,
+  };
+}
+
+export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
+  return {
+    repo_id: REPO_B,
+    state: "Downloading",
+    bytes_done: 450_000_000,
+    bytes_total: 1_000_000_000,
+    speed_bps: 4_200_000,
+    eta_s: 131,
+    error: null,
+    file: "model.safetensors",
+    ...overrides,
+  };
+}
+
+export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
+  return {
+    models: [
+      modelRow(),
+      modelRow({
+        repo_id: REPO_B,
+        name: "Qwen2.5 0.5B Instruct",
+        params: "0.5B",
+        size_bytes: 988_097_824,
+        state: "Not downloaded",
+      }),
+    ],
+    conversations: [conversation()],
+    active_conversation: "c1",
+    downloads: [],
+    settings: {
+      system_prompt: "",
+      max_new_tokens: 256,
+      temperature: 0.7,
+      top_p: 0.9,
+      do_sample: true,
+    },
+    generating: false,
+    last_switch: null,
+    download_focus_seq: 0,
+    errors: [],
+    ...overrides,
+  };
+}
+
+export interface Mounted {
+  model: FakeModel;
+  el: HTMLElement;
+  cleanup: () => void;
+}
+
+/** Render the widget into a fresh element attached to the document. */
+export function mount(overrides: Partial<WidgetState> = {}, model?: FakeModel): Mounted {
+  const fake = model ?? new FakeModel(widgetState(overrides));
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = render.render({ model: fake, el });
+  return {
+    model: fake,
+    el,
+    cleanup: () => {
+      cleanup();
+      el.remove();
+    },
+  };
+}
+
+/** Let pending promise callbacks (reply handling) run. */
+export async function flush(): Promise<void> {
+  for (let i = 0; i < 5; i += 1) await Promise.resolve();
+}
