@@ -54,6 +54,17 @@ def resolve_commit(cache_dir: Path, repo_id: str, revision: str) -> str | None:
     return commit if _COMMIT.match(commit) else None
 
 
+def write_ref(cache_dir: Path, repo_id: str, revision: str, commit: str) -> None:
+    """Record that ``revision`` (a branch or tag) points at ``commit``, atomically."""
+    if _COMMIT.match(revision):
+        return
+    ref = repo_folder(cache_dir, repo_id) / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+    tmp.write_text(commit, encoding="utf-8")
+    tmp.replace(ref)
+
+
 def snapshot_folder(cache_dir: Path, repo_id: str, commit: str) -> Path:
     return repo_folder(cache_dir, repo_id) / "snapshots" / commit
 

@@ -194,6 +194,8 @@ def run(job: dict[str, Any], token: str | bool | None, channel: Channel) -> None
     finally:
         stop_reporting.set()
         reporter.join()
+    # The ref goes last, so a branch name only points at a complete snapshot.
+    cache.write_ref(cache_dir, spec.repo_id, spec.revision, commit)
     channel.send({"kind": "done", "snapshot": str(snapshot)})
 
 

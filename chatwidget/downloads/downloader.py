@@ -42,7 +42,7 @@ _STDERR_TAIL = 4000
 _NOTHING: dict[str, Any] = {"kind": "nothing"}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Child:
     """One running download process and the thread that reads its messages."""
 
