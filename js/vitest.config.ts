@@ -6,5 +6,6 @@ export default defineConfig({
     globals: true,
     include: ["tests/**/*.test.ts"],
     restoreMocks: true,
+    setupFiles: ["tests/setup.ts"],
   },
 });

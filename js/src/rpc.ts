@@ -3,7 +3,7 @@
 // (other ids) are ignored; a reply that never comes is reported after a timeout.
 
 import type { AnyModel } from "@anywidget/types";
-import type { Intent, Reply } from "./protocol";
+import type { Intent, Reply, WidgetState } from "./protocol";
 
 /** Default time to wait for the kernel's reply before reporting it as lost. */
 export const REPLY_TIMEOUT_MS = 30_000;
@@ -39,7 +39,7 @@ export class Rpc {
    *   caller passed `{ quiet: true }` to handle the failure itself.
    */
   constructor(
-    private readonly model: AnyModel,
+    private readonly model: AnyModel<WidgetState>,
     private readonly onFailure: (message: string) => void,
     private readonly timeoutMs: number = REPLY_TIMEOUT_MS,
   ) {

@@ -52,7 +52,10 @@ class MessageView {
       if (message.role === "assistant") setMarkdown(this.body, message.content);
       else setText(this.body, message.content);
       if (message.status === "streaming") {
-        this.body.append(h("span", { class: "cw-caret", "aria-hidden": "true" }));
+        // Put the caret at the end of the last paragraph, not on a line of its own.
+        const last = this.body.lastElementChild;
+        const host = last?.tagName === "P" ? last : this.body;
+        host.append(h("span", { class: "cw-caret", "aria-hidden": "true" }));
       }
     }
     this.el.dataset.status = message.status;
