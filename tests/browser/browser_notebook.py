@@ -1,0 +1,206 @@
+"""Drive a notebook in JupyterLab or Notebook 7 like a user: open, run, probe the kernel.
+
+Every wait here is Playwright's own (``expect`` with a timeout, ``wait_for_function``) or a
+loop with a deadline that re-runs a cell; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+from browser_jupyter import JupyterServer
+from playwright.sync_api import Locator, Page, expect
+
+App = Literal["lab", "notebook7"]
+
+#: Kernel start plus ``import chatwidget`` (torch, transformers) on a busy 2-core machine.
+KERNEL_TIMEOUT_MS = 90_000
+#: The first cell builds the widget (runtime, downloader, engine) before it is displayed.
+RENDER_TIMEOUT_MS = 90_000
+#: Marks the line a probe cell prints, so a stale output from an earlier run never counts.
+_PROBE_MARK = "@@probe"
+
+_KERNEL_READY_JS = """
+() => {
+  const name = document.querySelector('.jp-Toolbar-kernelName');
+  const label = name ? (name.getAttribute('aria-label') || name.textContent || '') : '';
+  const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+  return !!name && label.trim() !== '' && !/No Kernel/i.test(label)
+    && !!status && status.getAttribute('data-status') === 'idle';
+}
+"""
+
+
+def write_notebook(path: Path, cells: Sequence[str]) -> Path:
+    """Write a notebook of code cells with the python3 kernel spec."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+class NotebookPage:
+    """One notebook open in a page of JupyterLab or Notebook 7."""
+
+    def __init__(self, page: Page, server: JupyterServer, name: str, app: App) -> None:
+        self.page = page
+        self.server = server
+        self.name = name
+        self.app = app
+        self._probes = 0
+
+    # -- opening and running
+
+    def open(self) -> None:
+        """Open the notebook and wait until its kernel is idle (Run All is ignored before)."""
+        url = (
+            self.server.lab_url(self.name)
+            if self.app == "lab"
+            else self.server.notebook7_url(self.name)
+        )
+        self.page.goto(url)
+        expect(self.cells.first).to_be_visible(timeout=KERNEL_TIMEOUT_MS)
+        self.wait_for_kernel()
+
+    def wait_for_kernel(self) -> None:
+        self.page.wait_for_function(_KERNEL_READY_JS, timeout=KERNEL_TIMEOUT_MS)
+
+    def run_all(self) -> None:
+        """Run > Run All Cells, through the menu bar like a user."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        self.page.locator('li[data-command="runmenu:run-all"]').click()
+
+    def reload(self) -> None:
+        """Save, then reload the page; the widget comes back from the kernel's state."""
+        self.page.keyboard.press("ControlOrMeta+s")
+        expect(self.page.locator(".jp-mod-dirty")).to_have_count(0, timeout=10_000)
+        self.page.reload()
+        expect(self.cells.first).to_be_visible(timeout=KERNEL_TIMEOUT_MS)
+        self.wait_for_kernel()
+
+    @property
+    def cells(self) -> Locator:
+        return self.page.locator(".jp-Notebook .jp-Cell")
+
+    def output_of(self, index: int) -> Locator:
+        return self.cells.nth(index).locator(".jp-OutputArea-output")
+
+    # -- the widget, by role and accessible name
+
+    @property
+    def widget(self) -> Locator:
+        """The output area that holds the chat widget (the one with a "Downloads" region)."""
+        return self.page.locator(".jp-OutputArea-output").filter(
+            has=self.page.get_by_role("region", name="Downloads")
+        )
+
+    def wait_for_widget(self) -> None:
+        """Wait until the widget shows; fail at once with the traceback if the cell raised."""
+        failed = self.cells.first.locator('[data-mime-type="application/vnd.jupyter.error"]')
+        expect(self.model_select.or_(failed).first).to_be_visible(timeout=RENDER_TIMEOUT_MS)
+        if failed.count():
+            raise AssertionError(f"the widget's cell raised:\n{failed.first.inner_text()}")
+
+    @property
+    def model_select(self) -> Locator:
+        return self.widget.get_by_role("combobox", name="Model")
+
+    @property
+    def downloads(self) -> Locator:
+        return self.widget.get_by_role("region", name="Downloads")
+
+    def download_row(self, repo_id: str) -> Locator:
+        """A download manager row: a group named by the repo id."""
+        return self.downloads.get_by_role("group", name=repo_id, exact=True)
+
+    def progress_of(self, repo_id: str) -> Locator:
+        return self.download_row(repo_id).get_by_role("progressbar")
+
+    @property
+    def message_box(self) -> Locator:
+        return self.widget.get_by_role("textbox", name="Message", exact=True)
+
+    @property
+    def send_button(self) -> Locator:
+        return self.widget.get_by_role("button", name="Send", exact=True)
+
+    @property
+    def toasts(self) -> Locator:
+        return self.widget.get_by_role("status")
+
+    @property
+    def assistant_messages(self) -> Locator:
+        return self.widget.locator("article.cw-msg-assistant")
+
+    @property
+    def user_messages(self) -> Locator:
+        return self.widget.locator("article.cw-msg-user")
+
+    def select_model(self, repo_id: str) -> None:
+        self.model_select.select_option(repo_id)
+
+    def send_message(self, text: str) -> None:
+        """Type into the message box and press Enter (Enter sends)."""
+        self.message_box.click()
+        self.message_box.fill(text)
+        self.message_box.press("Enter")
+
+    # -- the kernel side
+
+    def probe(
+        self,
+        expression: str,
+        until: Callable[[Any], bool] = lambda _value: True,
+        timeout: float = 60.0,
+    ) -> Any:
+        """Evaluate ``expression`` in the kernel through the notebook's last cell.
+
+        The cell prints the expression's value as JSON; it is run again until ``until`` holds
+        for the value or ``timeout`` seconds pass (syncing takes a moment). Returns the value.
+        """
+        deadline = time.monotonic() + timeout
+        cell = self.cells.last
+        value: Any = None
+        while True:
+            self._probes += 1
+            mark = f"{_PROBE_MARK}{self._probes}:"
+            code = f"import json as _json\nprint({mark!r} + _json.dumps({expression}))"
+            editor = cell.locator(".jp-InputArea-editor")
+            editor.click()
+            self.page.keyboard.press("ControlOrMeta+a")
+            self.page.keyboard.insert_text(code)
+            self.page.keyboard.press("Control+Enter")
+            output = cell.locator(".jp-OutputArea-output")
+            left_ms = max(1_000.0, (deadline - time.monotonic()) * 1000)
+            expect(output.filter(has_text=mark)).to_have_count(1, timeout=left_ms)
+            text = output.filter(has_text=mark).inner_text()
+            value = json.loads(text.split(mark, 1)[1].strip())
+            if until(value):
+                return value
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"kernel probe {expression!r} never met the condition within "
+                    f"{timeout:.0f} s; last value: {value!r}"
+                )
+
+    # -- artifacts
+
+    def screenshot(self, path: Path) -> None:
+        """Save a picture of the widget's output area (the whole page if it is missing)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.widget.count():
+            self.widget.first.screenshot(path=str(path), animations="disabled")
+        else:
+            self.page.screenshot(path=str(path), full_page=True)

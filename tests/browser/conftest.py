@@ -1,0 +1,160 @@
+"""Fixtures for the browser tests: a local hub, one Jupyter server, one headless Chromium.
+
+The hub (``local_hub`` from tests/conftest.py) runs in this process on loopback, so a test
+can throttle it and inject faults while the kernel (a child of the Jupyter server) downloads
+from it. Each test gets a fresh page that records console and page errors (any error fails
+the test), its own notebook and its own HF cache; its kernel is shut down when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from browser_jupyter import JupyterServer
+from browser_notebook import App, NotebookPage, write_notebook
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+
+from chatwidget.testing.hub import LocalHub
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = os.environ.get("CHATWIDGET_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # runs as root here
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",  # else Chromium keeps calling outside hosts
+    "--disable-component-update",
+]
+#: Bytes per second the hub sends: demo/small-chat (about 27 MB) takes about 7 s.
+HUB_RATE = 4_000_000
+VIEWPORT = {"width": 1400, "height": 1000}
+#: How the first cell imports the widget.
+WIDGET_IMPORT = "from chatwidget.widget import ChatWidget"
+
+
+@pytest.fixture
+def hub(local_hub: LocalHub, small_repo: str) -> LocalHub:
+    """The session's local hub (tiny and small demo models), reset for this test (no faults,
+    empty request log) and throttled to :data:`HUB_RATE`."""
+    local_hub.rate = HUB_RATE
+    return local_hub
+
+
+@pytest.fixture(scope="session")
+def jupyter(
+    tmp_path_factory: pytest.TempPathFactory, _session_hub: LocalHub
+) -> Iterator[JupyterServer]:
+    """One Jupyter server for the session (JupyterLab and Notebook 7)."""
+    base = tmp_path_factory.mktemp("jupyter")
+    env = {
+        "HF_ENDPOINT": _session_hub.url,
+        "HF_HOME": str(base / "hf-home"),
+        "HF_HUB_CACHE": str(base / "hf-home" / "hub"),
+        "HF_XET_CACHE": str(base / "hf-home" / "xet"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",  # two cores, shared: keep the kernels' torch modest
+    }
+    server = JupyterServer(base, env)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class BrowserErrors:
+    """Console errors and uncaught page errors seen by one page."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.entries.append(f"console.error: {message.text} ({message.location})")
+
+    def on_page_error(self, error: Error) -> None:
+        self.entries.append(f"page error: {error.message}")
+
+    def assert_none(self) -> None:
+        assert not self.entries, "the browser reported errors:\n" + "\n".join(self.entries)
+
+
+@pytest.fixture
+def browser_errors() -> BrowserErrors:
+    return BrowserErrors()
+
+
+@pytest.fixture
+def browser_page(chromium: Browser, browser_errors: BrowserErrors) -> Iterator[Page]:
+    """A fresh page (own context) whose console and page errors fail the test."""
+    context = chromium.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    page = context.new_page()
+    page.on("console", browser_errors.on_console)
+    page.on("pageerror", browser_errors.on_page_error)
+    yield page
+    context.close()
+    browser_errors.assert_none()
+
+
+OpenWidget = Callable[..., NotebookPage]
+
+
+@pytest.fixture
+def open_widget(
+    request: pytest.FixtureRequest,
+    browser_page: Page,
+    jupyter: JupyterServer,
+    hub: LocalHub,
+    tmp_path: Path,
+) -> Iterator[OpenWidget]:
+    """Write a notebook whose first cell displays ``chat = ChatWidget(models=...)``, open it
+    in JupyterLab (or Notebook 7), wait for the kernel, Run All, and wait for the widget."""
+    cache_dir = tmp_path / "hf-cache"
+
+    def open_(
+        models: Sequence[str] = ("demo/tiny-chat", "demo/tiny-chat-b", "demo/small-chat"),
+        app: App = "lab",
+        setup: str = "",
+    ) -> NotebookPage:
+        name = f"{request.node.name}.ipynb".replace("[", "-").replace("]", "")
+        first_cell = (
+            f"{WIDGET_IMPORT}\n"
+            f"{setup}"
+            f"chat = ChatWidget(models={list(models)!r}, cache_dir={str(cache_dir)!r})\n"
+            "chat"
+        )
+        write_notebook(jupyter.root_dir / name, [first_cell, "# kernel probes run here"])
+        nb = NotebookPage(browser_page, jupyter, name, app)
+        nb.open()
+        nb.run_all()
+        nb.wait_for_widget()
+        return nb
+
+    yield open_
+    jupyter.shutdown_kernels()
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest) -> Callable[[NotebookPage, str], Path]:
+    """Save the widget's picture as ``test-artifacts/screenshots/<test>-<step>.png``."""
+
+    def take(nb: NotebookPage, step: str) -> Path:
+        path = SCREENSHOTS / f"{request.node.name}-{step}.png"
+        nb.screenshot(path)
+        return path
+
+    return take
