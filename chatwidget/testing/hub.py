@@ -59,6 +59,7 @@ LAST_MODIFIED = "2026-01-01T00:00:00.000Z"
 _CHUNK = 64 * 1024
 _PACED_CHUNK = 16 * 1024
 _CORRUPT_BYTES = 16
+_SENDFILE_CHUNK = 4 * 1024 * 1024
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -252,6 +253,32 @@ class RequestRecord:
     faults: tuple[str, ...] = ()
 
 
+@dataclass
+class _OpenRecord:
+    """A log entry still being written by its handler thread."""
+
+    method: str
+    path: str
+    query: str
+    range: str | None
+    token_present: bool
+    faults: tuple[str, ...]
+    status: int = 0
+    bytes_sent: int = 0
+
+    def freeze(self) -> RequestRecord:
+        return RequestRecord(
+            method=self.method,
+            path=self.path,
+            query=self.query,
+            range=self.range,
+            status=self.status,
+            bytes_sent=self.bytes_sent,
+            token_present=self.token_present,
+            faults=self.faults,
+        )
+
+
 class _AbortedError(Exception):
     """The response was cut off on purpose (a drop fault, or the hub stopping)."""
 
@@ -327,10 +354,16 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         segments = [unquote(s) for s in split.path.split("/")[1:]]
         path = "/" + "/".join(segments)
-        self._status = 0
-        self._sent = 0
         faults = hub._fire_faults(method, path)
         token = self._token()
+        self._entry = hub._open_record(
+            method=method,
+            path=path,
+            query=split.query,
+            range=self.headers.get("Range"),
+            token_present=token is not None,
+            faults=tuple(_fault_kinds(faults)),
+        )
         try:
             self._apply_pre_faults(faults)
             self._route(method, segments, parse_qs(split.query), token, faults)
@@ -340,19 +373,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
         except OSError:
             self.close_connection = True
-        finally:
-            hub._record(
-                RequestRecord(
-                    method=method,
-                    path=path,
-                    query=split.query,
-                    range=self.headers.get("Range"),
-                    status=self._status,
-                    bytes_sent=self._sent,
-                    token_present=token is not None,
-                    faults=tuple(_fault_kinds(faults)),
-                )
-            )
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
@@ -501,7 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, method: str, err: _HubError) -> None:
         body = json.dumps({"error": err.message}).encode()
-        self._status = err.status
+        self._entry.status = err.status
         self.send_response(err.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -516,7 +536,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, method: str, payload: Any, faults: list[Fault]) -> None:
         body = json.dumps(payload).encode()
-        self._status = 200
+        self._entry.status = 200
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -531,7 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
         if range_header and method == "GET":
             parsed = _parse_range(range_header, entry.size)
             if parsed is None:
-                self._status = 416
+                self._entry.status = 416
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{entry.size}")
                 self.send_header("Content-Length", "0")
@@ -541,7 +561,7 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = parsed
             status = 206
         length = max(0, end - start + 1)
-        self._status = status
+        self._entry.status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
@@ -568,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
         corrupt = any(f.corrupt for f in faults)
         rate = hub.rate
         if drop is None and not stalls and not corrupt and not rate:
-            self._sent += source.send_all(self.connection, offset, length)
+            self._send_all(source, offset, length)
             return
         chunk_size = _PACED_CHUNK if rate else _CHUNK
         sent = 0
@@ -591,11 +611,29 @@ class _Handler(BaseHTTPRequestHandler):
             rate = hub.rate
             if rate and not hub._pacer.wait(len(data), rate, hub._closing):
                 raise _AbortedError
-            self.wfile.write(data)
+            with self._counting(len(data)):
+                self.wfile.write(data)
             sent += len(data)
-            self._sent += len(data)
         if drop is not None and sent >= drop:
             raise _AbortedError
+
+    @contextlib.contextmanager
+    def _counting(self, nbytes: int) -> Iterator[None]:
+        # Counted before the write, so the log is complete by the time the client has the bytes.
+        self._entry.bytes_sent += nbytes
+        try:
+            yield
+        except OSError:
+            self._entry.bytes_sent -= nbytes
+            raise
+
+    def _send_all(self, source: _Source, offset: int, length: int) -> None:
+        done = 0
+        while done < length:
+            n = min(_SENDFILE_CHUNK, length - done)
+            with self._counting(n):
+                source.send_all(self.connection, offset + done, n)
+            done += n
 
     def _stall(self, fault: Fault) -> None:
         hub = self.server.hub
@@ -698,7 +736,7 @@ class LocalHub:
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
-        self._requests: list[RequestRecord] = []
+        self._requests: list[_OpenRecord] = []
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._closing = threading.Event()
         self._pacer = _Pacer()
@@ -815,9 +853,13 @@ class LocalHub:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A copy of the request log, oldest first."""
+        """A copy of the request log, in order of arrival.
+
+        A request is logged when it arrives; its ``status`` and ``bytes_sent`` are final once
+        the client has received the response (0 while the answer has not started).
+        """
         with self._lock:
-            return list(self._requests)
+            return [record.freeze() for record in self._requests]
 
     def clear_requests(self) -> None:
         """Empty the request log."""
@@ -844,9 +886,20 @@ class LocalHub:
             fault.triggered.set()
         return fired
 
-    def _record(self, record: RequestRecord) -> None:
+    def _open_record(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        range: str | None,
+        token_present: bool,
+        faults: tuple[str, ...],
+    ) -> _OpenRecord:
+        record = _OpenRecord(method, path, query, range, token_present, faults)
         with self._lock:
             self._requests.append(record)
+        return record
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
