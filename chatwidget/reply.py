@@ -15,6 +15,7 @@ class ReplyHandle:
         self.message_id = message_id
         self.stop_event = threading.Event()
         self._done = threading.Event()
+        self._first_token = threading.Event()
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
 
@@ -31,6 +32,11 @@ class ReplyHandle:
         """Stop generating; the partial reply is kept and marked as stopped."""
         self.stop_event.set()
 
+    def wait_for_first_token(self, timeout: float | None = None) -> bool:
+        """Block until the first piece of text arrives (or the reply ends); True if it did."""
+        self._first_token.wait(timeout)
+        return self._first_token.is_set()
+
     def wait(self, timeout: float | None = None) -> str:
         """Block until the reply finishes and return its text.
 
@@ -43,10 +49,15 @@ class ReplyHandle:
         assert self._result is not None
         return self._result.text
 
+    def _got_text(self) -> None:
+        self._first_token.set()
+
     def _finish(self, result: GenerationResult) -> None:
         self._result = result
         self._done.set()
+        self._first_token.set()
 
     def _fail(self, error: BaseException) -> None:
         self._error = error
         self._done.set()
+        self._first_token.set()

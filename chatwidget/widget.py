@@ -12,7 +12,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ _STATIC = Path(__file__).parent / "static"
 _MAX_ERRORS = 20
 
 
-class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
+class ChatWidget(anywidget.AnyWidget):
     """Chat with local Hugging Face models; switch models mid-conversation.
 
     Args:
@@ -86,6 +86,7 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
         self._focus_seq = 0
         self._reply: ReplyHandle | None = None
         self._reply_thread: threading.Thread | None = None
+        self._subscriptions: list[Callable[[], None]] = []
 
         self._runtime = runtime.acquire(endpoint=endpoint, cache_dir=cache_dir, token=token)
         self._orch = self._runtime.orchestrator
@@ -163,6 +164,7 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
         with self._lock:
             if self._reply is not None and not self._reply.done:
                 raise RuntimeError("A reply is still being generated: stop it or wait for it.")
+            self._require_model(cid)
             self._store.append(cid, Message(new_id("m"), "user", text))
             return self._start_reply(cid)
 
@@ -172,6 +174,7 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
         with self._lock:
             if self._reply is not None and not self._reply.done:
                 raise RuntimeError("A reply is still being generated: stop it or wait for it.")
+            self._require_model(cid)
             if self._store.truncate_after_last_user(cid) is None:
                 raise ValueError("There is no message to regenerate a reply for.")
             return self._start_reply(cid)
@@ -244,6 +247,14 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
         """A conversation as Markdown."""
         return self._store.get(conversation_id or self._active).to_markdown()
 
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every orchestrator event, in order; returns an
+        unsubscribe function. Events come from the shared queue, on its worker thread: keep
+        the callback short. A callback that raises is reported and does not stop the queue."""
+        unsubscribe = self._orch.subscribe(callback)
+        self._subscriptions.append(unsubscribe)
+        return unsubscribe
+
     def wait_until_idle(self, timeout: float | None = 60.0) -> bool:
         """Wait until the queue is drained, no reply is running, and the UI state is sent."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -271,6 +282,8 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
         if self._reply_thread is not None:
             self._reply_thread.join(5.0)
         self._unsubscribe()
+        for unsubscribe in self._subscriptions:
+            unsubscribe()
         self._publisher.close()
         for cid in self._store.ids():
             self._orch.close_conversation(cid)
@@ -299,16 +312,19 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
         self._orch.register(spec)
         return spec
 
-    def _start_reply(self, cid: str) -> ReplyHandle:
+    def _require_model(self, cid: str) -> str:
         model = self._orch.active_model(cid)
         if model is None:
             waiting = self._orch.requested_model(cid)
-            self._store.truncate_after_last_user(cid)
             raise NoActiveModelError(
                 f"No model is ready in this conversation yet: waiting for {waiting}."
                 if waiting
                 else "Pick a model first: no model is active in this conversation."
             )
+        return model
+
+    def _start_reply(self, cid: str) -> ReplyHandle:
+        model = self._require_model(cid)
         conv = self._store.get(cid)
         history = conv.history()
         assistant = Message(new_id("m"), "assistant", "", status="streaming", model=model)
@@ -334,6 +350,7 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
 
         def on_text(piece: str) -> None:
             self._store.append_text(cid, mid, piece)
+            handle._got_text()
             self._poke()
 
         try:
@@ -441,7 +458,8 @@ class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
             reply["ok"] = False
             reply["error"] = f"Internal error: {exc}"
             self._report(exc)
-        self.send(dict(reply))
+        # ``send`` is the chat API here; the custom-message channel is the base class's.
+        anywidget.AnyWidget.send(self, dict(reply))
 
     def _dispatch(self, kind: str, args: dict[str, Any]) -> None:
         match kind:
