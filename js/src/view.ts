@@ -37,7 +37,9 @@ export class WidgetView {
     const store = new Store(model);
     const ui = uiStateFor(model);
     this.listeners = new Listeners(model);
-    this.root = h("div", { class: "cw-root", tabindex: -1 });
+    // data-lm-suppress-shortcuts: JupyterLab's keyboard shortcuts (Enter, Escape, A, B, …)
+    // must not fire while the user types or presses buttons inside the widget.
+    this.root = h("div", { class: "cw-root", tabindex: -1, "data-lm-suppress-shortcuts": "true" });
     this.errors = new ErrorArea(ui);
     this.rpc = new Rpc(model, (message) => this.errors.report(message));
     this.dialogs = new Dialogs(this.root);

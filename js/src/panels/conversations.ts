@@ -119,13 +119,14 @@ export class ConversationsPanel {
       maxlength: 200,
     });
     let done = false;
-    const finish = async (commit: boolean): Promise<void> => {
+    const finish = (commit: boolean): void => {
       if (done) return;
       done = true;
       const value = input.value.trim();
       if (commit && value && value !== title) {
-        await this.rpc.request({ kind: "rename_conversation", conversation_id: id, title: value });
+        void this.rpc.request({ kind: "rename_conversation", conversation_id: id, title: value });
       }
+      // The list shows the kernel's titles; the new one arrives with the next update.
       this.renaming = null;
       this.signature = "";
       this.update();
@@ -134,14 +135,14 @@ export class ConversationsPanel {
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter") {
         event.preventDefault();
-        void finish(true);
+        finish(true);
       } else if (event.key === "Escape") {
         event.preventDefault();
         event.stopPropagation();
-        void finish(false);
+        finish(false);
       }
     });
-    input.addEventListener("blur", () => void finish(true));
+    input.addEventListener("blur", () => finish(true));
     item.replaceChildren(input);
     input.focus();
     input.select();

@@ -1,0 +1,79 @@
+import { within } from "@testing-library/dom";
+import userEvent from "@testing-library/user-event";
+import { flush, mount, type Mounted } from "./fake-model";
+
+let mounted: Mounted | null = null;
+afterEach(() => {
+  mounted?.cleanup();
+  mounted = null;
+});
+function open(...args: Parameters<typeof mount>): Mounted {
+  mounted = mount(...args);
+  return mounted;
+}
+
+describe("settings", () => {
+  it("shows the kernel's settings", () => {
+    const { el } = open();
+    expect(within(el).getByLabelText("Max new tokens")).toHaveValue(256);
+    expect(within(el).getByLabelText("Temperature")).toHaveValue(0.7);
+    expect(within(el).getByLabelText("Top p")).toHaveValue(0.9);
+    expect(within(el).getByLabelText("Sampling")).toBeChecked();
+    expect(within(el).getByLabelText("System prompt")).toHaveValue("");
+  });
+
+  it("sends each committed change as a partial set_settings", async () => {
+    const user = userEvent.setup();
+    const { model, el } = open();
+    const tokens = within(el).getByLabelText("Max new tokens");
+    await user.clear(tokens);
+    await user.type(tokens, "512");
+    await user.tab();
+    await user.click(within(el).getByLabelText("Sampling"));
+    await user.type(within(el).getByLabelText("System prompt"), "Be brief.");
+    await user.tab();
+    expect(model.sent.map((r) => r.kind === "set_settings" && r.settings)).toEqual([
+      { max_new_tokens: 512 },
+      { do_sample: false },
+      { system_prompt: "Be brief." },
+    ]);
+  });
+
+  it("refuses out-of-range numbers before sending, saying what to type", async () => {
+    const user = userEvent.setup();
+    const { model, el } = open();
+    const topP = within(el).getByLabelText("Top p");
+    await user.clear(topP);
+    await user.type(topP, "3");
+    await user.tab();
+    expect(model.sent).toHaveLength(0);
+    expect(topP).toHaveAttribute("aria-invalid", "true");
+    expect(topP).toHaveAccessibleDescription("Top p: enter a value from 0.01 to 1.");
+  });
+
+  it("does not overwrite a field being edited, and shows kernel values elsewhere", async () => {
+    const user = userEvent.setup();
+    const { model, el } = open();
+    const temperature = within(el).getByLabelText("Temperature");
+    await user.clear(temperature);
+    await user.type(temperature, "1.2");
+    model.update({
+      settings: { system_prompt: "", max_new_tokens: 64, temperature: 0.1, top_p: 0.5, do_sample: true },
+    });
+    expect(temperature).toHaveValue(1.2);
+    expect(within(el).getByLabelText("Max new tokens")).toHaveValue(64);
+  });
+
+  it("returns to the kernel's value when it refuses a change", async () => {
+    const user = userEvent.setup();
+    const { model, el } = open();
+    const tokens = within(el).getByLabelText("Max new tokens");
+    await user.clear(tokens);
+    await user.type(tokens, "9000");
+    await user.tab();
+    model.reply(false, "max_new_tokens is above this model's context (2048)");
+    await flush();
+    expect(tokens).toHaveValue(256);
+    expect(tokens).toHaveAccessibleDescription("max_new_tokens is above this model's context (2048)");
+  });
+});
