@@ -26,8 +26,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any
 
-#: Bytes per read from the socket; small enough for smooth progress and stall detection.
-DEFAULT_CHUNK_SIZE = 256 * 1024
+DEFAULT_CHUNK_SIZE = 256 * 1024  # the parent normally sends its own
 _HASH_BLOCK = 4 * 1024 * 1024
 
 
@@ -222,7 +221,10 @@ def main() -> None:
     channel = Channel(os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8"))
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
-    job = json.loads(sys.stdin.readline())
+    line = sys.stdin.readline()
+    if not line.strip():
+        sys.exit(2)  # no job: the parent went away before sending one
+    job = json.loads(line)
     token = job.pop("token", None)
     threading.Thread(
         target=_exit_when_parent_goes,

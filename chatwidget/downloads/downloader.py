@@ -23,7 +23,6 @@ from huggingface_hub import get_token
 import chatwidget
 from chatwidget.catalog import ModelSpec
 from chatwidget.downloads import cache, errors_map, plan
-from chatwidget.downloads.child import DEFAULT_CHUNK_SIZE
 from chatwidget.downloads.progress import ProgressTracker
 from chatwidget.downloads.types import CachedModel, DownloadPlan, DownloadProgress
 from chatwidget.errors import (
@@ -40,6 +39,8 @@ _TERMINATE_GRACE_S = 0.2  # SIGTERM first, SIGKILL after this
 _STARTUP_TIMEOUT_S = 120.0  # the child must be up (imports done) within this
 _STDERR_TAIL = 4000
 _NOTHING: dict[str, Any] = {"kind": "nothing"}
+#: Bytes per socket read in the child: small enough for smooth progress and stall detection.
+DEFAULT_CHUNK_SIZE = 256 * 1024
 
 
 @dataclass(eq=False)
