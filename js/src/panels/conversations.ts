@@ -96,7 +96,7 @@ export class ConversationsPanel {
             title: "Delete",
             "data-focus-key": `delete:${conv.id}`,
           },
-          ["🗑"],
+          ["✕"],
         );
         remove.addEventListener("click", () => void this.confirmDelete(conv.id, title));
         const item = h("li", { class: isActive ? "cw-conv cw-conv-active" : "cw-conv" }, [

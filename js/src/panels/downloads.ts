@@ -95,10 +95,12 @@ class DownloadRowView {
         this.stateEl,
       ]),
       this.bar,
-      h("div", { class: "cw-dl-stats" }, [this.bytesEl, this.speedEl, this.etaEl]),
+      h("div", { class: "cw-dl-foot" }, [
+        h("div", { class: "cw-dl-stats" }, [this.bytesEl, this.speedEl, this.etaEl]),
+        h("div", { class: "cw-dl-actions" }, [this.cancelButton, this.retryButton]),
+      ]),
       this.fileEl,
       this.errorEl,
-      h("div", { class: "cw-dl-actions" }, [this.cancelButton, this.retryButton]),
     ]);
     this.update(row);
   }
