@@ -37,6 +37,42 @@ _KERNEL_READY_JS = """
 """
 
 
+#: Installed before the page loads (and again on reload): remembers every toast that appeared
+#: in a notebook output and every status an assistant message went through, so a test can
+#: assert on things that were on screen only for a moment.
+_RECORDER_JS = """
+(() => {
+  window.__cw = { toasts: [], replies: [], highlights: 0 };
+  let highlighted = false;
+  const seenToasts = new WeakSet();
+  const scan = () => {
+    const lit = !!document.querySelector('.jp-OutputArea-output .cw-selector.cw-switched');
+    if (lit && !highlighted) window.__cw.highlights += 1;
+    highlighted = lit;
+    for (const el of document.querySelectorAll('.jp-OutputArea-output [role="status"]')) {
+      if (!seenToasts.has(el)) {
+        seenToasts.add(el);
+        window.__cw.toasts.push((el.textContent || '').replace('\u2713', '').trim());
+      }
+    }
+    for (const msg of document.querySelectorAll('.jp-OutputArea-output article.cw-msg-assistant')) {
+      const body = msg.querySelector('.cw-msg-body');
+      const entry = { id: msg.dataset.id, status: msg.dataset.status,
+                      length: body ? (body.textContent || '').length : 0 };
+      const last = window.__cw.replies.filter((r) => r.id === entry.id).pop();
+      if (!last || last.status !== entry.status || last.length !== entry.length) {
+        window.__cw.replies.push(entry);
+      }
+    }
+  };
+  new MutationObserver(scan).observe(document, {
+    subtree: true, childList: true, characterData: true, attributes: true,
+    attributeFilter: ['data-status', 'class'],
+  });
+})();
+"""
+
+
 def write_notebook(path: Path, cells: Sequence[str]) -> Path:
     """Write a notebook of code cells with the python3 kernel spec."""
     nb = nbformat.v4.new_notebook()
@@ -70,6 +106,7 @@ class NotebookPage:
             if self.app == "lab"
             else self.server.notebook7_url(self.name)
         )
+        self.page.add_init_script(_RECORDER_JS)
         self.page.goto(url)
         expect(self.cells.first).to_be_visible(timeout=KERNEL_TIMEOUT_MS)
         self.wait_for_kernel()
@@ -147,6 +184,34 @@ class NotebookPage:
     @property
     def user_messages(self) -> Locator:
         return self.widget.locator("article.cw-msg-user")
+
+    def toasts_seen(self) -> list[str]:
+        """The text of every toast shown since the page (re)loaded, oldest first."""
+        return list(self.page.evaluate("() => window.__cw.toasts"))
+
+    def wait_for_toast(self, text: str, timeout_ms: float) -> None:
+        """Wait until a toast with exactly ``text`` has been shown (it may be gone again)."""
+        self.page.wait_for_function(
+            "(text) => window.__cw.toasts.includes(text)", arg=text, timeout=timeout_ms
+        )
+
+    def selector_highlights(self) -> int:
+        """How many times the selector's "switched" highlight came on since the page loaded."""
+        return int(self.page.evaluate("() => window.__cw.highlights"))
+
+    def reply_history(self) -> list[dict[str, Any]]:
+        """Each (status, text length) an assistant message went through, in order."""
+        return list(self.page.evaluate("() => window.__cw.replies"))
+
+    def wait_for_progress_above(self, repo_id: str, value: float, timeout_ms: float) -> float:
+        """Wait until ``repo_id``'s progress bar passes ``value``; return its aria-valuenow."""
+        bar = self.progress_of(repo_id).element_handle(timeout=timeout_ms)
+        self.page.wait_for_function(
+            "([bar, v]) => Number(bar.getAttribute('aria-valuenow')) > v",
+            arg=[bar, value],
+            timeout=timeout_ms,
+        )
+        return float(self.progress_of(repo_id).get_attribute("aria-valuenow") or 0)
 
     def select_model(self, repo_id: str) -> None:
         self.model_select.select_option(repo_id)

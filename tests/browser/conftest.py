@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from browser_jupyter import JupyterServer
 from browser_notebook import App, NotebookPage, write_notebook
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Error, Page, sync_playwright
 
 from chatwidget.testing.hub import LocalHub
 
@@ -77,7 +77,7 @@ def chromium() -> Iterator[Browser]:
 
 
 class BrowserErrors:
-    """Console errors and uncaught page errors seen by one page."""
+    """Console errors, uncaught page errors and native dialogs seen by one page."""
 
     def __init__(self) -> None:
         self.entries: list[str] = []
@@ -88,6 +88,11 @@ class BrowserErrors:
 
     def on_page_error(self, error: Error) -> None:
         self.entries.append(f"page error: {error.message}")
+
+    def on_dialog(self, dialog: Dialog) -> None:
+        """A native alert/confirm (e.g. from injected markup) is an error; dismiss it."""
+        self.entries.append(f"native {dialog.type} dialog: {dialog.message!r}")
+        dialog.dismiss()
 
     def assert_none(self) -> None:
         assert not self.entries, "the browser reported errors:\n" + "\n".join(self.entries)
@@ -105,6 +110,7 @@ def browser_page(chromium: Browser, browser_errors: BrowserErrors) -> Iterator[P
     page = context.new_page()
     page.on("console", browser_errors.on_console)
     page.on("pageerror", browser_errors.on_page_error)
+    page.on("dialog", browser_errors.on_dialog)
     yield page
     context.close()
     browser_errors.assert_none()
