@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ DEFAULT_RATE = 8_000_000
 
 _lock = threading.Lock()
 _hub: dict[str, tuple[subprocess.Popen[str], str]] = {}  # the hub this process started
+_cache: dict[str, Path] = {}
 
 
 def enabled() -> bool:
@@ -96,6 +99,21 @@ def hub_url(rate: int | None = DEFAULT_RATE) -> str:
         return running[1]
 
 
+def demo_cache_dir() -> Path:
+    """A fresh HF cache for this process's offline demo, removed when Python exits.
+
+    The demo models are fakes: they stay out of your real Hugging Face cache, and every run
+    starts with nothing downloaded, so the demo (and its checked outputs) always look the same.
+    """
+    with _lock:
+        if "cache" not in _cache:
+            folder = Path(tempfile.mkdtemp(prefix="chatwidget-demo-cache-"))
+            atexit.register(shutil.rmtree, folder, True)
+            _cache["cache"] = folder
+        return _cache["cache"]
+
+
 def widget_kwargs(rate: int | None = DEFAULT_RATE) -> dict[str, Any]:
-    """``ChatWidget`` arguments for the offline demo: the demo catalog and the local hub."""
-    return {"models": list(DEMO_MODELS), "endpoint": hub_url(rate)}
+    """``ChatWidget`` arguments for the offline demo: the demo catalog, the local hub and a
+    throwaway cache."""
+    return {"models": list(DEMO_MODELS), "endpoint": hub_url(rate), "cache_dir": demo_cache_dir()}

@@ -13,8 +13,14 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 StateLabel = Literal[
-    "Not downloaded", "Downloaded", "Queued", "Downloading", "Compiling", "Ready",
-    "Failed", "Canceled",
+    "Not downloaded",
+    "Downloaded",
+    "Queued",
+    "Downloading",
+    "Compiling",
+    "Ready",
+    "Failed",
+    "Canceled",
 ]
 
 
@@ -91,9 +97,18 @@ class ErrorNotice(TypedDict):
 
 
 IntentKind = Literal[
-    "send", "stop", "regenerate", "select_model", "add_model", "cancel_download",
-    "retry_download", "new_conversation", "switch_conversation", "rename_conversation",
-    "delete_conversation", "set_settings",
+    "send",
+    "stop",
+    "regenerate",
+    "select_model",
+    "add_model",
+    "cancel_download",
+    "retry_download",
+    "new_conversation",
+    "switch_conversation",
+    "rename_conversation",
+    "delete_conversation",
+    "set_settings",
 ]
 
 INTENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {

@@ -11,6 +11,7 @@ direction every embedding shares.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from chatwidget.testing.models import build_model
 
@@ -25,14 +26,14 @@ def build_parrot_model(root: Path | str, name: str = "demo/parrot", text: str = 
     folder = build_model(root, name, "tiny", seed=7)
     tok = AutoTokenizer.from_pretrained(folder)
     tok.add_tokens([text])
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model.resize_token_embeddings(len(tok), mean_resizing=False)
     target = tok.convert_tokens_to_ids(text)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
-        emb = model.get_input_embeddings().weight
+        emb: Any = model.get_input_embeddings().weight
         shared = torch.zeros(emb.shape[1])
         shared[0] = 1.0
         emb.mul_(0.1).add_(shared * 5.0)  # every token points the same way
