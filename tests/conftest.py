@@ -36,7 +36,18 @@ _TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_OID
 # real home, a real token or a real endpoint override, whoever imports it first.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="chatwidget-hf-home-")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-for _var in (*_TOKEN_VARS, "HF_ENDPOINT", "HF_HUB_CACHE", "HF_TOKEN_PATH", "HF_HUB_OFFLINE"):
+for _var in (
+    *_TOKEN_VARS,
+    "HF_ENDPOINT",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_XET_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_MODULES_CACHE",
+):
     os.environ.pop(_var, None)
 
 GATED_REPO = "gated/tiny-chat"
@@ -67,8 +78,6 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
 
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setenv("HF_XET_CACHE", str(home / "xet"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     for var in _TOKEN_VARS:
         monkeypatch.delenv(var, raising=False)
