@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
 import subprocess
 import sys
@@ -53,6 +52,26 @@ class _Child:
     stderr: IO[bytes]
     stop: threading.Event = field(default_factory=threading.Event)  # set by close()
     reader: threading.Thread | None = None
+
+
+# Runs chatwidget.downloads.child without executing the package __init__ files, which import
+# the widget stack: the download process stays lean (huggingface_hub, no torch) and starts fast.
+_BOOTSTRAP = """
+import os, sys, types
+root = sys.argv[1]
+for name in ("chatwidget", "chatwidget.downloads"):
+    package = types.ModuleType(name)
+    package.__path__ = [os.path.join(root, *name.split("."))]
+    sys.modules[name] = package
+from chatwidget.downloads.child import main
+main()
+"""
+
+
+def child_command() -> list[str]:
+    """The command line of a download process (it reads its job from stdin)."""
+    package_root = str(Path(chatwidget.__file__).resolve().parent.parent)
+    return [sys.executable, "-c", _BOOTSTRAP, package_root]
 
 
 class _Run:
@@ -259,16 +278,12 @@ class Downloader:
             "verify": self.verify,
             "report_interval_s": min(0.05, self.progress_interval_s),
         }
-        env = dict(os.environ)
-        package_root = str(Path(chatwidget.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _terminate
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chatwidget.downloads.child"],
+            child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env=env,
             text=True,
             encoding="utf-8",
         )

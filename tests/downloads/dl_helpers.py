@@ -13,7 +13,7 @@ import psutil
 from chatwidget.downloads import DownloadProgress
 from chatwidget.testing.hub import LocalHub
 
-CHILD_MODULE = "chatwidget.downloads.child"
+CHILD_MODULE = "chatwidget.downloads.child import main"
 
 
 class ProgressRecorder:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from huggingface_hub.errors import (
 
 from chatwidget import errors
 from chatwidget.downloads import Downloader
+from chatwidget.downloads.downloader import child_command
 from chatwidget.downloads.errors_map import classify, describe, rebuild
 from chatwidget.testing.hub import LocalHub
 
@@ -42,7 +42,7 @@ def _job(hub: LocalHub, cache: Path, repo_id: str) -> dict[str, object]:
 def _run_child(job: dict[str, object]) -> tuple[int, list[dict[str, object]], str]:
     """Run the child like the Downloader does: job on stdin, which stays open until it ends."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatwidget.downloads.child"],
+        child_command(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -84,7 +84,7 @@ def test_child_process_reports_a_classified_error(local_hub: LocalHub, hf_cache:
 
 def test_child_process_exits_when_its_parent_closes_the_pipe() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatwidget.downloads.child"],
+        child_command(),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
