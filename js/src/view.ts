@@ -40,7 +40,7 @@ export class WidgetView {
     // data-lm-suppress-shortcuts: JupyterLab's keyboard shortcuts (Enter, Escape, A, B, …)
     // must not fire while the user types or presses buttons inside the widget.
     this.root = h("div", { class: "cw-root", tabindex: -1, "data-lm-suppress-shortcuts": "true" });
-    this.errors = new ErrorArea(ui);
+    this.errors = new ErrorArea(ui, () => this.chat.textbox.focus());
     this.rpc = new Rpc(model, (message) => this.errors.report(message));
     this.dialogs = new Dialogs(this.root);
     this.chat = new ChatPanel(store, this.rpc, ui);

@@ -80,6 +80,7 @@ describe("widget", () => {
     expect(alert).toHaveTextContent("observer failed: boom");
     await user.click(within(alert).getByRole("button", { name: "Dismiss error" }));
     expect(within(el).queryByRole("alert")).toBeNull();
+    expect(within(el).getByRole("textbox", { name: "Message" })).toHaveFocus();
     model.update({
       errors: [
         { seq: 1, message: "observer failed: boom" },

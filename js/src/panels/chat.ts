@@ -70,6 +70,14 @@ class MessageView {
       this.meta.hidden = true;
       return;
     }
+    const key = JSON.stringify([
+      message.model,
+      message.new_tokens,
+      message.tokens_per_s,
+      message.status,
+    ]);
+    if (this.meta.dataset.key === key) return; // unchanged: leave the nodes alone
+    this.meta.dataset.key = key;
     const items: HTMLElement[] = [];
     if (message.model) {
       items.push(
@@ -91,11 +99,7 @@ class MessageView {
     } else if (message.status === "streaming") {
       items.push(h("span", { class: "cw-badge cw-badge-live" }, ["Generating…"]));
     }
-    const signature = items.map((item) => `${item.className}:${item.textContent}`).join("|");
-    if (this.meta.dataset.signature !== signature) {
-      this.meta.dataset.signature = signature;
-      this.meta.replaceChildren(...items);
-    }
+    this.meta.replaceChildren(...items);
     this.meta.hidden = items.length === 0;
   }
 }

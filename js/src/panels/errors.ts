@@ -20,7 +20,14 @@ export class ErrorArea {
   private readonly localErrors: Array<{ id: number; message: string }> = [];
   private nextLocalId = 0;
 
-  constructor(private readonly ui: UiState) {}
+  /**
+   * @param ui where dismissed kernel errors are remembered.
+   * @param onEmptied called when the user dismissed the last error (to move focus on).
+   */
+  constructor(
+    private readonly ui: UiState,
+    private readonly onEmptied: () => void = () => undefined,
+  ) {}
 
   /** Show the kernel's `errors` trait. */
   setKernelErrors(errors: ErrorNotice[]): void {
@@ -64,6 +71,10 @@ export class ErrorArea {
         dismiss.addEventListener("click", () => {
           error.dismiss();
           this.draw();
+          // Keep keyboard users in place: on to the next error's button, else the widget.
+          const next = this.el.querySelector<HTMLButtonElement>(".cw-error-dismiss");
+          if (next) next.focus();
+          else this.onEmptied();
         });
         return h("div", { class: "cw-error", "data-key": error.key }, [
           h("span", { class: "cw-error-icon", "aria-hidden": "true" }, ["!"]),
