@@ -70,8 +70,14 @@ class ByteCounters:
             return dict(self._counts)
 
 
-def make_progress_class(counters: ByteCounters, path: str) -> type[Any]:
-    """A tqdm subclass that counts the bytes of ``path`` and draws nothing."""
+def make_progress_class(
+    counters: ByteCounters, path: str, on_start: Callable[[], None] | None = None
+) -> type[Any]:
+    """A tqdm subclass that counts the bytes of ``path`` and draws nothing.
+
+    huggingface_hub makes one per file transfer (retries reuse it), right after it opened the
+    ``.incomplete`` file; ``on_start`` runs then.
+    """
     from tqdm.auto import tqdm
 
     class FileBytes(tqdm):  # type: ignore[type-arg]
@@ -80,6 +86,8 @@ def make_progress_class(counters: ByteCounters, path: str) -> type[Any]:
             initial = int(kwargs.get("initial") or 0)
             super().__init__(*args, **kwargs)
             counters.set(path, initial)
+            if on_start is not None:
+                on_start()
 
         def update(self, n: float | None = 1) -> bool | None:
             counters.add(path, int(n or 0))
@@ -88,114 +96,192 @@ def make_progress_class(counters: ByteCounters, path: str) -> type[Any]:
     return FileBytes
 
 
+class TailHasher:
+    """sha256 of a file while it is being written, so verifying overlaps the transfer.
+
+    It reads through its own descriptor, which stays valid when huggingface_hub renames the
+    finished ``.incomplete`` file into its blob. If the writer ever rewrote the file (a server
+    that ignored a Range request), the digest is wrong and the caller re-hashes the blob.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("rb")
+        self._digest = hashlib.sha256()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chatwidget-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            block = self._fh.read(_HASH_BLOCK)
+            if block:
+                self._digest.update(block)
+            elif self._finished.is_set():
+                while block := self._fh.read(_HASH_BLOCK):
+                    self._digest.update(block)
+                return
+            else:
+                self._finished.wait(0.02)
+
+    def hexdigest(self) -> str:
+        """Read the rest (the writer must be done) and return the digest."""
+        self._finished.set()
+        self._thread.join()
+        self._fh.close()
+        return self._digest.hexdigest()
+
+
+def start_tail_hasher(blobs: Path, sha256: str) -> TailHasher | None:
+    """Follow the newest ``blobs/<sha256>.*.incomplete``, or None if there is none."""
+    candidates = list(blobs.glob(f"{sha256}.*incomplete"))
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda p: p.stat().st_mtime_ns if p.exists() else 0)
+    try:
+        return TailHasher(newest)
+    except OSError:
+        return None
+
+
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def verify(pointer: Path, size: int, sha256: str | None) -> str | None:
-    """Why ``pointer``'s content does not match the listing, or None when it does."""
+def verify(pointer: Path, size: int, sha256: str | None, streamed: str | None = None) -> str | None:
+    """Why ``pointer``'s content does not match the listing, or None when it does.
+
+    ``streamed`` is a digest computed during the transfer; a mismatch is confirmed by
+    hashing the file again before it counts.
+    """
     actual = pointer.stat().st_size
     if actual != size:
         return f"size {actual} instead of {size}"
-    if sha256 is not None:
+    if sha256 is not None and streamed != sha256:
         got = sha256_of(pointer)
         if got != sha256:
             return f"sha256 {got[:12]}… instead of {sha256[:12]}…"
     return None
 
 
-def run(job: dict[str, Any], token: str | bool | None, channel: Channel) -> None:
-    """Do one job; report everything through ``channel``. Raises DownloadError on failure."""
-    from huggingface_hub import constants as hf_constants
-    from huggingface_hub import hf_hub_download
+class Job:
+    """One download job inside the child: list, check disk, fetch and verify in parallel."""
 
-    from chatwidget.catalog import ModelSpec
-    from chatwidget.downloads import cache, plan
-    from chatwidget.errors import CorruptedFileError, DiskFullError
+    def __init__(self, job: dict[str, Any], token: str | bool | None, channel: Channel) -> None:
+        from chatwidget.catalog import ModelSpec
 
-    hf_constants.DOWNLOAD_CHUNK_SIZE = int(job.get("chunk_size", DEFAULT_CHUNK_SIZE))
-    spec = ModelSpec(
-        job["repo_id"],
-        revision=job["revision"],
-        allow_patterns=tuple(job["allow_patterns"]),
-        ignore_patterns=tuple(job["ignore_patterns"]),
-    )
-    cache_dir = Path(job["cache_dir"])
-    endpoint = job.get("endpoint")
-
-    commit, listed = plan.fetch_listing(spec, cache_dir=cache_dir, endpoint=endpoint, token=token)
-    the_plan = plan.build_plan(spec, commit, listed, cache_dir=cache_dir)
-    channel.send(
-        {
-            "kind": "plan",
-            "commit": commit,
-            "files": [[f.path, f.size, f.sha256, f.cached] for f in the_plan.files],
-        }
-    )
-    if not the_plan.fits_on_disk:
-        raise DiskFullError(
-            f"{spec.repo_id} needs {the_plan.missing_bytes / 1e9:.2f} GB more disk but only "
-            f"{the_plan.disk_free_bytes / 1e9:.2f} GB is free in {cache_dir}. Free some space "
-            "or delete models you no longer use, then retry."
+        self.spec = ModelSpec(
+            job["repo_id"],
+            revision=job["revision"],
+            allow_patterns=tuple(job["allow_patterns"]),
+            ignore_patterns=tuple(job["ignore_patterns"]),
         )
+        self.cache_dir = Path(job["cache_dir"])
+        self.endpoint: str | None = job.get("endpoint")
+        self.token = token
+        self.channel = channel
+        self.verifying = bool(job.get("verify", True))
+        self.workers = max(1, int(job.get("max_parallel_files", 4)))
+        self.report_interval_s = float(job.get("report_interval_s", 0.05))
+        self.chunk_size = int(job.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        self.counters = ByteCounters()
+        self.commit = ""
 
-    snapshot = cache.snapshot_folder(cache_dir, spec.repo_id, commit)
-    counters = ByteCounters()
-    stop_reporting = threading.Event()
-    reporter = threading.Thread(
-        target=_report_loop,
-        args=(counters, channel, stop_reporting, float(job.get("report_interval_s", 0.05))),
-        name="chatwidget-download-reporter",
-        daemon=True,
-    )
-    reporter.start()
+    def run(self) -> None:
+        """Do the job; report through the channel. Raises on failure (caller classifies)."""
+        from huggingface_hub import constants as hf_constants
 
-    def fetch(path: str, size: int, sha256: str | None) -> None:
-        pointer = Path(
-            hf_hub_download(
-                spec.repo_id,
-                path,
-                revision=commit,
-                cache_dir=cache_dir,
-                endpoint=endpoint,
-                token=token,
-                tqdm_class=make_progress_class(counters, path),
+        from chatwidget.downloads import cache, plan
+        from chatwidget.errors import DiskFullError
+
+        hf_constants.DOWNLOAD_CHUNK_SIZE = self.chunk_size
+        spec, cache_dir = self.spec, self.cache_dir
+        self.commit, listed = plan.fetch_listing(
+            spec, cache_dir=cache_dir, endpoint=self.endpoint, token=self.token
+        )
+        the_plan = plan.build_plan(spec, self.commit, listed, cache_dir=cache_dir)
+        self.channel.send(
+            {
+                "kind": "plan",
+                "commit": self.commit,
+                "files": [[f.path, f.size, f.sha256, f.cached] for f in the_plan.files],
+            }
+        )
+        if not the_plan.fits_on_disk:
+            raise DiskFullError(
+                f"{spec.repo_id} needs {the_plan.missing_bytes / 1e9:.2f} GB more disk but only "
+                f"{the_plan.disk_free_bytes / 1e9:.2f} GB is free in {cache_dir}. Free some "
+                "space or delete models you no longer use, then retry."
             )
+        # Largest first, so the big weights start at once and small files fill the gaps.
+        todo = sorted((f for f in the_plan.files if not f.cached), key=lambda f: -f.size)
+        stop_reporting = threading.Event()
+        reporter = threading.Thread(
+            target=_report_loop,
+            args=(self.counters, self.channel, stop_reporting, self.report_interval_s),
+            name="chatwidget-download-reporter",
+            daemon=True,
         )
-        problem = verify(pointer, size, sha256) if job.get("verify", True) else None
+        reporter.start()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chatwidget-fetch")
+        try:
+            futures = [pool.submit(self.fetch, f.path, f.size, f.sha256) for f in todo]
+            done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                error = future.exception()
+                if error is not None:
+                    # Do not wait for the other transfers: the caller exits the process at
+                    # once and the parent cleans the cache up.
+                    raise error
+            pool.shutdown()
+        finally:
+            stop_reporting.set()
+            reporter.join()
+        # The ref goes last, so a branch name only points at a complete snapshot.
+        cache.write_ref(cache_dir, spec.repo_id, spec.revision, self.commit)
+        snapshot = cache.snapshot_folder(cache_dir, spec.repo_id, self.commit)
+        self.channel.send({"kind": "done", "snapshot": str(snapshot)})
+
+    def fetch(self, path: str, size: int, sha256: str | None) -> None:
+        """Download one file, hashing it as it arrives, and verify it against the listing."""
+        from huggingface_hub import hf_hub_download
+
+        from chatwidget.downloads import cache
+        from chatwidget.errors import CorruptedFileError
+
+        blobs = cache.repo_folder(self.cache_dir, self.spec.repo_id) / "blobs"
+        hashers: list[TailHasher] = []
+
+        def follow() -> None:
+            if self.verifying and sha256 is not None:
+                hasher = start_tail_hasher(blobs, sha256)
+                if hasher is not None:
+                    hashers.append(hasher)
+
+        try:
+            pointer = Path(
+                hf_hub_download(
+                    self.spec.repo_id,
+                    path,
+                    revision=self.commit,
+                    cache_dir=self.cache_dir,
+                    endpoint=self.endpoint,
+                    token=self.token,
+                    tqdm_class=make_progress_class(self.counters, path, follow),
+                )
+            )
+        finally:
+            streamed = hashers[0].hexdigest() if hashers else None
+        problem = verify(pointer, size, sha256, streamed) if self.verifying else None
         if problem is not None:
+            snapshot = cache.snapshot_folder(self.cache_dir, self.spec.repo_id, self.commit)
             cache.remove_file(snapshot, path)
             raise CorruptedFileError(
-                f"{path} of {spec.repo_id} arrived corrupted ({problem}) and was removed. "
+                f"{path} of {self.spec.repo_id} arrived corrupted ({problem}) and was removed. "
                 "Retry the download; if it keeps failing, the hub or a proxy serves a bad file."
             )
-        counters.set(path, size)
-        channel.send({"kind": "file_done", "path": path})
-
-    # Largest first, so the big weights start at once and small files fill the gaps.
-    todo = sorted((f for f in the_plan.files if not f.cached), key=lambda f: -f.size)
-    workers = max(1, int(job.get("max_parallel_files", 4)))
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="chatwidget-fetch")
-    try:
-        futures = [pool.submit(fetch, f.path, f.size, f.sha256) for f in todo]
-        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                # Do not wait for the other transfers: the caller exits the process at once
-                # and the parent cleans the cache up.
-                raise error
-        pool.shutdown()
-    finally:
-        stop_reporting.set()
-        reporter.join()
-    # The ref goes last, so a branch name only points at a complete snapshot.
-    cache.write_ref(cache_dir, spec.repo_id, spec.revision, commit)
-    channel.send({"kind": "done", "snapshot": str(snapshot)})
+        self.counters.set(path, size)
+        self.channel.send({"kind": "file_done", "path": path})
 
 
 def _report_loop(
@@ -240,7 +326,7 @@ def main() -> None:
 
     channel.send({"kind": "ready", "torch_loaded": "torch" in sys.modules, "pid": os.getpid()})
     try:
-        run(job, token, channel)
+        Job(job, token, channel).run()
     except BaseException as exc:  # everything is reported to the parent
         error = errors_map.classify(exc, repo_id=job["repo_id"], revision=job["revision"])
         name, message = errors_map.describe(error)
