@@ -57,3 +57,27 @@ describe("markdown", () => {
     expect(el.querySelectorAll("li")).toHaveLength(2);
   });
 });
+
+describe("code copy button", () => {
+  it("copies the code block's text to the clipboard", async () => {
+    const { enableCodeCopy } = await import("../src/markdown");
+    const root = document.createElement("div");
+    setMarkdown(root, "```sh\necho '<hi>'\n```");
+    document.body.append(root);
+    const written: string[] = [];
+    // jsdom has no clipboard: provide the one browser API this feature talks to.
+    Object.defineProperty(navigator, "clipboard", {
+      configurable: true,
+      value: { writeText: async (text: string) => void written.push(text) },
+    });
+    const stop = enableCodeCopy(root);
+    const button = root.querySelector<HTMLButtonElement>(".cw-code-copy")!;
+    button.click();
+    await vi.waitFor(() => expect(button.textContent).toBe("Copied"));
+    expect(written).toEqual(["echo '<hi>'\n"]);
+    stop();
+    button.click();
+    expect(written).toHaveLength(1);
+    root.remove();
+  });
+});
