@@ -84,7 +84,17 @@ def test_server_error_on_a_file_is_server_error(local_hub: LocalHub, hf_cache: P
     assert incomplete_files(hf_cache) == []
 
 
-def test_connection_that_keeps_dropping_is_network_error(
+def test_connection_cut_while_listing_is_network_error(
+    local_hub: LocalHub, hf_cache: Path
+) -> None:
+    local_hub.inject("/api/models/*", drop_after=0, times=None)
+    with pytest.raises(NetworkError, match="Check your network connection"):
+        _download(_downloader(local_hub, hf_cache), TINY_REPO)
+    assert not (hf_cache / "models--demo--tiny-chat" / "snapshots").exists()
+
+
+@pytest.mark.slow
+def test_connection_that_keeps_dropping_mid_file_is_network_error(
     local_hub: LocalHub, hf_cache: Path
 ) -> None:
     # huggingface_hub resumes a dropped transfer 5 times (1 s apart) before it gives up.
