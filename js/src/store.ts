@@ -3,13 +3,7 @@
 
 import type { AnyModel } from "@anywidget/types";
 import { percent } from "./format";
-import type {
-  ConversationRow,
-  DownloadRow,
-  ModelRow,
-  SettingsDict,
-  WidgetState,
-} from "./protocol";
+import type { ConversationRow, DownloadRow, ModelRow, SettingsDict, WidgetState } from "./protocol";
 
 export type WidgetModel = AnyModel<WidgetState>;
 

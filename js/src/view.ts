@@ -2,6 +2,7 @@
 // removes every listener, timer and node it added when destroyed.
 
 import { h } from "./dom";
+import { isolateKeys } from "./keyboard";
 import { ChatPanel } from "./panels/chat";
 import { ConversationsPanel } from "./panels/conversations";
 import { Dialogs } from "./panels/dialog";
@@ -27,6 +28,7 @@ export class WidgetView {
   private readonly selector: SelectorPanel;
   private readonly settings: SettingsPanel;
   private readonly downloads: DownloadsPanel;
+  private readonly releaseKeys: () => void;
   private lastSwitchSeq: number;
   private focusSeq: number;
 
@@ -37,9 +39,8 @@ export class WidgetView {
     const store = new Store(model);
     const ui = uiStateFor(model);
     this.listeners = new Listeners(model);
-    // data-lm-suppress-shortcuts: JupyterLab's keyboard shortcuts (Enter, Escape, A, B, …)
-    // must not fire while the user types or presses buttons inside the widget.
-    this.root = h("div", { class: "cw-root", tabindex: -1, "data-lm-suppress-shortcuts": "true" });
+    this.root = h("div", { class: "cw-root", tabindex: -1 });
+    this.releaseKeys = isolateKeys(this.root);
     this.errors = new ErrorArea(ui, () => this.chat.textbox.focus());
     this.rpc = new Rpc(model, (message) => this.errors.report(message));
     this.dialogs = new Dialogs(this.root);
@@ -115,6 +116,7 @@ export class WidgetView {
 
   destroy(): void {
     this.listeners.dispose();
+    this.releaseKeys();
     this.rpc.dispose();
     this.dialogs.destroy();
     this.toasts.destroy();

@@ -208,7 +208,9 @@ describe("chat panel", () => {
     await user.click(within(el).getByRole("button", { name: "Regenerate" }));
     expect(model.sentKinds()).toEqual(["regenerate"]);
 
-    model.update({ conversations: [conversation({ messages: [message(), done, message({ id: "m2" })] })] });
+    model.update({
+      conversations: [conversation({ messages: [message(), done, message({ id: "m2" })] })],
+    });
     expect(within(el).queryByRole("button", { name: "Regenerate" })).toBeNull();
   });
 
@@ -217,7 +219,13 @@ describe("chat panel", () => {
       conversations: [
         conversation({
           messages: [
-            message({ id: "a1", role: "assistant", content: "half", status: "stopped", model: REPO_A }),
+            message({
+              id: "a1",
+              role: "assistant",
+              content: "half",
+              status: "stopped",
+              model: REPO_A,
+            }),
             message({
               id: "a2",
               role: "assistant",
@@ -250,7 +258,9 @@ describe("chat panel", () => {
     expect(model.sent).toHaveLength(0);
     expect(box.value).toBe("hello"); // the draft is kept
 
-    model.update({ conversations: [conversation({ active_model: REPO_B, requested_model: REPO_B })] });
+    model.update({
+      conversations: [conversation({ active_model: REPO_B, requested_model: REPO_B })],
+    });
     expect(send).toBeEnabled();
     expect(box.placeholder).toBe("Message Qwen2.5 0.5B Instruct…");
   });
@@ -272,7 +282,11 @@ describe("chat panel", () => {
     const { model, el } = open({
       conversations: [
         conversation({ messages: [message({ content: "in one" })] }),
-        conversation({ id: "c2", title: "Second", messages: [message({ id: "x", content: "in two" })] }),
+        conversation({
+          id: "c2",
+          title: "Second",
+          messages: [message({ id: "x", content: "in two" })],
+        }),
       ],
     });
     expect(el.querySelector(".cw-messages")!.textContent).toContain("in one");

@@ -155,7 +155,10 @@ describe("download manager", () => {
     expect(toggle).toHaveAttribute("aria-expanded", "false"); // nothing to show yet
     expect(r).not.toHaveFocus();
 
-    model.update({ downloads: [download({ state: "Queued", bytes_done: 0 })], download_focus_seq: 6 });
+    model.update({
+      downloads: [download({ state: "Queued", bytes_done: 0 })],
+      download_focus_seq: 6,
+    });
     expect(toggle).toHaveAttribute("aria-expanded", "true");
     expect(r).toHaveFocus();
     expect(within(r).getByRole("group", { name: REPO_B })).toBeVisible();

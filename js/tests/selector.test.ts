@@ -46,7 +46,9 @@ describe("model selector", () => {
     const select = within(el).getByRole<HTMLSelectElement>("combobox", { name: "Model" });
     const qwenOption = select.options[2];
     for (const state of ["Queued", "Downloading", "Compiling", "Ready", "Failed"] as const) {
-      model.update({ models: [modelRow(), modelRow({ repo_id: REPO_B, name: "Qwen", size_bytes: null, state })] });
+      model.update({
+        models: [modelRow(), modelRow({ repo_id: REPO_B, name: "Qwen", size_bytes: null, state })],
+      });
       expect(qwenOption.textContent).toBe(`Qwen · ${state}`);
     }
     expect(select.options[2]).toBe(qwenOption);
@@ -89,7 +91,9 @@ describe("model selector", () => {
     model.update({ downloads: [download({ state: "Compiling", bytes_done: 1_000_000_000 })] });
     expect(pending).toHaveTextContent("Waiting for Qwen2.5 0.5B Instruct (Compiling)");
 
-    model.update({ conversations: [conversation({ active_model: REPO_B, requested_model: REPO_B })] });
+    model.update({
+      conversations: [conversation({ active_model: REPO_B, requested_model: REPO_B })],
+    });
     expect(pending).not.toBeVisible();
   });
 

@@ -58,7 +58,13 @@ describe("settings", () => {
     await user.clear(temperature);
     await user.type(temperature, "1.2");
     model.update({
-      settings: { system_prompt: "", max_new_tokens: 64, temperature: 0.1, top_p: 0.5, do_sample: true },
+      settings: {
+        system_prompt: "",
+        max_new_tokens: 64,
+        temperature: 0.1,
+        top_p: 0.5,
+        do_sample: true,
+      },
     });
     expect(temperature).toHaveValue(1.2);
     expect(within(el).getByLabelText("Max new tokens")).toHaveValue(64);
@@ -74,6 +80,8 @@ describe("settings", () => {
     model.reply(false, "max_new_tokens is above this model's context (2048)");
     await flush();
     expect(tokens).toHaveValue(256);
-    expect(tokens).toHaveAccessibleDescription("max_new_tokens is above this model's context (2048)");
+    expect(tokens).toHaveAccessibleDescription(
+      "max_new_tokens is above this model's context (2048)",
+    );
   });
 });

@@ -31,7 +31,10 @@ describe("widget", () => {
     cleanup();
     expect(model.listenerCount()).toBe(0);
     expect(el.childElementCount).toBe(0);
-    model.update({ downloads: [download()], last_switch: { seq: 1, conversation_id: "c1", repo_id: REPO_B } });
+    model.update({
+      downloads: [download()],
+      last_switch: { seq: 1, conversation_id: "c1", repo_id: REPO_B },
+    });
     expect(el.childElementCount).toBe(0);
   });
 
@@ -115,9 +118,33 @@ describe("widget", () => {
 });
 
 describe("widget in JupyterLab", () => {
-  it("asks JupyterLab not to run notebook shortcuts for keys pressed inside it", () => {
+  function keysReachingDocument(target: HTMLElement, keys: KeyboardEventInit[]): string[] {
+    const seen: string[] = [];
+    const listener = (event: KeyboardEvent): void => {
+      seen.push(`${event.ctrlKey ? "Ctrl+" : ""}${event.key}`);
+    };
+    document.addEventListener("keydown", listener); // where JupyterLab listens (bubbling)
+    for (const init of keys) {
+      target.dispatchEvent(new KeyboardEvent("keydown", { bubbles: true, ...init }));
+    }
+    document.removeEventListener("keydown", listener);
+    return seen;
+  }
+
+  it("keeps plain keys from notebook shortcuts but lets Ctrl+S through", () => {
     const { el, cleanup } = mount();
-    expect(el.querySelector(".cw-root")).toHaveAttribute("data-lm-suppress-shortcuts", "true");
+    const box = within(el).getByRole("textbox", { name: "Message" });
+    const send = within(el).getByRole("button", { name: "Send" });
+    const keys = [
+      { key: "a" },
+      { key: "Enter" },
+      { key: "Enter", shiftKey: true },
+      { key: "Escape" },
+      { key: "z", ctrlKey: true },
+      { key: "s", ctrlKey: true },
+    ];
+    expect(keysReachingDocument(box, keys)).toEqual(["Ctrl+s"]);
+    expect(keysReachingDocument(send, keys)).toEqual(["Ctrl+z", "Ctrl+s"]);
     cleanup();
   });
 });

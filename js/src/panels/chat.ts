@@ -60,7 +60,10 @@ class MessageView {
     }
     this.el.dataset.status = message.status;
     setAttr(this.el, "aria-busy", message.status === "streaming" ? "true" : null);
-    setText(this.errorEl, message.status === "error" ? (message.error ?? "Generation failed.") : "");
+    setText(
+      this.errorEl,
+      message.status === "error" ? (message.error ?? "Generation failed.") : "",
+    );
     this.errorEl.hidden = message.status !== "error";
     this.drawMeta(message);
   }

@@ -146,7 +146,12 @@ export class DownloadsPanel {
     this.summary = h("span", { class: "cw-dl-summary" });
     this.toggle = h(
       "button",
-      { type: "button", class: "cw-panel-toggle", "aria-controls": listId, "aria-expanded": "true" },
+      {
+        type: "button",
+        class: "cw-panel-toggle",
+        "aria-controls": listId,
+        "aria-expanded": "true",
+      },
       [
         h("span", { class: "cw-chevron", "aria-hidden": "true" }),
         h("span", { class: "cw-panel-title" }, ["Downloads"]),

@@ -132,7 +132,10 @@ export class SettingsPanel {
 
   private async commit(change: Partial<SettingsDict>): Promise<void> {
     this.showError(null);
-    const reply = await this.rpc.request({ kind: "set_settings", settings: change }, { quiet: true });
+    const reply = await this.rpc.request(
+      { kind: "set_settings", settings: change },
+      { quiet: true },
+    );
     if (!reply.ok) {
       this.update(true); // back to what the kernel holds
       this.showError(reply.error ?? "The kernel refused these settings.");
