@@ -343,6 +343,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
+    def end_headers(self) -> None:
+        if not self.server.hub.keep_alive:
+            # One request per connection: a handler thread ends with its response, so tests
+            # that check for leaked threads are not confused by idle keep-alive connections.
+            self.send_header("Connection", "close")
+        super().end_headers()
+
     def do_GET(self) -> None:
         self._serve("GET")
 
@@ -719,6 +726,7 @@ class LocalHub:
 
     ``rate`` limits the bytes per second of all bodies together (None: unlimited), and can be
     changed while it runs. ``gated`` maps repo ids to the token that unlocks them.
+    ``keep_alive=False`` (the default) closes each connection after its response.
     """
 
     def __init__(
@@ -729,8 +737,10 @@ class LocalHub:
         gated: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        keep_alive: bool = False,
     ) -> None:
         self.store = RepoStore(Path(root))
+        self.keep_alive = keep_alive
         self.rate = rate
         self.gated: dict[str, str] = dict(gated or {})
         self._host, self._port = host, port

@@ -48,6 +48,7 @@ def test_cli_built_model_loads_by_id_in_a_fresh_process(tmp_path: Path, hf_home:
         check=False,
     )
     assert build.returncode == 0, build.stderr
+    assert build.stdout.strip() == str(root / "demo" / "tiny")
     with run_hub_process(root) as url:
         env = {**os.environ, "HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "fresh-home")}
         load = subprocess.run(

@@ -345,7 +345,7 @@ def test_clear_faults_releases_a_stalled_response(local_hub: LocalHub, hub_root:
 
 def test_stop_returns_promptly_with_a_stalled_and_an_idle_connection(hub_root: Path) -> None:
     baseline = set(threading.enumerate())
-    hub = LocalHub(hub_root).start()
+    hub = LocalHub(hub_root, keep_alive=True).start()
     fault = hub.inject("*/model.safetensors", stall_after=100)
     stalled = _open_raw(hub.url, WEIGHTS)
     parts = urlsplit(hub.url)
@@ -363,6 +363,19 @@ def test_stop_returns_promptly_with_a_stalled_and_an_idle_connection(hub_root: P
     idle.close()
     leftover = [t for t in threading.enumerate() if t not in baseline and t.is_alive()]
     assert leftover == [], "the server or a handler thread outlived stop()"
+
+
+def test_each_response_closes_its_connection_by_default(local_hub: LocalHub) -> None:
+    parts = urlsplit(local_hub.url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.request("GET", f"/api/models/{TINY}/revision/main")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.getheader("Connection") == "close"
+        assert resp.will_close
+    finally:
+        conn.close()
 
 
 def test_inject_rejects_nonsense_counts(local_hub: LocalHub) -> None:
