@@ -51,6 +51,7 @@ class ByteCounters:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._dirty = False
+        self.transfer = 0
 
     def set(self, path: str, value: int) -> None:
         with self._lock:
@@ -62,12 +63,19 @@ class ByteCounters:
             self._counts[path] = self._counts.get(path, 0) + delta
             self._dirty = True
 
-    def take_if_changed(self) -> dict[str, int] | None:
+    def add_transfer(self, delta: int) -> None:
+        """Bytes received from the network (on Xet they arrive before they reach the file)."""
+        with self._lock:
+            self.transfer += delta
+            self._dirty = True
+
+    def take_if_changed(self) -> dict[str, Any] | None:
+        """A ``bytes`` message if anything moved since the last one, else None."""
         with self._lock:
             if not self._dirty:
                 return None
             self._dirty = False
-            return dict(self._counts)
+            return {"kind": "bytes", "files": dict(self._counts), "transfer": self.transfer}
 
 
 def make_progress_class(
@@ -91,6 +99,15 @@ def make_progress_class(
 
         def update(self, n: float | None = 1) -> bool | None:
             counters.add(path, int(n or 0))
+            return None
+
+        # Having these makes huggingface_hub use this one bar for both counters, on the plain
+        # HTTP path and on Xet (which otherwise makes two bars and would count bytes twice):
+        # ``update`` counts bytes on disk, ``update_transfer`` bytes off the network.
+        def update_transfer(self, n: float | None = 1) -> None:
+            counters.add_transfer(int(n or 0))
+
+        def set_transfer_postfix_str(self, postfix: str, refresh: bool = False) -> None:
             return None
 
     return FileBytes
@@ -253,7 +270,7 @@ class Job:
         hashers: list[TailHasher] = []
 
         def follow() -> None:
-            if self.verifying and sha256 is not None:
+            if self.verifying and sha256 is not None and not hashers:
                 hasher = start_tail_hasher(blobs, sha256)
                 if hasher is not None:
                     hashers.append(hasher)
@@ -288,12 +305,12 @@ def _report_loop(
     counters: ByteCounters, channel: Channel, stop: threading.Event, interval: float
 ) -> None:
     while not stop.wait(interval):
-        counts = counters.take_if_changed()
-        if counts is not None:
-            channel.send({"kind": "bytes", "files": counts})
-    counts = counters.take_if_changed()
-    if counts is not None:
-        channel.send({"kind": "bytes", "files": counts})
+        message = counters.take_if_changed()
+        if message is not None:
+            channel.send(message)
+    message = counters.take_if_changed()
+    if message is not None:
+        channel.send(message)
 
 
 def _exit_when_parent_goes(stdin: IO[str], on_gone: Callable[[], None]) -> None:

@@ -91,6 +91,7 @@ class _Run:
         self._tracker: ProgressTracker | None = None
         self._sizes: dict[str, int] = {}
         self._latest: dict[str, int] = {}
+        self._transfer = 0
 
     def waited(self, now: float) -> float:
         return now - self._started
@@ -123,6 +124,10 @@ class _Run:
             counts = {str(p): int(n) for p, n in message["files"].items()}
             current = _busiest(counts, self._latest, self._sizes)
             self._latest.update(counts)
+            transfer = int(message.get("transfer", 0))
+            if transfer > self._transfer:  # bytes off the network count as activity too
+                self._transfer = transfer
+                self._tracker.touch()
             self._tracker.update(counts, current=current)
         elif kind == "file_done" and self._tracker is not None:
             self._tracker.mark_done(str(message["path"]))

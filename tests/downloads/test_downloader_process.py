@@ -167,3 +167,37 @@ def test_error_round_trips_between_processes_with_class_and_message() -> None:
     assert type(rebuilt) is errors.StalledDownloadError
     assert str(rebuilt) == "no bytes for 30 s"
     assert type(rebuild("SomethingUnknown", "x")) is errors.NetworkError
+
+
+def test_progress_class_counts_each_byte_once_on_the_xet_path() -> None:
+    # The Xet transfer itself cannot run here (no Xet server); its progress goes through
+    # huggingface_hub's pure-Python reporter, fed by reports like these from hf_xet.
+    from types import SimpleNamespace
+
+    from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
+
+    from chatwidget.downloads.child import ByteCounters, make_progress_class
+
+    counters = ByteCounters()
+    starts: list[int] = []
+    cls = make_progress_class(counters, "model.safetensors", lambda: starts.append(1))
+    reporter = XetDownloadProgressReporter(
+        reconstruction_desc="x", total=1000, log_level=30, tqdm_class=cls
+    )
+    for written, received in ((0, 300), (400, 700), (1000, 1000)):
+        reporter.update_progress(
+            SimpleNamespace(
+                total_bytes_completed=written,
+                total_transfer_bytes_completed=received,
+                total_bytes_completion_rate=None,
+                total_transfer_bytes_completion_rate=None,
+                total_bytes=1000,
+            )
+        )
+    reporter.close()
+
+    message = counters.take_if_changed()
+    assert message is not None
+    assert message["files"] == {"model.safetensors": 1000}
+    assert message["transfer"] == 1000
+    assert starts == [1]  # one bar, so one hasher
