@@ -61,9 +61,13 @@ class JupyterServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def lab_url(self, notebook: str) -> str:
-        """JupyterLab opened on ``notebook`` (a path under :attr:`root_dir`)."""
-        return f"{self.url}/lab/tree/{notebook}?token={self.token}"
+    def lab_url(self, notebook: str, workspace: str) -> str:
+        """JupyterLab opened on ``notebook`` (a path under :attr:`root_dir`).
+
+        Each test uses its own ``workspace``: the default one would reopen the notebooks of
+        earlier tests (and start their kernels) next to this one.
+        """
+        return f"{self.url}/lab/workspaces/{workspace}/tree/{notebook}?token={self.token}"
 
     def notebook7_url(self, notebook: str) -> str:
         """Notebook 7 opened on ``notebook``."""

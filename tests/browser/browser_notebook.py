@@ -101,8 +101,9 @@ class NotebookPage:
 
     def open(self) -> None:
         """Open the notebook and wait until its kernel is idle (Run All is ignored before)."""
+        workspace = re.sub(r"[^A-Za-z0-9_-]", "-", self.name.removesuffix(".ipynb"))
         url = (
-            self.server.lab_url(self.name)
+            self.server.lab_url(self.name, workspace)
             if self.app == "lab"
             else self.server.notebook7_url(self.name)
         )
@@ -164,6 +165,11 @@ class NotebookPage:
 
     def progress_of(self, repo_id: str) -> Locator:
         return self.download_row(repo_id).get_by_role("progressbar")
+
+    @property
+    def pending_label(self) -> Locator:
+        """The selector's "Waiting for <model> (<state>)" line."""
+        return self.widget.locator(".cw-pending")
 
     @property
     def message_box(self) -> Locator:
