@@ -256,13 +256,18 @@ class Engine:
             internal_stop = threading.Event()
             self._active_stops.add(internal_stop)
         stops = [internal_stop] if stop is None else [stop, internal_stop]
+        lock = entry.generate_lock
         try:
-            if any(e.is_set() for e in stops) or not self._acquire(entry.generate_lock, stops):
+            if any(e.is_set() for e in stops) or not self._acquire(lock, stops):
                 return _stopped_before_start(repo_id)
             try:
                 return stream_reply(entry, messages, settings, on_text=on_text, stop_events=stops)
             finally:
-                entry.generate_lock.release()
+                lock.release()
+        except BaseException as exc:
+            del entry  # an error held by the caller must not keep this model alive
+            memory.drop_frame_references(exc)
+            raise
         finally:
             with self._state_lock:
                 self._active_stops.discard(internal_stop)

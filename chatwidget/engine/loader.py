@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chatwidget.catalog import ModelSpec
+from chatwidget.engine.memory import drop_frame_references, format_error
 from chatwidget.errors import ModelLoadError, ModelNotDownloadedError
 
 logger = logging.getLogger("chatwidget.engine.loader")
@@ -145,8 +146,11 @@ def load_from_cache(
             **common,
         )
     except FileNotFoundError as exc:
+        drop_frame_references(exc, keep_traceback=False)
         raise _not_downloaded(spec, str(exc)) from exc
     except Exception as exc:
+        logger.warning("loading %s failed:\n%s", spec.repo_id, format_error(exc))
+        drop_frame_references(exc, keep_traceback=False)  # frames hold the half-built model
         raise ModelLoadError(
             f"transformers could not load {spec.repo_id} from the cache: {exc}. "
             "Check that the download finished and the model is a causal LM."

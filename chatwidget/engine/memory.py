@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -131,3 +132,34 @@ def weights_bytes(weight_files: Iterable[Path], config_path: Path | None) -> int
 def with_runtime_overhead(weight_bytes: int) -> int:
     """Total memory a model needs to run: its weights plus runtime overhead."""
     return int(weight_bytes * (1 + RUNTIME_OVERHEAD_FRACTION)) + RUNTIME_OVERHEAD_BYTES
+
+
+def format_error(exc: BaseException) -> str:
+    """The full traceback of ``exc`` as text, to log without keeping the traceback alive
+    (a log record holding ``exc_info`` would keep every frame of it)."""
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+def drop_frame_references(exc: BaseException, *, keep_traceback: bool = True) -> None:
+    """Free what the tracebacks of ``exc`` and of its causes and contexts keep alive.
+
+    A traceback keeps its frames, and so their locals and the closures of their functions,
+    alive: an error raised while a model was in use would keep the model's tensors reachable
+    for as long as anyone holds the error (``sys.last_exc`` in a notebook, a stored failure).
+    Finished frames are cleared; the tracebacks of causes and contexts are dropped (log them
+    first), and so is the one of ``exc`` unless ``keep_traceback``.
+    """
+    seen: set[int] = set()
+    pending: list[tuple[BaseException, bool]] = [(exc, keep_traceback)]
+    while pending:
+        current, keep = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+            if not keep:
+                current.__traceback__ = None
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append((linked, False))

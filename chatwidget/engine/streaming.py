@@ -12,7 +12,6 @@ import logging
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from chatwidget.engine.loader import LoadedModel
+from chatwidget.engine.memory import drop_frame_references, format_error
 from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage
 from chatwidget.errors import GenerationError, InvalidGenerationRequestError, NoChatTemplateError
 
@@ -146,27 +146,19 @@ def stream_reply(
     )
     abort = threading.Event()
     criteria = EventStoppingCriteria([*stop_events, abort])
-    kwargs = generate_kwargs(loaded, settings)
+    args = {
+        **enc,
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([criteria]),
+        **generate_kwargs(loaded, settings),
+    }
     outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            with torch.inference_mode():
-                out = loaded.model.generate(
-                    **enc,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([criteria]),
-                    **kwargs,
-                )
-            outcome["token_ids"] = tuple(int(t) for t in out[0, prompt_tokens:].tolist())
-        except BaseException as exc:  # reported to the caller below, never lost
-            outcome["error"] = exc
-            try:
-                streamer.end()  # type: ignore[no-untyped-call]  # flush partial text and wake the reader
-            except Exception:
-                streamer.text_queue.put(streamer.stop_signal)
-
-    thread = threading.Thread(target=run, name=f"chatwidget-generate-{loaded.repo_id}", daemon=True)
+    thread = threading.Thread(
+        target=_run_generate,
+        args=(loaded.model, args, streamer, outcome),
+        name=f"chatwidget-generate-{loaded.repo_id}",
+        daemon=True,
+    )
     pieces: list[str] = []
     thread.start()
     try:
@@ -180,16 +172,16 @@ def stream_reply(
     text = "".join(pieces)
     error = outcome.get("error")
     if error is not None:
-        if error.__traceback__ is not None:
-            traceback.clear_frames(error.__traceback__)  # frames would keep the model alive
-        logger.warning("generation on %s failed: %r", loaded.repo_id, error)
+        logger.warning("generation on %s failed:\n%s", loaded.repo_id, format_error(error))
+        drop_frame_references(error, keep_traceback=False)  # it would keep the model alive
         failure = GenerationError(
             f"generation on {loaded.repo_id} failed: {error}. The partial reply is kept; "
             "try again, or with a shorter conversation or fewer new tokens."
         )
         failure.partial_text = text
         raise failure from error
-    token_ids: tuple[int, ...] = outcome.get("token_ids", ())
+    out = outcome.get("sequences")
+    token_ids = () if out is None else tuple(int(t) for t in out[0, prompt_tokens:].tolist())
     duration = finished - started
     first = criteria.first_token_at
     usage = Usage(
@@ -201,6 +193,22 @@ def stream_reply(
         duration_s=duration,
     )
     return GenerationResult(text=text, stopped=criteria.stopped, usage=usage, token_ids=token_ids)
+
+
+def _run_generate(
+    model: Any, args: dict[str, Any], streamer: TextIteratorStreamer, outcome: dict[str, Any]
+) -> None:
+    """Body of the generate thread. A module-level function, not a closure: a closure's
+    cells would keep the model alive from any traceback that mentions this frame."""
+    try:
+        with torch.inference_mode():
+            outcome["sequences"] = model.generate(**args)
+    except BaseException as exc:  # reported to the caller by stream_reply, never lost
+        outcome["error"] = exc
+        try:
+            streamer.end()  # type: ignore[no-untyped-call]  # flush partial text, wake the reader
+        except Exception:
+            streamer.text_queue.put(streamer.stop_signal)
 
 
 def _read_stream(
