@@ -77,6 +77,26 @@ describe("chat panel", () => {
     expect(meta).toContain("18.3 tok/s");
   });
 
+  it("announces a finished reply to screen readers, but not replies already done", () => {
+    const done = message({ id: "a0", role: "assistant", content: "old", model: REPO_A });
+    const { model, el } = open({
+      conversations: [conversation({ messages: [done, streaming("Hi")] })],
+    });
+    const announcer = el.querySelector("[aria-live='polite'].cw-sr-only")!;
+    expect(announcer).toHaveTextContent("");
+    model.update({
+      conversations: [
+        conversation({
+          messages: [
+            done,
+            message({ id: "a1", role: "assistant", content: "Hi all", model: REPO_A }),
+          ],
+        }),
+      ],
+    });
+    expect(announcer).toHaveTextContent("Reply from SmolLM2 135M Instruct: Hi all");
+  });
+
   it("keeps the list pinned to the bottom only when it was at the bottom", () => {
     const { model, el } = open({
       conversations: [conversation({ messages: [message(), streaming("a")] })],

@@ -54,6 +54,15 @@ describe("model selector", () => {
     expect(select.options[2]).toBe(qwenOption);
   });
 
+  it("shows download progress in a downloading model's option", () => {
+    const { el } = open({
+      models: [modelRow(), modelRow({ repo_id: REPO_B, name: "Qwen", state: "Downloading" })],
+      downloads: [download()],
+    });
+    const select = within(el).getByRole<HTMLSelectElement>("combobox", { name: "Model" });
+    expect(select.options[2]).toHaveTextContent("Qwen · Downloading 45% · 269 MB");
+  });
+
   it("sends select_model when the user picks a model", async () => {
     const user = userEvent.setup();
     const { model, el } = open();

@@ -45,7 +45,9 @@ class MessageView {
     this.update(message);
   }
 
-  update(message: MessageRow): void {
+  /** Redraw what changed; returns true when a reply this view saw streaming has finished. */
+  update(message: MessageRow): boolean {
+    const finished = this.status === "streaming" && message.status !== "streaming";
     if (message.content !== this.content || message.status !== this.status) {
       this.content = message.content;
       this.status = message.status;
@@ -66,6 +68,7 @@ class MessageView {
     );
     this.errorEl.hidden = message.status !== "error";
     this.drawMeta(message);
+    return finished;
   }
 
   private drawMeta(message: MessageRow): void {
@@ -118,6 +121,7 @@ export class ChatPanel {
   private readonly list: HTMLElement;
   private readonly empty: HTMLElement;
   private readonly hint: HTMLElement;
+  private readonly announcer: HTMLElement;
   private readonly views = new Map<string, MessageView>();
   private readonly removeCopy: () => void;
   private conversationId: string | null = null;
@@ -138,6 +142,7 @@ export class ChatPanel {
       this.empty,
     ]);
     this.removeCopy = enableCodeCopy(this.list);
+    this.announcer = h("div", { class: "cw-sr-only", "aria-live": "polite" });
 
     const hintId = uid("composer-hint");
     this.textbox = h("textarea", {
@@ -184,6 +189,7 @@ export class ChatPanel {
     this.el = h("section", { class: "cw-panel cw-chat", "aria-label": "Chat" }, [
       h("header", { class: "cw-chat-header" }, [this.titleEl, this.modelChip]),
       this.list,
+      this.announcer,
       h("div", { class: "cw-composer" }, [
         this.textbox,
         h("div", { class: "cw-composer-bar" }, [
@@ -228,8 +234,9 @@ export class ChatPanel {
     for (const message of messages) {
       seen.add(message.id);
       let view = this.views.get(message.id);
-      if (view) view.update(message);
-      else {
+      if (view) {
+        if (view.update(message) && message.role === "assistant") this.announce(message);
+      } else {
         view = new MessageView(message, this.store);
         this.views.set(message.id, view);
       }
@@ -244,6 +251,15 @@ export class ChatPanel {
     }
     this.empty.hidden = messages.length > 0;
     if (atBottom || forceBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  /** Tell screen readers a reply is complete (the list itself is not a live region). */
+  private announce(message: MessageRow): void {
+    const who = message.model ? this.store.displayName(message.model) : "the model";
+    const what = message.status === "done" ? "Reply" : `Reply (${message.status})`;
+    const text =
+      message.content.length > 500 ? `${message.content.slice(0, 500)}…` : message.content;
+    setText(this.announcer, `${what} from ${who}: ${text}`);
   }
 
   private drawHeader(conv: ConversationRow | null): void {

@@ -3,7 +3,7 @@
 // auto-switch, and a field to add any repo id.
 
 import { h, setAttr, setText, uid } from "../dom";
-import { formatBytes } from "../format";
+import { formatBytes, percent } from "../format";
 import type { ModelRow } from "../protocol";
 import { repoIdProblem } from "../repo-id";
 import type { Rpc } from "../rpc";
@@ -126,7 +126,11 @@ export class SelectorPanel {
   }
 
   private optionText(row: ModelRow, active: string | null, pending: string | null): string {
-    const state = row.repo_id === active ? "Active" : row.state;
+    let state: string = row.repo_id === active ? "Active" : row.state;
+    const download = this.store.download(row.repo_id);
+    if (state === "Downloading" && download) {
+      state = `Downloading ${percent(download.bytes_done, download.bytes_total)}%`;
+    }
     const parts = [row.name || row.repo_id, state];
     if (row.repo_id === pending) parts[1] = `${state}, pending`;
     if (row.size_bytes !== null) parts.push(formatBytes(row.size_bytes));
