@@ -213,10 +213,11 @@ class Job:
 
         hf_constants.DOWNLOAD_CHUNK_SIZE = self.chunk_size
         spec, cache_dir = self.spec, self.cache_dir
-        self.commit, listed = plan.fetch_listing(
+        listing = plan.fetch_listing(
             spec, cache_dir=cache_dir, endpoint=self.endpoint, token=self.token
         )
-        the_plan = plan.build_plan(spec, self.commit, listed, cache_dir=cache_dir)
+        self.commit = listing.commit
+        the_plan = plan.build_plan(spec, listing, cache_dir=cache_dir)
         self.channel.send(
             {
                 "kind": "plan",

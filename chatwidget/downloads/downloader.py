@@ -19,7 +19,6 @@ from typing import IO, Any
 
 from huggingface_hub import get_token
 
-import chatwidget
 from chatwidget.catalog import ModelSpec
 from chatwidget.downloads import cache, errors_map, plan
 from chatwidget.downloads.progress import ProgressTracker
@@ -70,7 +69,7 @@ main()
 
 def child_command() -> list[str]:
     """The command line of a download process (it reads its job from stdin)."""
-    package_root = str(Path(chatwidget.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     return [sys.executable, "-c", _BOOTSTRAP, package_root]
 
 
@@ -215,12 +214,12 @@ class Downloader:
         """List what a download would fetch, with disk and memory needs. Raises DownloadError."""
         spec = ModelSpec.coerce(spec)
         try:
-            commit, files = plan.fetch_listing(
+            listing = plan.fetch_listing(
                 spec, cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token()
             )
         except Exception as exc:
             raise errors_map.classify(exc, repo_id=spec.repo_id, revision=spec.revision) from exc
-        return plan.build_plan(spec, commit, files, cache_dir=self.cache_dir)
+        return plan.build_plan(spec, listing, cache_dir=self.cache_dir)
 
     def download(
         self,

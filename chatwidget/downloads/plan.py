@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_cached_repo_tree
@@ -20,9 +22,18 @@ log = logging.getLogger("chatwidget.downloads.plan")
 LISTING_TIMEOUT_S = 10.0
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What the hub says about a revision: its commit, the selected files, weight counts."""
+
+    commit: str
+    files: tuple[RemoteFile, ...]
+    parameters: dict[str, int] = field(default_factory=dict)  # safetensors dtype -> count
+
+
 def fetch_listing(
     spec: ModelSpec, *, cache_dir: Path, endpoint: str | None, token: str | bool | None
-) -> tuple[str, tuple[RemoteFile, ...]]:
+) -> Listing:
     """Resolve ``spec.revision`` to a commit and list the files ``spec`` selects.
 
     Network: one revision request, plus one tree request unless the listing of that commit is
@@ -43,7 +54,9 @@ def fetch_listing(
             if isinstance(f, RepoFile)
         ]
         _write_tree_cache(cache_dir, spec.repo_id, commit, entries)
-    return commit, select_files(entries, spec)
+    safetensors = getattr(info, "safetensors", None)
+    parameters = dict(getattr(safetensors, "parameters", None) or {})
+    return Listing(commit, select_files(entries, spec), parameters)
 
 
 def select_files(entries: Iterable[RepoFile], spec: ModelSpec) -> tuple[RemoteFile, ...]:
@@ -58,33 +71,65 @@ def _remote_file(entry: RepoFile) -> RemoteFile:
     return RemoteFile(path=entry.path, size=int(entry.size), sha256=lfs.sha256 if lfs else None)
 
 
-def build_plan(
-    spec: ModelSpec, commit: str, files: Iterable[RemoteFile], *, cache_dir: Path
-) -> DownloadPlan:
+def build_plan(spec: ModelSpec, listing: Listing, *, cache_dir: Path) -> DownloadPlan:
     """Mark what is cached already and add up disk and memory needs."""
-    snapshot = cache.snapshot_folder(cache_dir, spec.repo_id, commit)
-    marked = cache.mark_cached(snapshot, files)
+    snapshot = cache.snapshot_folder(cache_dir, spec.repo_id, listing.commit)
+    marked = cache.mark_cached(snapshot, listing.files)
     total = sum(f.size for f in marked)
     missing = sum(f.size for f in marked if not f.cached)
+    config_dtype = _config_dtype(snapshot / "config.json")
+    memory, dtype = estimate_memory(marked, listing.parameters, config_dtype)
     return DownloadPlan(
         repo_id=spec.repo_id,
         revision=spec.revision,
-        commit=commit,
+        commit=listing.commit,
         files=marked,
         total_bytes=total,
         missing_bytes=missing,
         disk_free_bytes=cache.free_disk(cache_dir),
-        memory_estimate_bytes=estimate_memory(marked),
+        memory_estimate_bytes=memory,
+        parameters=sum(listing.parameters.values()) or None,
+        load_dtype=dtype,
     )
 
 
-def estimate_memory(files: Iterable[RemoteFile]) -> int:
-    """Bytes the weights take once loaded.
+#: Bytes per element of safetensors dtypes and of config ``dtype`` / ``torch_dtype`` names.
+_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float": 4, "half": 2,
+}  # fmt: skip
 
-    The engine loads with ``dtype="auto"``, which keeps the dtype the safetensors were saved in,
-    so the in-memory size of the weights is their size on disk (headers are a few KB).
+
+def estimate_memory(
+    files: Iterable[RemoteFile], parameters: dict[str, int], config_dtype: str | None
+) -> tuple[int, str | None]:
+    """Bytes the weights take once loaded, and the dtype that assumes.
+
+    The engine loads with ``dtype="auto"``: the config's dtype when it names one, else the
+    dtype the weights were saved in. With the hub's parameter counts the estimate is
+    ``count x element size``; without them it is the size of the safetensors files.
     """
-    return sum(f.size for f in files if f.path.endswith(".safetensors"))
+    known = {d: n for d, n in parameters.items() if d in _DTYPE_BYTES}
+    if known and config_dtype in _DTYPE_BYTES:
+        return sum(known.values()) * _DTYPE_BYTES[config_dtype], config_dtype
+    if known:
+        stored = max(known, key=lambda d: known[d])
+        return sum(n * _DTYPE_BYTES[d] for d, n in known.items()), stored
+    weights = sum(f.size for f in files if f.path.endswith(".safetensors"))
+    return weights, None
+
+
+def _config_dtype(config: Path) -> str | None:
+    """``dtype`` (or the older ``torch_dtype``) of a cached config.json, if any."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    value = data.get("dtype") or data.get("torch_dtype")
+    return value if isinstance(value, str) else None
 
 
 def _write_tree_cache(cache_dir: Path, repo_id: str, commit: str, entries: list[RepoFile]) -> None:

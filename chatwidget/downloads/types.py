@@ -28,6 +28,8 @@ class DownloadPlan:
     missing_bytes: int  # not yet in the cache
     disk_free_bytes: int
     memory_estimate_bytes: int  # for the engine's fit check (weights size, in load dtype)
+    parameters: int | None = None  # weight count, from the hub's safetensors metadata
+    load_dtype: str | None = None  # dtype the estimate assumes (config's, else the stored one)
 
     @property
     def fits_on_disk(self) -> bool:

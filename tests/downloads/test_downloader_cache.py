@@ -147,10 +147,39 @@ def test_plan_reports_disk_and_memory_needs_before_any_byte(
     index = json.loads((folder / "model.safetensors.index.json").read_text())
 
     assert plan.missing_bytes == plan.total_bytes > 0
-    assert plan.memory_estimate_bytes == sum(p.stat().st_size for p in shards)
-    assert plan.memory_estimate_bytes >= index["metadata"]["total_size"]
+    # fp32 weights, no config in the cache yet: parameters x 4 bytes = the tensors' bytes
+    assert plan.memory_estimate_bytes == index["metadata"]["total_size"]
+    assert plan.memory_estimate_bytes < sum(p.stat().st_size for p in shards)
+    assert plan.parameters is not None
+    assert plan.parameters * 4 == plan.memory_estimate_bytes
+    assert plan.load_dtype == "F32"
     assert plan.disk_free_bytes > 0
     assert plan.fits_on_disk
     assert all(f.sha256 for f in plan.files if f.path.endswith(".safetensors"))
     assert len(plan.commit) == 40
     assert not any(r.path.endswith(".safetensors") for r in local_hub.requests)
+
+
+def test_memory_estimate_uses_the_dtype_the_cached_config_loads_in(
+    local_hub: LocalHub, hf_cache: Path
+) -> None:
+    repo = "dtype-org/tiny-bf16-config"
+    folder = build_model(local_hub.root, repo, "tiny")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = "bfloat16"  # weights are saved in fp32, loading casts to bf16
+        (folder / "config.json").write_text(json.dumps(config))
+        downloader = _downloader(local_hub, hf_cache)
+        before = downloader.plan(repo)
+        downloader.download(
+            ModelSpec(repo, allow_patterns=("config.json",)),
+            on_progress=lambda _p: None,
+            cancel=threading.Event(),
+        )
+        after = downloader.plan(repo)
+
+        assert before.load_dtype == "F32"
+        assert after.load_dtype == "bfloat16"
+        assert after.memory_estimate_bytes * 2 == before.memory_estimate_bytes
+    finally:
+        shutil.rmtree(folder)
