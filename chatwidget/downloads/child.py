@@ -348,7 +348,8 @@ def main() -> None:
     except BaseException as exc:  # everything is reported to the parent
         error = errors_map.classify(exc, repo_id=job["repo_id"], revision=job["revision"])
         name, message = errors_map.describe(error)
-        channel.send({"kind": "error", "error": name, "message": message})
+        detail = f"{type(exc).__name__}: {exc}"[:2000]  # for the parent's debug log
+        channel.send({"kind": "error", "error": name, "message": message, "detail": detail})
         # Other threads may still be mid-transfer: leave at once, the parent cleans up.
         os._exit(1)
     os._exit(0)

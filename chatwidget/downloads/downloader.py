@@ -342,6 +342,7 @@ class Downloader:
                 run.finish()
                 return Path(message["snapshot"])
             if kind == "error":
+                log.debug("Download of %s failed: %s", spec.repo_id, message.get("detail"))
                 raise fail(errors_map.rebuild(message["error"], message["message"]))
             run.handle(message)
             idle = run.idle_for(time.monotonic())

@@ -79,7 +79,10 @@ def test_child_process_reports_a_classified_error(local_hub: LocalHub, hf_cache:
     code, messages, _err = _run_child(_job(local_hub, hf_cache, "nobody/missing"))
     last = messages[-1]
     assert code == 1
-    assert last == {"kind": "error", "error": "RepoNotFoundError", "message": last["message"]}
+    assert last["kind"] == "error"
+    assert last["error"] == "RepoNotFoundError"
+    assert "nobody/missing" in str(last["message"])
+    assert "RepositoryNotFoundError" in str(last["detail"])
 
 
 def test_child_process_exits_when_its_parent_closes_the_pipe() -> None:
