@@ -1,11 +1,13 @@
 // Request/reply over anywidget custom messages: every intent gets an id, and the
 // kernel answers {id, kind: "<kind>-response", ok, error?}. Replies for other views
-// (other ids) are ignored; a reply that never comes is reported after a timeout.
+// (other ids) are ignored. A reply that is slow to come (the kernel is busy running a
+// cell, or gone) is reported after a while, and still accepted when it arrives: the
+// request is not treated as failed, so nothing is sent twice.
 
 import type { AnyModel } from "@anywidget/types";
 import type { Intent, Reply, WidgetState } from "./protocol";
 
-/** Default time to wait for the kernel's reply before reporting it as lost. */
+/** How long to wait for the kernel's reply before telling the user it is slow. */
 export const REPLY_TIMEOUT_MS = 30_000;
 
 interface Pending {
@@ -58,13 +60,13 @@ export class Rpc {
         resolve(reply);
       };
       const timer = setTimeout(() => {
-        this.pending.delete(id);
-        finish({
-          id,
-          kind: `${intent.kind}-response`,
-          ok: false,
-          error: "no reply from the kernel; check that it is running, then try again",
-        });
+        if (!this.disposed) {
+          this.onFailure(
+            `No reply from the kernel to "${intent.kind.replace(/_/g, " ")}" yet: it may be ` +
+              "busy running a cell (the request goes through when it is free), or stopped " +
+              "(restart it and run the widget's cell again).",
+          );
+        }
       }, this.timeoutMs);
       this.pending.set(id, { kind: intent.kind, resolve: finish, timer });
       this.model.send({ ...intent, id });
