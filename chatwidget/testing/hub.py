@@ -315,6 +315,7 @@ class _HubError(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # parallel downloads on a loaded machine overflow the default 5
     hub: LocalHub
 
     def handle_error(self, request: Any, client_address: Any) -> None:
