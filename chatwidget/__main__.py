@@ -9,6 +9,7 @@ Ctrl+C stops JupyterLab, its kernels and the hub, and leaves no process behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from chatwidget.offline import DEFAULT_RATE, demo_cache_root, start_hub, stop_tree
+from chatwidget.offline import DEFAULT_RATE, demo_cache_root, stop_tree
 
 log = logging.getLogger("chatwidget.demo")
 
@@ -45,6 +46,7 @@ def run_demo(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chatwidget-demo-"))
     children: list[subprocess.Popen[str]] = []
     env = dict(os.environ)
+    stack = contextlib.ExitStack()
     try:
         shutil.copytree(
             notebooks_dir(),
@@ -52,13 +54,13 @@ def run_demo(args: argparse.Namespace) -> int:
             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.cfg"),
         )
         if not args.hub:
+            from chatwidget.testing.hub import run_hub_process
             from chatwidget.testing.models import build_demo_hub
 
             root = demo_cache_root()
             print(f"Building demo models in {root} (first run only) ...", flush=True)
             build_demo_hub(root)
-            hub, url = start_hub(root, args.rate)
-            children.append(hub)
+            url = stack.enter_context(run_hub_process(root, rate=args.rate or None))
             print(f"Local hub: {url} (rate limit {args.rate} B/s)", flush=True)
             env.update(
                 HF_ENDPOINT=url,
@@ -110,6 +112,7 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         for child in reversed(children):
             stop_tree(child)
+        stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -32,7 +31,7 @@ DEMO_MODELS: tuple[ModelSpec, ...] = (
 DEFAULT_RATE = 8_000_000
 
 _lock = threading.Lock()
-_hub: dict[str, tuple[subprocess.Popen[str], str]] = {}  # the hub this process started
+_hub: dict[str, str] = {}  # the URL of the hub this process started
 _cache: dict[str, Path] = {}
 
 
@@ -45,21 +44,6 @@ def demo_cache_root() -> Path:
     """Where the demo models are built once (``$CHATWIDGET_DEMO_CACHE`` overrides)."""
     env = os.environ.get("CHATWIDGET_DEMO_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "chatwidget" / "demo-hub"
-
-
-def start_hub(root: Path, rate: int | None) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m chatwidget.testing.hub serve`` in a child process; return (proc, url)."""
-    cmd = [sys.executable, "-m", "chatwidget.testing.hub", "serve", str(root), "--port", "0"]
-    if rate:
-        cmd += ["--rate", str(rate)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    url = next((w for w in line.split() if w.startswith("http://")), "")
-    if not url:
-        stop_tree(proc)
-        raise RuntimeError(f"The local hub did not start (it printed {line!r}).")
-    return proc, url.rstrip("/")
 
 
 def stop_tree(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
@@ -88,15 +72,16 @@ def hub_url(rate: int | None = DEFAULT_RATE) -> str:
     if env:
         return env.rstrip("/")
     with _lock:
-        running = _hub.get("demo")
-        if running is None or running[0].poll() is not None:
+        if "demo" not in _hub:
+            from chatwidget.testing.hub import run_hub_process
             from chatwidget.testing.models import build_demo_hub
 
             root = demo_cache_root()
             build_demo_hub(root)
-            running = _hub["demo"] = start_hub(root, rate)
-            atexit.register(stop_tree, running[0])
-        return running[1]
+            stack = contextlib.ExitStack()
+            _hub["demo"] = stack.enter_context(run_hub_process(root, rate=rate))
+            atexit.register(stack.close)
+        return _hub["demo"]
 
 
 def demo_cache_dir() -> Path:
