@@ -325,9 +325,15 @@ def main() -> None:
     channel = Channel(os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8"))
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
+    # Import everything first: a process started ahead of time (Downloader(prestart=True))
+    # is then ready the moment its job arrives.
+    import huggingface_hub  # noqa: F401
+
+    from chatwidget.downloads import cache, errors_map, plan  # noqa: F401
+
     line = sys.stdin.readline()
     if not line.strip():
-        sys.exit(2)  # no job: the parent went away before sending one
+        sys.exit(2)  # no job: the parent went away (or closed) before sending one
     job = json.loads(line)
     token = job.pop("token", None)
     threading.Thread(
@@ -336,11 +342,6 @@ def main() -> None:
         name="chatwidget-parent-watch",
         daemon=True,
     ).start()
-
-    # Import everything before saying "ready": the parent's stall timer starts then.
-    import huggingface_hub  # noqa: F401
-
-    from chatwidget.downloads import cache, errors_map, plan  # noqa: F401
 
     channel.send({"kind": "ready", "torch_loaded": "torch" in sys.modules, "pid": os.getpid()})
     try:

@@ -42,6 +42,27 @@ DEFAULT_CHUNK_SIZE = 256 * 1024
 
 
 @dataclass(eq=False)
+class _Process:
+    """A started download process, idle until it reads a job on stdin."""
+
+    proc: subprocess.Popen[str]
+    stderr: IO[bytes]
+
+    @classmethod
+    def start(cls) -> _Process:
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _terminate / _stop_all
+        proc = subprocess.Popen(
+            child_command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            encoding="utf-8",
+        )
+        return cls(proc, stderr)
+
+
+@dataclass(eq=False)
 class _Child:
     """One running download process and the thread that reads its messages."""
 
@@ -158,6 +179,7 @@ class Downloader:
         max_parallel_files: int = 4,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         verify: bool = True,
+        prestart: bool = False,
     ) -> None:
         if stall_timeout_s <= 0:
             raise ValueError("stall_timeout_s must be positive (seconds without bytes).")
@@ -172,8 +194,14 @@ class Downloader:
         self.verify = verify
         self.__token = token
         self._lock = threading.Lock()
+        self.prestart = prestart
         self._children: set[_Child] = set()
-        self._finalizer = weakref.finalize(self, _stop_all, self._children, self._lock)
+        self._spares: list[_Process] = []  # at most one idle, already-imported process
+        self._finalizer = weakref.finalize(
+            self, _stop_all, self._children, self._spares, self._lock
+        )
+        if prestart:
+            self._keep_spare()
 
     def __repr__(self) -> str:
         return (
@@ -254,10 +282,12 @@ class Downloader:
                 self._children.discard(child)
             if not finished:
                 self._clean_after_stop(spec.repo_id)
+            if self.prestart:
+                self._keep_spare()
 
     def close(self) -> None:
         """Stop every running download (their ``download`` calls raise) and reap the children."""
-        _stop_all(self._children, self._lock)
+        _stop_all(self._children, self._spares, self._lock)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -282,15 +312,8 @@ class Downloader:
             "verify": self.verify,
             "report_interval_s": min(0.05, self.progress_interval_s),
         }
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _terminate
-        proc = subprocess.Popen(
-            child_command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            encoding="utf-8",
-        )
+        process = self._take_spare() or _Process.start()
+        proc, stderr = process.proc, process.stderr
         child = _Child(spec.repo_id, proc, queue.Queue(), stderr)
         with self._lock:
             self._children.add(child)
@@ -304,6 +327,22 @@ class Downloader:
         child.reader.start()
         log.debug("Started download process %d for %s", proc.pid, spec.repo_id)
         return child
+
+    def _keep_spare(self) -> None:
+        """Start an idle download process, so the next download skips the start-up cost."""
+        with self._lock:
+            self._spares[:] = [p for p in self._spares if p.proc.poll() is None]
+            if not self._spares:
+                self._spares.append(_Process.start())
+
+    def _take_spare(self) -> _Process | None:
+        with self._lock:
+            while self._spares:
+                spare = self._spares.pop()
+                if spare.proc.poll() is None:
+                    return spare
+                spare.stderr.close()
+        return None
 
     def _supervise(
         self,
@@ -443,19 +482,26 @@ def _terminate(child: _Child) -> None:
     child.stderr.close()
 
 
-def _stop_all(children: set[_Child], lock: threading.Lock) -> None:
+def _stop_all(children: set[_Child], spares: list[_Process], lock: threading.Lock) -> None:
     with lock:
         running = list(children)
+        idle, spares[:] = list(spares), []
     for child in running:
         child.stop.set()
-    for child in running:
-        proc = child.proc
+    procs = [c.proc for c in running] + [p.proc for p in idle]
+    for proc in procs:
         if proc.poll() is None:
             proc.terminate()
     deadline = time.monotonic() + 1.0
-    for child in running:
+    for proc in procs:
         try:
-            child.proc.wait(max(0.0, deadline - time.monotonic()))
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
+            proc.kill()
+            proc.wait()
+    for spare in idle:
+        for stream in (spare.proc.stdin, spare.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        spare.stderr.close()

@@ -204,3 +204,20 @@ def test_progress_class_counts_each_byte_once_on_the_xet_path() -> None:
     assert message["files"] == {"model.safetensors": 1000}
     assert message["transfer"] == 1000
     assert starts == [1]  # one bar, so one hasher
+
+
+def test_prestarted_process_serves_the_next_download_and_close_reaps_it(
+    local_hub: LocalHub, hf_cache: Path
+) -> None:
+    downloader = Downloader(endpoint=local_hub.url, cache_dir=hf_cache, token=False, prestart=True)
+    try:
+        [spare] = download_children()
+        downloader.download(TINY_REPO, on_progress=lambda _p: None, cancel=threading.Event())
+
+        assert not spare.is_running()  # it did the download and exited
+        [next_spare] = download_children()  # a fresh one waits for the next download
+        assert next_spare.pid != spare.pid
+        assert downloader.is_downloaded(TINY_REPO)
+    finally:
+        downloader.close()
+    assert download_children() == []
