@@ -15,6 +15,11 @@
 - ``hf_endpoint`` (function): points ``HF_ENDPOINT``, ``huggingface_hub.constants.ENDPOINT``,
   the URL template and the default ``HfApi`` at ``local_hub``, so calls without
   ``endpoint=`` reach it. Returns the URL.
+
+Repo ids and the gated token live in :mod:`chatwidget.testing.models` (``DEMO_TINY_REPO``,
+``DEMO_TINY_B_REPO``, ``DEMO_SMALL_REPO``, ``DEMO_GATED_REPO``, ``DEMO_GATED_TOKEN``): import
+them from there, not ``from conftest import``, which breaks when several folders have a
+conftest.py and the whole suite runs.
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ from pathlib import Path
 import pytest
 
 from chatwidget.testing.hub import LocalHub
-from chatwidget.testing.models import DEMO_GATED, DEMO_GATED_TOKEN, build_demo_hub, build_model
+from chatwidget.testing.models import (
+    DEMO_GATED,
+    DEMO_GATED_REPO,
+    DEMO_GATED_TOKEN,
+    DEMO_SMALL_REPO,
+    DEMO_TINY_REPO,
+    build_demo_hub,
+    build_model,
+)
 
 _TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_OIDC_ID_TOKEN")
 
@@ -50,10 +63,12 @@ for _var in (
 ):
     os.environ.pop(_var, None)
 
-GATED_REPO = "gated/tiny-chat"
+# Kept for old imports; prefer chatwidget.testing.models.DEMO_*: "from conftest import" picks
+# whichever conftest.py pytest imported last when several folders have one.
+GATED_REPO = DEMO_GATED_REPO
 GATED_TOKEN = DEMO_GATED_TOKEN
-TINY_REPO = "demo/tiny-chat"
-SMALL_REPO = "demo/small-chat"
+TINY_REPO = DEMO_TINY_REPO
+SMALL_REPO = DEMO_SMALL_REPO
 
 # Constants of huggingface_hub derived from HF_HOME at import time.
 _HOME_PATHS = {

@@ -14,8 +14,12 @@ if TYPE_CHECKING:
     from chatwidget.testing.hub import Fault, LocalHub, RequestRecord, run_hub_process
     from chatwidget.testing.models import (
         DEMO_GATED,
+        DEMO_GATED_REPO,
         DEMO_GATED_TOKEN,
         DEMO_REPOS,
+        DEMO_SMALL_REPO,
+        DEMO_TINY_B_REPO,
+        DEMO_TINY_REPO,
         bench_model_path,
         build_demo_hub,
         build_model,
@@ -28,8 +32,12 @@ _EXPORTS = {
     "RequestRecord": "hub",
     "run_hub_process": "hub",
     "DEMO_GATED": "models",
+    "DEMO_GATED_REPO": "models",
     "DEMO_GATED_TOKEN": "models",
     "DEMO_REPOS": "models",
+    "DEMO_SMALL_REPO": "models",
+    "DEMO_TINY_B_REPO": "models",
+    "DEMO_TINY_REPO": "models",
     "bench_model_path": "models",
     "build_demo_hub": "models",
     "build_model": "models",
@@ -38,8 +46,12 @@ _EXPORTS = {
 
 __all__ = [
     "DEMO_GATED",
+    "DEMO_GATED_REPO",
     "DEMO_GATED_TOKEN",
     "DEMO_REPOS",
+    "DEMO_SMALL_REPO",
+    "DEMO_TINY_B_REPO",
+    "DEMO_TINY_REPO",
     "Fault",
     "LocalHub",
     "RequestRecord",

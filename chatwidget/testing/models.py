@@ -102,16 +102,21 @@ DIMS: dict[Size, Dims] = {
     "bench": Dims(576, 30, 9, 3, 1536, 49152, 8192, None),
 }
 
+#: Ids of the demo repos (import these in tests rather than from a conftest).
+DEMO_TINY_REPO = "demo/tiny-chat"
+DEMO_TINY_B_REPO = "demo/tiny-chat-b"
+DEMO_SMALL_REPO = "demo/small-chat"
+DEMO_GATED_REPO = "gated/tiny-chat"
 #: Repos built by :func:`build_demo_hub`: repo id -> (size, seed).
 DEMO_REPOS: dict[str, tuple[Size, int]] = {
-    "demo/tiny-chat": ("tiny", 0),
-    "demo/tiny-chat-b": ("tiny", 1),
-    "demo/small-chat": ("small", 0),
-    "gated/tiny-chat": ("tiny", 2),
+    DEMO_TINY_REPO: ("tiny", 0),
+    DEMO_TINY_B_REPO: ("tiny", 1),
+    DEMO_SMALL_REPO: ("small", 0),
+    DEMO_GATED_REPO: ("tiny", 2),
 }
 #: The token that unlocks ``gated/tiny-chat`` on a hub started with :data:`DEMO_GATED`.
 DEMO_GATED_TOKEN = "hf_demo_gated_token"
-DEMO_GATED: dict[str, str] = {"gated/tiny-chat": DEMO_GATED_TOKEN}
+DEMO_GATED: dict[str, str] = {DEMO_GATED_REPO: DEMO_GATED_TOKEN}
 
 
 def _split_repo(name: str) -> tuple[str, str]:
