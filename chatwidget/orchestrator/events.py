@@ -76,9 +76,12 @@ class EventBus:
 
     ``publish`` is called while the caller holds the orchestrator's ``state_lock``, so the
     numbering follows the order of the state changes. ``deliver`` is called after that
-    lock is released: it hands out everything published so far, in order, under a
-    separate delivery lock. A subscriber that raises is logged and reported as an
-    :class:`ErrorReported` event; it does not stop delivery nor the caller.
+    lock is released. One thread at a time delivers, oldest first, everything published
+    so far, including what other threads publish meanwhile; a thread that finds delivery
+    under way returns at once and leaves its events to the deliverer, so no thread ever
+    waits on another's subscribers (and a subscriber that calls back in cannot deadlock).
+    A subscriber that raises is logged and reported as an :class:`ErrorReported` event;
+    it does not stop delivery nor the caller.
     """
 
     def __init__(self, state_lock: threading.RLock) -> None:
@@ -87,13 +90,17 @@ class EventBus:
         self._outbox: deque[Event] = deque()
         self._subscribers: list[Subscriber] = []
         self._subscribers_lock = threading.Lock()
-        self._delivery_lock = threading.RLock()
-        self._delivering = False
+        self._delivery_lock = threading.Lock()
 
     @property
     def last_seq(self) -> int:
         """The ``seq`` of the latest event published (0 before any)."""
         return self._seq
+
+    @property
+    def idle(self) -> bool:
+        """True when every published event has been handed to the subscribers."""
+        return not self._outbox and not self._delivery_lock.locked()
 
     def next_seq(self) -> int:
         """Reserve the next sequence number (call under the state lock)."""
@@ -119,22 +126,17 @@ class EventBus:
     def deliver(self) -> None:
         """Hand every queued event to every subscriber, oldest first.
 
-        Re-entrant calls (a subscriber that triggers more events) return at once; the
-        outer call delivers the new events after the current one, keeping the order.
+        Returns at once when another call (in this thread or another) is delivering: that
+        call re-checks the outbox after letting go, so nothing is left behind.
         """
-        with self._delivery_lock:
-            if self._delivering:
+        while self._outbox:
+            if not self._delivery_lock.acquire(blocking=False):
                 return
-            self._delivering = True
             try:
-                while True:
-                    try:
-                        event = self._outbox.popleft()
-                    except IndexError:
-                        return
-                    self._fan_out(event)
+                while self._outbox:
+                    self._fan_out(self._outbox.popleft())
             finally:
-                self._delivering = False
+                self._delivery_lock.release()
 
     def _fan_out(self, event: Event) -> None:
         with self._subscribers_lock:

@@ -276,10 +276,15 @@ class Orchestrator:
         return self._bus.subscribe(callback)
 
     def wait_until_idle(self, timeout: float | None = None) -> bool:
-        """Wait until the queue is empty and nothing is being worked on; False on timeout."""
+        """Wait until the queue is empty, nothing is worked on and every event is delivered.
+
+        Returns False on timeout. Do not call it from a subscriber (its own delivery is
+        still under way, so it would wait until the timeout).
+        """
         with self._changed:
             return self._changed.wait_for(
-                lambda: len(self._queue) == 0 and self._working is None, timeout
+                lambda: len(self._queue) == 0 and self._working is None and self._bus.idle,
+                timeout,
             )
 
     def step(self) -> bool:
@@ -425,13 +430,14 @@ class Orchestrator:
 
     @contextmanager
     def _changing(self) -> Iterator[None]:
-        """Hold the state lock, wake waiters, then deliver the events published meanwhile."""
+        """Hold the state lock, then deliver the events published meanwhile, then wake waiters."""
         try:
             with self._changed:
                 yield
-                self._changed.notify_all()
         finally:
             self._bus.deliver()
+            with self._changed:
+                self._changed.notify_all()
 
     def _model(self, repo_id: str) -> _Model:
         try:

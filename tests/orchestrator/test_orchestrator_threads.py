@@ -12,7 +12,13 @@ from orch_fakes import FakeDownloader, FakeEngine, Recorder
 from chatwidget.catalog import ModelSpec
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import OrchestratorClosedError
-from chatwidget.orchestrator import ModelState, Orchestrator, StateChanged, Switched
+from chatwidget.orchestrator import (
+    ModelState,
+    Orchestrator,
+    ProgressChanged,
+    StateChanged,
+    Switched,
+)
 
 S = ModelState
 A, B, BASE = "org/a", "org/b", "org/base"
@@ -156,3 +162,52 @@ def test_many_threads_requesting_at_once_queue_each_model_once() -> None:
         assert seqs == list(range(1, len(seqs) + 1))
     finally:
         orch.close()
+
+
+def test_a_subscriber_stuck_on_the_worker_does_not_block_callers() -> None:
+    orch = Orchestrator(FakeDownloader(), FakeEngine())
+    orch.open_conversation("c1")
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(event: object) -> None:
+        if isinstance(event, ProgressChanged) and not inside.is_set():
+            inside.set()
+            release.wait(10)
+
+    orch.subscribe(slow)
+    recorder = Recorder()
+    orch.subscribe(recorder)
+    try:
+        orch.request_model("c1", A)
+        assert inside.wait(10)  # the worker thread is inside the slow subscriber
+        assert orch.request_model("c1", B) is S.QUEUED  # returns: delivery is left to it
+        assert orch.wait_until_idle(0.05) is False  # events are still undelivered
+        release.set()
+        assert orch.wait_until_idle(10)
+        seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert orch.snapshot().seq == seqs[-1]
+        assert is_switch("c1", B)(recorder.events)
+    finally:
+        release.set()
+        orch.close()
+
+
+def test_a_subscriber_that_calls_back_in_sees_events_in_order() -> None:
+    orch = Orchestrator(FakeDownloader(), FakeEngine(), start=False)
+    orch.open_conversation("c1")
+
+    def chooser(event: object) -> None:
+        if isinstance(event, Switched) and event.repo_id == A:
+            orch.request_model("c1", B)  # publishes while A's switch is being delivered
+
+    orch.subscribe(chooser)
+    recorder = Recorder()
+    orch.subscribe(recorder)
+    orch.request_model("c1", A)
+    while orch.step():
+        pass
+    seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert orch.active_model("c1") == B
+    orch.close()
