@@ -209,6 +209,10 @@ class Downloader:
             f"stall_timeout_s={self.stall_timeout_s})"
         )
 
+    def set_token(self, token: str | bool | None) -> None:
+        """Use ``token`` from the next hub request on (None: huggingface_hub's usual sources)."""
+        self.__token = token
+
     # --- offline queries ---------------------------------------------------------------
 
     def is_downloaded(self, spec: ModelSpec | str) -> bool:

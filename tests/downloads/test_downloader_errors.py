@@ -58,10 +58,11 @@ def test_unknown_repo_is_repo_not_found_in_plan_and_download(
 def test_gated_repo_without_a_token_is_gated_error_and_with_one_downloads(
     local_hub: LocalHub, hf_cache: Path
 ) -> None:
+    downloader = _downloader(local_hub, hf_cache)
     with pytest.raises(GatedRepoError, match="accept its terms"):
-        _download(_downloader(local_hub, hf_cache), GATED_REPO)
+        _download(downloader, GATED_REPO)
 
-    downloader = _downloader(local_hub, hf_cache, token=GATED_TOKEN)
+    downloader.set_token(GATED_TOKEN)  # e.g. the user logged in after the first try
     snapshot = _download(downloader, GATED_REPO)
 
     assert (snapshot / "config.json").is_file()
@@ -84,9 +85,7 @@ def test_server_error_on_a_file_is_server_error(local_hub: LocalHub, hf_cache: P
     assert incomplete_files(hf_cache) == []
 
 
-def test_connection_cut_while_listing_is_network_error(
-    local_hub: LocalHub, hf_cache: Path
-) -> None:
+def test_connection_cut_while_listing_is_network_error(local_hub: LocalHub, hf_cache: Path) -> None:
     local_hub.inject("/api/models/*", drop_after=0, times=None)
     with pytest.raises(NetworkError, match="Check your network connection"):
         _download(_downloader(local_hub, hf_cache), TINY_REPO)
