@@ -290,6 +290,11 @@ class _Pacer:
         self._lock = threading.Lock()
         self._next = 0.0
 
+    def restart(self) -> None:
+        """Forget past sends: the next one may go at once."""
+        with self._lock:
+            self._next = 0.0
+
     def wait(self, nbytes: int, rate: float, stop: threading.Event) -> bool:
         """Block until ``nbytes`` may be sent at ``rate`` bytes/s; False if ``stop`` was set."""
         with self._lock:
@@ -742,6 +747,8 @@ class LocalHub:
     ) -> None:
         self.store = RepoStore(Path(root))
         self.keep_alive = keep_alive
+        self._pacer = _Pacer()
+        self._rate: float | None = None
         self.rate = rate
         self.gated: dict[str, str] = dict(gated or {})
         self._host, self._port = host, port
@@ -750,9 +757,20 @@ class LocalHub:
         self._requests: list[_OpenRecord] = []
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._closing = threading.Event()
-        self._pacer = _Pacer()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def rate(self) -> float | None:
+        """Bytes per second for all response bodies together; None means unlimited."""
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float | None) -> None:
+        if value is not None and value <= 0:
+            raise ValueError("rate must be a positive number of bytes per second, or None.")
+        self._pacer.restart()  # no debt carried over from an earlier, slower rate
+        self._rate = value
 
     @property
     def root(self) -> Path:
@@ -1017,7 +1035,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hub = LocalHub(args.root, rate=args.rate, gated=gated, host=args.host, port=args.port)
+    rate = args.rate or None  # 0 means unlimited
+    hub = LocalHub(args.root, rate=rate, gated=gated, host=args.host, port=args.port)
     with hub:
         sys.stdout.write(hub.url + "\n")
         sys.stdout.flush()

@@ -228,6 +228,22 @@ def test_rate_limit_can_be_lifted_while_running(local_hub: LocalHub, hub_root: P
     assert result[0].body == weights_bytes(hub_root)
 
 
+def test_a_new_rate_does_not_inherit_the_old_rates_backlog(
+    local_hub: LocalHub, hub_root: Path
+) -> None:
+    local_hub.rate = 100  # the config (~700 bytes) goes out as one burst, owing about 7 s
+    assert request(local_hub.url, f"/{TINY}/resolve/main/config.json").status == 200
+    local_hub.rate = 100_000_000
+    started = time.monotonic()
+    assert request(local_hub.url, WEIGHTS).body == weights_bytes(hub_root)
+    assert time.monotonic() - started < 3
+
+
+def test_rate_must_be_positive(local_hub: LocalHub) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        local_hub.rate = 0
+
+
 # --- faults -----------------------------------------------------------------------------------
 
 
