@@ -117,34 +117,54 @@ describe("widget", () => {
   });
 });
 
-describe("widget in JupyterLab", () => {
-  function keysReachingDocument(target: HTMLElement, keys: KeyboardEventInit[]): string[] {
+describe("widget in JupyterLab and Notebook 7", () => {
+  type Phase = "bubbling" | "capture";
+
+  /** Keys a Lumino app listening on the document in `phase` would act on. */
+  function keysTheAppActsOn(phase: Phase, target: HTMLElement, keys: KeyboardEventInit[]) {
     const seen: string[] = [];
     const listener = (event: KeyboardEvent): void => {
-      seen.push(`${event.ctrlKey ? "Ctrl+" : ""}${event.key}`);
+      // Lumino skips shortcuts for targets inside an element with this attribute.
+      const origin = event.target as Element;
+      if (origin.closest("[data-lm-suppress-shortcuts]")) return;
+      seen.push(`${event.ctrlKey ? "Ctrl+" : ""}${event.shiftKey ? "Shift+" : ""}${event.key}`);
     };
-    document.addEventListener("keydown", listener); // where JupyterLab listens (bubbling)
+    document.addEventListener("keydown", listener, phase === "capture");
     for (const init of keys) {
       target.dispatchEvent(new KeyboardEvent("keydown", { bubbles: true, ...init }));
     }
-    document.removeEventListener("keydown", listener);
+    document.removeEventListener("keydown", listener, phase === "capture");
     return seen;
   }
 
-  it("keeps plain keys from notebook shortcuts but lets Ctrl+S through", () => {
-    const { el, cleanup } = mount();
-    const box = within(el).getByRole("textbox", { name: "Message" });
-    const send = within(el).getByRole("button", { name: "Send" });
-    const keys = [
-      { key: "a" },
-      { key: "Enter" },
-      { key: "Enter", shiftKey: true },
-      { key: "Escape" },
-      { key: "z", ctrlKey: true },
-      { key: "s", ctrlKey: true },
-    ];
-    expect(keysReachingDocument(box, keys)).toEqual(["Ctrl+s"]);
-    expect(keysReachingDocument(send, keys)).toEqual(["Ctrl+z", "Ctrl+s"]);
+  const KEYS = [
+    { key: "a" },
+    { key: "Enter" },
+    { key: "Enter", shiftKey: true },
+    { key: "Escape" },
+    { key: "z", ctrlKey: true },
+    { key: "s", ctrlKey: true },
+  ];
+
+  it.each(["bubbling", "capture"] as const)(
+    "keeps plain keys from %s-phase notebook shortcuts but lets Ctrl+S through",
+    (phase) => {
+      const { el, cleanup } = mount();
+      const box = within(el).getByRole("textbox", { name: "Message" });
+      const send = within(el).getByRole("button", { name: "Send" });
+      expect(keysTheAppActsOn(phase, box, KEYS)).toEqual(["Ctrl+s"]);
+      expect(keysTheAppActsOn(phase, send, KEYS)).toEqual(["Ctrl+z", "Ctrl+s"]);
+      cleanup();
+    },
+  );
+
+  it("leaves keys pressed outside the widget alone, also after cleanup", () => {
+    const { cleanup } = mount();
+    const outside = document.createElement("input");
+    document.body.append(outside);
+    expect(keysTheAppActsOn("capture", outside, [{ key: "a" }])).toEqual(["a"]);
     cleanup();
+    expect(keysTheAppActsOn("capture", outside, [{ key: "b" }])).toEqual(["b"]);
+    outside.remove();
   });
 });
