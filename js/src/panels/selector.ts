@@ -9,7 +9,7 @@ import { repoIdProblem } from "../repo-id";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
 
-/** How long the "switched" highlight lasts (the CSS animation matches). */
+/** How long the "switched" highlight stays on before it fades (CSS does the fade). */
 export const SWITCH_HIGHLIGHT_MS = 2400;
 
 export class SelectorPanel {
@@ -112,8 +112,6 @@ export class SelectorPanel {
   /** Highlight the selector for a moment (after an auto-switch). */
   flashSwitched(): void {
     if (this.highlightTimer !== null) clearTimeout(this.highlightTimer);
-    this.el.classList.remove("cw-switched");
-    void this.el.offsetWidth; // restart the CSS animation
     this.el.classList.add("cw-switched");
     this.highlightTimer = setTimeout(() => {
       this.el.classList.remove("cw-switched");
