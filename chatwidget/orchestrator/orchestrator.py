@@ -51,6 +51,8 @@ logger = logging.getLogger("chatwidget.orchestrator")
 
 #: How long close() waits for the worker thread.
 CLOSE_TIMEOUT_S = 2.0
+#: States in which a model's spec is in use and is not replaced by a new registration.
+_BUSY_OR_LOADED = IN_FLIGHT | {ModelState.READY}
 
 
 @dataclass
@@ -118,7 +120,7 @@ class Orchestrator:
             self._check_open()
             known = self._models.get(spec.repo_id)
             if known is not None:
-                if known.state not in IN_FLIGHT and known.state is not ModelState.READY:
+                if known.state not in _BUSY_OR_LOADED:
                     known.spec = spec
                 return
             if loaded:
@@ -147,12 +149,14 @@ class Orchestrator:
         with self._lock:
             self._intent.get(conversation_id)  # fail early, before touching the cache
             known = spec.repo_id in self._models
-        if not known or isinstance(model, ModelSpec):
+        if not known:
             self.register(spec)
         with self._changing():
             self._check_open()
             conversation = self._intent.get(conversation_id)
             entry = self._models[spec.repo_id]
+            if isinstance(model, ModelSpec) and entry.state not in _BUSY_OR_LOADED:
+                entry.spec = model  # a new spec (e.g. another revision) applies from the next job
             conversation.target = spec.repo_id
             if entry.state is ModelState.READY:
                 conversation.active = spec.repo_id

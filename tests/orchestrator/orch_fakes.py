@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from chatwidget.catalog import ModelSpec
 from chatwidget.downloads.types import DownloadPlan, DownloadProgress
@@ -21,8 +22,9 @@ from chatwidget.engine.types import (
     Usage,
 )
 from chatwidget.errors import DownloadCanceledError, ModelNotLoadedError, ModelTooLargeError
+from chatwidget.orchestrator import Event
 
-Hook = Callable[[], None]
+Hook = Callable[[], object]
 GATE_DEADLINE_S = 30.0
 
 
@@ -43,6 +45,7 @@ class FakeDownloader:
     def __init__(self, cached: Sequence[str] = ()) -> None:
         self.cached: set[str] = set(cached)
         self.calls: list[str] = []  # repo ids, in the order downloads started
+        self.specs: list[ModelSpec] = []
         self.failures: dict[str, list[Exception]] = {}
         self.during: dict[str, list[Hook]] = {}
         self.gates: dict[str, threading.Event] = {}
@@ -72,6 +75,7 @@ class FakeDownloader:
     ) -> Path:
         repo_id = spec.repo_id
         self.calls.append(repo_id)
+        self.specs.append(spec)
         on_progress(DownloadProgress(repo_id, 0, 100))
         if repo_id in self.entered:
             self.entered[repo_id].set()
@@ -205,19 +209,19 @@ class Recorder:
     """Subscribes to an orchestrator and keeps every event; lets a test wait for one."""
 
     def __init__(self) -> None:
-        self.events: list[object] = []
+        self.events: list[Event] = []
         self._changed = threading.Condition()
 
-    def __call__(self, event: object) -> None:
+    def __call__(self, event: Event) -> None:
         with self._changed:
             self.events.append(event)
             self._changed.notify_all()
 
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+    def of(self, kind: type) -> list[Any]:
         with self._changed:
             return [e for e in self.events if isinstance(e, kind)]
 
-    def wait_for(self, predicate: Callable[[list[object]], bool], timeout: float = 10.0) -> None:
+    def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0) -> None:
         with self._changed:
             if not self._changed.wait_for(lambda: predicate(self.events), timeout):
                 raise AssertionError(f"timed out waiting; events so far: {self.events}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -20,8 +20,15 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.downloads import Downloader
 from chatwidget.engine import Engine
 from chatwidget.engine.types import GenerationSettings
-from chatwidget.orchestrator import ErrorReported, ModelState, Orchestrator, StateChanged, Switched
-from chatwidget.testing.hub import LocalHub
+from chatwidget.orchestrator import (
+    ErrorReported,
+    Event,
+    ModelState,
+    Orchestrator,
+    StateChanged,
+    Switched,
+)
+from chatwidget.testing.hub import Fault, LocalHub
 from chatwidget.testing.models import DEMO_GATED_TOKEN
 
 S = ModelState
@@ -44,13 +51,13 @@ def download_children() -> list[psutil.Process]:
     return found
 
 
-def is_state(repo_id: str, state: ModelState):  # type: ignore[no-untyped-def]
+def is_state(repo_id: str, state: ModelState) -> Callable[[list[Event]], bool]:
     return lambda events: any(
         isinstance(e, StateChanged) and e.repo_id == repo_id and e.new is state for e in events
     )
 
 
-def is_switch(cid: str, repo_id: str):  # type: ignore[no-untyped-def]
+def is_switch(cid: str, repo_id: str) -> Callable[[list[Event]], bool]:
     return lambda events: any(
         isinstance(e, Switched) and (e.conversation_id, e.repo_id) == (cid, repo_id) for e in events
     )
@@ -60,7 +67,7 @@ class Setup:
     def __init__(self, orch: Orchestrator, recorder: Recorder, hub: LocalHub, cache: Path):
         self.orch, self.recorder, self.hub, self.cache = orch, recorder, hub, cache
 
-    def stall_weights(self, repo_id: str):  # type: ignore[no-untyped-def]
+    def stall_weights(self, repo_id: str) -> Fault:
         """Hold the weights download of ``repo_id`` open until the fault is released."""
         return self.hub.inject(f"/{repo_id}/resolve/*.safetensors", stall_after=1024, times=None)
 

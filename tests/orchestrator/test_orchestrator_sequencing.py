@@ -22,6 +22,7 @@ from chatwidget.errors import (
 from chatwidget.orchestrator import (
     TRANSITIONS,
     ErrorReported,
+    Event,
     Evicted,
     ModelState,
     Orchestrator,
@@ -200,7 +201,7 @@ def test_every_event_has_the_next_seq(orch: Orchestrator, recorder: Recorder) ->
     orch.request_model("c1", A)
     orch.request_model("c1", B)
     drain(orch)
-    seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+    seqs = [e.seq for e in recorder.events]
     assert seqs == list(range(1, len(seqs) + 1))
     assert orch.snapshot().seq == seqs[-1]
 
@@ -515,7 +516,7 @@ def test_raising_subscriber_is_reported_and_does_not_stop_the_worker(
     assert orch.active_model("c1") == B
     reports = [(e.source, e.message) for e in recorder.of(ErrorReported)]
     assert reports == [("subscriber", "subscriber bug")] * 2
-    seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+    seqs = [e.seq for e in recorder.events]
     assert seqs == sorted(seqs)
 
 
@@ -622,7 +623,7 @@ def test_every_state_has_a_row_and_ready_is_reached_only_from_compiling() -> Non
 
 
 def test_same_calls_and_completions_give_the_same_events() -> None:
-    def run() -> list[object]:
+    def run() -> list[Event]:
         downloader = FakeDownloader(cached=[C])
         downloader.fail_next(B, NetworkError("flaky"))
         orch = Orchestrator(downloader, FakeEngine(capacity=2), start=False)
@@ -643,3 +644,17 @@ def test_same_calls_and_completions_give_the_same_events() -> None:
     first = run()
     assert first == run()
     assert len(first) > 10
+
+
+def test_a_new_spec_for_a_model_at_rest_is_used_by_the_next_download(
+    orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine
+) -> None:
+    orch.register(ModelSpec(A, revision="v1"))
+    orch.request_model("c1", ModelSpec(A, revision="v2"))
+    assert orch.spec(A).revision == "v2"
+    orch.request_model("c1", ModelSpec(A, revision="v3"))  # queued: the spec stays
+    assert orch.spec(A).revision == "v2"
+    drain(orch)
+    assert downloader.specs[-1].revision == "v2"
+    with pytest.raises(UnknownModelError):
+        orch.spec(B)

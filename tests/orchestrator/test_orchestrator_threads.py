@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from orch_fakes import FakeDownloader, FakeEngine, Recorder
@@ -13,6 +13,7 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import OrchestratorClosedError
 from chatwidget.orchestrator import (
+    Event,
     ModelState,
     Orchestrator,
     ProgressChanged,
@@ -41,7 +42,7 @@ def threaded() -> Iterator[tuple[Orchestrator, FakeDownloader, FakeEngine, Recor
     orch.close()
 
 
-def is_switch(cid: str, repo_id: str):  # type: ignore[no-untyped-def]
+def is_switch(cid: str, repo_id: str) -> Callable[[list[Event]], bool]:
     return lambda events: any(
         isinstance(e, Switched) and (e.conversation_id, e.repo_id) == (cid, repo_id) for e in events
     )
@@ -62,7 +63,7 @@ def test_chat_keeps_working_while_a_download_runs(
     recorder.wait_for(is_switch("c1", A))
     assert orch.wait_until_idle(10)
     assert orch.active_model("c1") == A
-    seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+    seqs = [e.seq for e in recorder.events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
@@ -158,7 +159,7 @@ def test_many_threads_requesting_at_once_queue_each_model_once() -> None:
         assert sorted(downloader.calls) == repos
         for t in range(4):
             assert orch.active_model(f"c{t}") == repos[-1]
-        seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+        seqs = [e.seq for e in recorder.events]
         assert seqs == list(range(1, len(seqs) + 1))
     finally:
         orch.close()
@@ -184,7 +185,7 @@ def test_a_subscriber_stuck_on_the_worker_does_not_block_callers() -> None:
         assert orch.wait_until_idle(0.05) is False  # events are still undelivered
         release.set()
         assert orch.wait_until_idle(10)
-        seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+        seqs = [e.seq for e in recorder.events]
         assert seqs == list(range(1, len(seqs) + 1))
         assert orch.snapshot().seq == seqs[-1]
         assert is_switch("c1", B)(recorder.events)
@@ -207,7 +208,7 @@ def test_a_subscriber_that_calls_back_in_sees_events_in_order() -> None:
     orch.request_model("c1", A)
     while orch.step():
         pass
-    seqs = [e.seq for e in recorder.events]  # type: ignore[attr-defined]
+    seqs = [e.seq for e in recorder.events]
     assert seqs == list(range(1, len(seqs) + 1))
     assert orch.active_model("c1") == B
     orch.close()
