@@ -135,7 +135,6 @@ export class DownloadsPanel {
   private readonly list: HTMLElement;
   private readonly empty: HTMLElement;
   private readonly rows = new Map<string, DownloadRowView>();
-  private rowCount = 0;
 
   constructor(
     private readonly rpc: Rpc,
@@ -173,13 +172,12 @@ export class DownloadsPanel {
     );
   }
 
-  /** Collapsed by the user, or by default while there is nothing to show. */
+  /** Collapsed only when the user collapsed it (and no download was requested since). */
   get collapsed(): boolean {
-    return this.ui.downloadsCollapsed ?? this.rowCount === 0;
+    return this.ui.downloadsCollapsed ?? false;
   }
 
   update(downloads: DownloadRow[]): void {
-    this.rowCount = downloads.length;
     const seen = new Set<string>();
     for (const row of downloads) {
       seen.add(row.repo_id);
