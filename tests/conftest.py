@@ -24,7 +24,9 @@ conftest.py and the whole suite runs.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -47,7 +49,9 @@ _TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_OID
 
 # huggingface_hub reads these when it is first imported; make sure that import never sees the
 # real home, a real token or a real endpoint override, whoever imports it first.
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="chatwidget-hf-home-")
+_SESSION_HF_HOME = tempfile.mkdtemp(prefix="chatwidget-hf-home-")
+atexit.register(shutil.rmtree, _SESSION_HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _SESSION_HF_HOME
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 for _var in (
     *_TOKEN_VARS,
