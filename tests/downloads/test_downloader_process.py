@@ -221,3 +221,22 @@ def test_prestarted_process_serves_the_next_download_and_close_reaps_it(
     finally:
         downloader.close()
     assert download_children() == []
+
+
+def test_no_supervisor_threads_are_left_after_success_or_cancel(
+    local_hub: LocalHub, hf_cache: Path
+) -> None:
+    downloader = Downloader(endpoint=local_hub.url, cache_dir=hf_cache, token=False)
+    downloader.download(TINY_REPO, on_progress=lambda _p: None, cancel=threading.Event())
+    stall = local_hub.inject("/demo/tiny-chat-b/*/model.safetensors", stall_after=1000)
+    cancel = threading.Event()
+    job = Background(
+        lambda: downloader.download("demo/tiny-chat-b", on_progress=lambda _p: None, cancel=cancel)
+    )
+    assert stall.wait_triggered(30)
+    cancel.set()
+    job.join(5)
+    assert isinstance(job.error, errors.DownloadCanceledError)
+
+    left = [t.name for t in threading.enumerate() if t.name.startswith("chatwidget-download")]
+    assert left == []
