@@ -22,6 +22,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_TOKEN", None)
 
 import argparse
+import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -98,8 +99,9 @@ def main() -> int:
                     raise SystemExit(f"{fetch.__name__} downloaded different bytes")
         for round_no in range(args.rounds):
             for name in rotating(list(methods), round_no):
+                fetch = methods[name]
                 with fresh_dir(scratch) as dest:
-                    elapsed = time_call(lambda n=name, d=dest: methods[n](url, repo_id, d))
+                    elapsed = time_call(functools.partial(fetch, url, repo_id, dest))
                 times[name].append(elapsed)
                 print(f"round {round_no + 1}  {name:18} {elapsed:7.3f} s", flush=True)
 
