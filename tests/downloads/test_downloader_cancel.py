@@ -146,3 +146,20 @@ def test_close_stops_a_running_download_and_reaps_its_process(
     assert "closed" in str(job.error)
     assert download_children() == []
     assert incomplete_files(hf_cache) == []
+
+
+def test_cancel_while_the_process_is_still_starting_returns_within_half_a_second(
+    local_hub: LocalHub, hf_cache: Path
+) -> None:
+    downloader = _downloader(local_hub, hf_cache)
+    cancel = threading.Event()
+    job = Background(
+        lambda: downloader.download("demo/tiny-chat", on_progress=lambda _p: None, cancel=cancel)
+    )
+    assert job.thread.is_alive()  # started; the child is still importing
+
+    elapsed = _cancel_and_time(cancel, job)
+
+    assert isinstance(job.error, DownloadCanceledError)
+    assert elapsed < CANCEL_BOUND_S
+    assert download_children() == []

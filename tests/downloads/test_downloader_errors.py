@@ -193,3 +193,13 @@ def test_disk_filling_up_mid_download_is_disk_full_and_cleaned_up(
         assert "Free some disk space" in str(job.error)
         assert incomplete_files(cache) == []
         assert dangling_links(cache) == []
+
+
+def test_hub_that_hangs_on_the_listing_is_stall_error(local_hub: LocalHub, hf_cache: Path) -> None:
+    local_hub.inject("/api/models/*", delay=8.0, times=None)
+    downloader = _downloader(local_hub, hf_cache, stall_timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(StalledDownloadError):
+        _download(downloader, TINY_REPO)
+    assert time.monotonic() - started < 8.0  # the stall timer, not the hub, ended it
+    assert download_children() == []

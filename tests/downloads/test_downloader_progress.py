@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 
 from dl_helpers import ProgressRecorder
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatwidget.downloads import Downloader, DownloadProgress
 from chatwidget.downloads.progress import ProgressTracker
@@ -124,3 +126,32 @@ def test_tracker_counts_cached_files_as_done_from_the_start() -> None:
     assert sent[0].bytes_done == 10
     assert sent[0].files_done == 1
     assert sent[0].files_total == 2
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["a.safetensors", "b.safetensors", "c.json"]),
+            st.integers(min_value=0, max_value=2_000),
+            st.floats(min_value=0.0, max_value=0.3),
+        ),
+        max_size=60,
+    )
+)
+def test_tracker_reports_are_monotonic_bounded_and_end_final(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    clock = FakeClock()
+    sent: list[DownloadProgress] = []
+    sizes = {"a.safetensors": 1000, "b.safetensors": 1500, "c.json": 10}
+    tracker = ProgressTracker("org/model", sizes, sent.append, interval_s=0.1, clock=clock)
+    for path, count, dt in steps:
+        clock.now += dt
+        tracker.update({path: count}, current=path)
+    tracker.finish()
+
+    done = [u.bytes_done for u in sent]
+    assert done == sorted(done)
+    assert all(0 <= u.bytes_done <= u.bytes_total == 2510 for u in sent)
+    assert all(u.eta_s is None or u.eta_s >= 0 for u in sent)
+    assert [u.final for u in sent] == [False] * (len(sent) - 1) + [True]
