@@ -60,7 +60,6 @@ _CHUNK = 64 * 1024
 _PACED_CHUNK = 16 * 1024
 _CORRUPT_BYTES = 16
 _SENDFILE_CHUNK = 4 * 1024 * 1024
-_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 # --- repos on disk -------------------------------------------------------------------------
@@ -386,6 +385,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
         except OSError:
             self.close_connection = True
+        except Exception:
+            # A bug in the hub: make it loud, and cut the connection rather than hang the client.
+            logger.exception("local hub failed on %s %s", method, self.path)
+            self._abort()
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
@@ -540,7 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if err.code:
             self.send_header("X-Error-Code", err.code)
-        self.send_header("X-Error-Message", err.message)
+        self.send_header("X-Error-Message", err.message.encode("ascii", "replace").decode())
         if err.commit:
             self.send_header("X-Repo-Commit", err.commit)
         self.end_headers()

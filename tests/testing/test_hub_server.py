@@ -180,6 +180,38 @@ def test_hidden_paths_and_traversal_are_not_served(local_hub: LocalHub, hub_root
         (hub_root / TINY / ".secret").unlink()
 
 
+def test_nested_files_are_listed_by_folder_and_resolved(tmp_path: Path) -> None:
+    repo = tmp_path / "org" / "nested"
+    (repo / "extra" / "deeper").mkdir(parents=True)
+    (repo / "config.json").write_text("{}")
+    (repo / "extra" / "notes.txt").write_text("notes")
+    (repo / "extra" / "deeper" / "more.txt").write_text("more")
+    with LocalHub(tmp_path) as hub:
+        top = request(hub.url, "/api/models/org/nested/tree/main").json()
+        assert isinstance(top, list)
+        assert [(i["type"], i["path"]) for i in top] == [
+            ("file", "config.json"),
+            ("directory", "extra"),
+        ]
+        sub = request(hub.url, "/api/models/org/nested/tree/main/extra").json()
+        assert isinstance(sub, list)
+        assert [i["path"] for i in sub] == ["extra/deeper", "extra/notes.txt"]
+        everything = request(hub.url, "/api/models/org/nested/tree/main?recursive=true").json()
+        assert isinstance(everything, list)
+        assert [i["path"] for i in everything if i["type"] == "file"] == [
+            "config.json",
+            "extra/deeper/more.txt",
+            "extra/notes.txt",
+        ]
+        assert request(hub.url, "/org/nested/resolve/main/extra/deeper/more.txt").body == b"more"
+
+
+def test_unicode_in_a_missing_repo_name_still_gets_a_clean_404(local_hub: LocalHub) -> None:
+    reply = request(local_hub.url, "/api/models/org/model-%E6%A8%A1/revision/main")
+    assert reply.status == 404
+    assert reply.headers["x-error-code"] == "RepoNotFound"
+
+
 def test_agent_harnesses_probe_is_a_plain_404(local_hub: LocalHub) -> None:
     reply = request(local_hub.url, "/api/agent-harnesses")
     assert reply.status == 404
