@@ -75,7 +75,7 @@ class DownloadCanceledError(DownloadError):
 
 
 class DownloadInProgressError(DownloadError, RuntimeError):
-    """The repo is being downloaded right now: cancel the download before deleting it."""
+    """The repo is downloading right now: wait for it, or cancel it before deleting or retrying."""
 
 
 # --- engine ---------------------------------------------------------------------

@@ -196,6 +196,7 @@ class Downloader:
         self._lock = threading.Lock()
         self.prestart = prestart
         self._children: set[_Child] = set()
+        self._busy: set[str] = set()  # repos being downloaded (one download per repo at a time)
         self._spares: list[_Process] = []  # at most one idle, already-imported process
         self._finalizer = weakref.finalize(
             self, _stop_all, self._children, self._spares, self._lock
@@ -234,7 +235,7 @@ class Downloader:
         """
         repo_id = ModelSpec.coerce(repo_id).repo_id
         with self._lock:
-            if any(c.repo_id == repo_id for c in self._children):
+            if repo_id in self._busy:
                 raise DownloadInProgressError(
                     f"{repo_id} is downloading right now: cancel the download, then delete it."
                 )
@@ -263,7 +264,9 @@ class Downloader:
         """Download into the HF cache and return the snapshot folder. Blocks.
 
         A model already complete in the cache returns at once, with no request to the hub.
-        Setting ``cancel`` stops the transfer within 0.5 s and raises DownloadCanceledError;
+        A second download of a repo that is already downloading raises
+        DownloadInProgressError. Setting ``cancel`` stops the transfer within 0.5 s and raises
+        DownloadCanceledError;
         finished files stay cached and partial ones are removed. Progress arrives at most every
         ``progress_interval_s``, and a final update (``final=True``) is always sent.
         """
@@ -274,6 +277,27 @@ class Downloader:
             return snapshot
         if cancel.is_set():
             raise DownloadCanceledError(f"The download of {spec.repo_id} was canceled.")
+        with self._lock:
+            if spec.repo_id in self._busy:
+                raise DownloadInProgressError(
+                    f"{spec.repo_id} is already downloading: wait for that download, or cancel "
+                    "it and start again."
+                )
+            self._busy.add(spec.repo_id)
+        try:
+            return self._download_in_child(spec, on_progress, cancel)
+        finally:
+            with self._lock:
+                self._busy.discard(spec.repo_id)
+            if self.prestart:
+                self._keep_spare()
+
+    def _download_in_child(
+        self,
+        spec: ModelSpec,
+        on_progress: Callable[[DownloadProgress], None],
+        cancel: threading.Event,
+    ) -> Path:
         child = self._spawn(spec)
         finished = False
         try:
@@ -286,8 +310,6 @@ class Downloader:
                 self._children.discard(child)
             if not finished:
                 self._clean_after_stop(spec.repo_id)
-            if self.prestart:
-                self._keep_spare()
 
     def close(self) -> None:
         """Stop every running download (their ``download`` calls raise) and reap the children."""

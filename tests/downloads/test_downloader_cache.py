@@ -92,7 +92,7 @@ def test_delete_frees_the_bytes_and_forgets_the_model(local_hub: LocalHub, hf_ca
     assert "model.safetensors" in file_gets(local_hub, TINY_REPO)  # fetched afresh
 
 
-def test_delete_refuses_a_repo_that_is_downloading(
+def test_delete_and_a_second_download_refuse_a_repo_that_is_downloading(
     local_hub: LocalHub, small_repo: str, hf_cache: Path
 ) -> None:
     stall = local_hub.inject("*.safetensors", stall_after=10_000, times=None)
@@ -105,6 +105,8 @@ def test_delete_refuses_a_repo_that_is_downloading(
     try:
         with pytest.raises(DownloadInProgressError, match="cancel the download"):
             downloader.delete(small_repo)
+        with pytest.raises(DownloadInProgressError, match="already downloading"):
+            downloader.download(small_repo, on_progress=lambda _p: None, cancel=cancel)
     finally:
         cancel.set()
         job.join(5)
