@@ -1,14 +1,16 @@
-"""The download process: ``python -m chatwidget.downloads.child``.
+"""The download process, started by :func:`chatwidget.downloads.downloader.child_command`.
 
-It reads one job (JSON, token included) from stdin, lists the repo, checks free disk, then
-fetches the missing files with ``hf_hub_download`` on a small thread pool, verifying each one.
-It writes JSON lines to its stdout channel:
+It imports what it needs, then reads one job (JSON, token included) from stdin, lists the repo,
+checks free disk, and fetches the missing files with ``hf_hub_download`` on a small thread
+pool, verifying each one. It writes JSON lines to its stdout channel:
 
-- ``{"kind": "ready", "torch_loaded": bool}`` once imports are done;
+- ``{"kind": "ready", "torch_loaded": bool, "pid": int}`` once the job arrived;
 - ``{"kind": "plan", "commit": ..., "files": [[path, size, sha256, cached], ...]}`` before any byte;
-- ``{"kind": "bytes", "files": {path: bytes_done}}`` a few times a second while bytes arrive;
+- ``{"kind": "bytes", "files": {path: bytes_on_disk}, "transfer": bytes_received}`` up to
+  20 times a second while bytes arrive;
 - ``{"kind": "file_done", "path": ...}`` after a file is downloaded and verified;
-- ``{"kind": "done", "snapshot": ...}`` or ``{"kind": "error", "error": name, "message": ...}``.
+- ``{"kind": "done", "snapshot": ...}`` or
+  ``{"kind": "error", "error": name, "message": ..., "detail": ...}``.
 
 It never imports torch, and it exits when its parent goes away (stdin closes). The parent
 stops it by terminating it; cleaning the cache after that is the parent's job.
