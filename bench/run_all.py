@@ -1,0 +1,105 @@
+"""Run every benchmark and print one table of ratios; write it to bench/results/summary.json.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+Each benchmark compares chatwidget with a baseline measured in the same run and writes a JSON
+file with a ``ratios`` mapping. This script runs them one after another (each in its own
+process, so one's memory does not disturb the next), then collects the ratios with their goals.
+``--quick`` passes smaller round counts for a fast check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS_DIR, machine, print_table
+
+HERE = Path(__file__).resolve().parent
+
+#: script -> (results name prefix, full args, quick args)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "bench_hub_download.py": ("bench_hub_download", [], ["--rounds", "1"]),
+    "bench_downloader.py": ("bench_downloader", [], ["--rounds", "1"]),
+    "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
+    "bench_widget.py": ("widget", [], ["--messages", "100"]),
+}
+
+#: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
+GOALS: dict[str, str] = {
+    "tokens_per_s_engine_over_plain": ">= 0.97",
+    "load_time_engine_over_plain": "<= 1.05",
+    "rss_after_last_switch_over_first": "<= 1.05",
+    "downloader_over_snapshot_download": ">= 0.95",
+    "download trait updates per s (/10 goal)": "<= 1.0",
+    "cancel latency (/0.5 s goal)": "<= 1.0",
+}
+
+
+def newest(prefix: str, since: float) -> dict[str, Any]:
+    files = [p for p in RESULTS_DIR.glob(f"{prefix}-*.json") if p.stat().st_mtime >= since]
+    if not files:
+        raise RuntimeError(f"{prefix}: no results written")
+    data: dict[str, Any] = json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
+    return data
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a fast check")
+    parser.add_argument("--only", nargs="*", help="run only these scripts")
+    args = parser.parse_args()
+
+    rows: list[list[object]] = []
+    summary: dict[str, Any] = {"machine": machine(), "benches": {}}
+    started_all = time.monotonic()
+    failed = []
+    for script, (prefix, full, quick) in BENCHES.items():
+        if args.only and script not in args.only:
+            continue
+        print(f"\n=== {script}", flush=True)
+        since = time.time() - 1
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, str(HERE / script), *(quick if args.quick else full)],
+            cwd=HERE,
+            check=False,
+        )
+        took = time.monotonic() - t0
+        if proc.returncode != 0:
+            failed.append(script)
+            continue
+        data = newest(prefix, since)
+        ratios: dict[str, float] = data.get("ratios", {})
+        if not ratios:
+            failed.append(f"{script} (no ratios)")
+        summary["benches"][script] = {"seconds": took, "ratios": ratios}
+        for name, value in ratios.items():
+            rows.append(
+                [
+                    script.removeprefix("bench_").removesuffix(".py"),
+                    name,
+                    float(value),
+                    GOALS.get(name, ""),
+                ]
+            )
+    summary["seconds"] = time.monotonic() - started_all
+    print(f"\n=== all benchmarks ({summary['seconds']:.0f} s)")
+    print_table(["bench", "ratio", "value", "goal"], rows)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / "summary.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print("wrote", out)
+    if failed:
+        print("FAILED:", ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
