@@ -133,8 +133,7 @@ class IntentBook:
             conversation.active = None
             if conversation.target == repo_id:
                 conversation.target = None
-            if conversation.announced == repo_id:
-                conversation.announced = None
+            conversation.announced = None  # whatever it gets next must be announced
         return affected
 
     def owed_announcement(self, conversation: Conversation) -> str | None:

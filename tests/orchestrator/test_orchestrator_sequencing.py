@@ -658,3 +658,22 @@ def test_a_new_spec_for_a_model_at_rest_is_used_by_the_next_download(
     assert downloader.specs[-1].revision == "v2"
     with pytest.raises(UnknownModelError):
         orch.spec(B)
+
+
+def test_off_screen_conversation_that_lost_its_model_is_told_when_it_gets_one_again(
+    orch: Orchestrator, engine: FakeEngine, recorder: Recorder
+) -> None:
+    orch.open_conversation("c2")
+    orch.request_model("c1", B)
+    orch.request_model("c1", A)
+    drain(orch)
+    orch.set_active_conversation("c2")
+    orch.request_model("c2", A)  # c2 on screen: told A
+    orch.set_active_conversation("c1")
+    orch.request_model("c2", B)  # c2 off screen: now on B, not yet told
+    engine.evict(B)  # c2 loses B before it was told
+    assert orch.active_model("c2") is None
+    orch.request_model("c2", A)  # off screen again, back on A (Ready)
+    orch.set_active_conversation("c2")
+    # told again, although A was the last model c2 was told about: it had none meanwhile
+    assert switches(recorder) == [("c1", A), ("c2", A), ("c2", A)]

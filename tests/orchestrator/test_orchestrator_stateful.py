@@ -128,8 +128,7 @@ class OrchestratorMachine(RuleBasedStateMachine):
                     self.active[cid] = None
                     if self.wanted[cid] == repo:
                         self.wanted[cid] = None
-                    if self.announced[cid] == repo:
-                        self.announced[cid] = None
+                    self.announced[cid] = None
 
     def _fit_refused(self, repo: str) -> bool:
         """A stale model stops at Downloaded only if it would push out an active model."""
