@@ -18,7 +18,7 @@ Both methods take turns running first in each round. A ratio is the median over 
 engine / plain within the round: on a shared machine the two runs of a round see the same
 load, while load swings between rounds are larger than the differences measured.
 
-    .venv/bin/python bench/bench_engine.py [--rounds 7] [--token-rounds 3] [--tokens 64]
+    .venv/bin/python bench/bench_engine.py [--rounds 7] [--token-rounds 6] [--tokens 32]
                                            [--switches 20]
 
 The bench model is built once (``chatwidget.testing.models.bench_model_path``) and fetched
@@ -198,8 +198,8 @@ def paired_median(engine: list[float], plain: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--token-rounds", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--token-rounds", type=int, default=6)
+    parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--switches", type=int, default=20)
     args = parser.parse_args()
 

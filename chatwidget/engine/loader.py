@@ -114,8 +114,8 @@ def find_in_cache(spec: ModelSpec, cache_dir: str | Path | None) -> CachedModel:
 
 def _device_map_of(model: Any) -> dict[str, str]:
     hf_map = getattr(model, "hf_device_map", None)
-    if isinstance(hf_map, dict) and hf_map:
-        return {str(k): str(v) for k, v in hf_map.items()}
+    if isinstance(hf_map, dict) and hf_map:  # accelerate names GPUs by bare index
+        return {str(k): f"cuda:{v}" if isinstance(v, int) else str(v) for k, v in hf_map.items()}
     return {"": str(getattr(model, "device", "cpu"))}
 
 

@@ -26,11 +26,11 @@ def plain_greedy_ids(
 
     tok = AutoTokenizer.from_pretrained(repo_id, cache_dir=cache, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
-        repo_id, cache_dir=cache, local_files_only=True, dtype="auto"
+        repo_id, cache_dir=cache, local_files_only=True, dtype="auto", device_map="auto"
     )
     enc = tok.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    ).to(model.device)
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
     return [int(t) for t in out[0, enc["input_ids"].shape[-1] :]]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from chatwidget.catalog import ModelSpec
 from chatwidget.engine import Engine
@@ -65,14 +66,15 @@ def test_load_reports_compiling_duration_memory_and_device(engine: Engine) -> No
     assert report.repo_id == TINY_A
     assert report.duration_s > 0
     assert report.memory_bytes >= 0
-    assert report.device_map == {"": "cpu"}
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert set(report.device_map.values()) == {device}
     assert report.estimated_bytes == engine.estimate_memory(spec)
     assert (report.cold_swap, report.evicted, report.already_loaded) == (False, (), False)
     assert engine.is_loaded(TINY_A)
     assert engine.loaded_models() == [TINY_A]
     model = engine.model_and_tokenizer(TINY_A)[0]
     assert model.name_or_path == TINY_A
-    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert {str(p.device) for p in model.parameters()} == {device}
 
 
 def test_model_missing_from_the_cache_says_to_download_it(engine: Engine) -> None:
