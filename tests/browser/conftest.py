@@ -38,7 +38,7 @@ HUB_RATE = 4_000_000
 VIEWPORT = {"width": 1400, "height": 1000}
 PARROT_REPO = "demo/parrot"
 #: How the first cell imports the widget.
-WIDGET_IMPORT = "from chatwidget.widget import ChatWidget"
+WIDGET_IMPORT = "from chatwidget import ChatWidget"
 
 
 @pytest.fixture
@@ -87,14 +87,16 @@ def chromium() -> Iterator[Browser]:
         browser.close()
 
 
-#: Errors that Notebook 7 itself raises on a page with no widget at all, as (message, where):
-#: its shortcuts settings plugin reads ``.schema`` of a plugin it has not loaded. They are
-#: recorded in ``BrowserErrors.upstream`` and do not fail a test; anything else does.
+#: Errors Notebook 7's own code raises, with no frame of ours: (message, where every frame is).
+#: - its shortcuts settings plugin reads ``.schema`` of a plugin it has not loaded (on every
+#:   load, also of a notebook with no widget);
+#: - its file browser restore runs ``filebrowser:open-path``, a command Notebook 7 does not
+#:   register (now and then, on a busy machine).
+#: They are kept in ``BrowserErrors.upstream`` and do not fail a test; anything else does.
+_NOTEBOOK7_CORE = re.compile(r"/static/notebook/[\w.-]+\.js")
 KNOWN_UPSTREAM_ERRORS = (
-    (
-        "Cannot read properties of undefined (reading 'schema')",
-        re.compile(r"/static/notebook/notebook_core\.[0-9a-f]+\.js"),
-    ),
+    ("Cannot read properties of undefined (reading 'schema')", _NOTEBOOK7_CORE),
+    ("Command 'filebrowser:open-path' not registered.", _NOTEBOOK7_CORE),
 )
 
 
@@ -110,10 +112,10 @@ class BrowserErrors:
             self.entries.append(f"console.error: {message.text} ({message.location})")
 
     def on_page_error(self, error: Error) -> None:
-        frames = (error.stack or "").splitlines()[1:4]
+        frames = (error.stack or "").splitlines()[1:8]
         entry = f"page error: {error.message}\n    " + "\n    ".join(frames)
         for message, where in KNOWN_UPSTREAM_ERRORS:
-            if error.message == message and frames and where.search(frames[0]):
+            if error.message == message and frames and all(where.search(f) for f in frames):
                 self.upstream.append(entry)
                 return
         self.entries.append(entry)
