@@ -1,14 +1,17 @@
 """Tiny-model factory: real Llama-architecture causal LMs with a real tokenizer, built offline.
 
 Every model is a ``LlamaForCausalLM`` with random (seeded) weights saved as safetensors, a
-byte-level BPE tokenizer trained on a fixed English corpus and wrapped by
-``PreTrainedTokenizerFast``, a ChatML chat template, and a generation config. The same
-``name``, ``size`` and ``seed`` always give the same bytes.
+BPE tokenizer (SentencePiece-style spaces, printable ASCII) trained on a fixed English corpus
+and wrapped by ``PreTrainedTokenizerFast``, a ChatML chat template, and a generation config.
+The same ``name``, ``size`` and ``seed`` always give the same bytes.
+
+Replies are readable gibberish, and greedy decoding never picks a special token (their
+embeddings are zero), so a reply always runs to ``max_new_tokens``.
 
 Sizes:
 
 - ``"tiny"``: well under 1 MB, for unit tests;
-- ``"small"``: about 30 MB in two safetensors shards, so download progress is visible;
+- ``"small"``: about 28 MB in two safetensors shards, so download progress is visible;
 - ``"bench"``: SmolLM2-135M's dimensions, about 540 MB in fp32, for benchmarks
   (see :func:`bench_model_path`, which builds it once and caches it).
 
