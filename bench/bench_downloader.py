@@ -1,11 +1,16 @@
 """Downloader throughput against plain ``snapshot_download`` and ``curl``, in one run.
 
-The local hub runs in its own process (sendfile, no rate limit) and serves two repos of the
-same total size: one weights file, and the same bytes split in shards (where fetching files in
-parallel can help). Every round downloads each repo into a fresh cache with each method, in a
-rotating order; the medians are compared as ratios (higher = faster than the baseline).
+The local hub runs in its own process (sendfile, no rate limit) over the hub root of
+``bench_hub_download.py`` and serves two repos of the same size:
 
-    .venv/bin/python bench/bench_downloader.py [--mb 240] [--shards 4] [--rounds 3]
+- ``bench/blob-<N>mb``: the one-file repo ``bench_hub_download.py`` measures;
+- ``bench/sharded-<N>mb``: the same number of bytes in 4 safetensors shards, where fetching
+  files in parallel can help.
+
+Every round downloads each repo into a fresh cache with each method, in a rotating order; the
+medians are compared as ratios (higher = faster than the baseline).
+
+    .venv/bin/python bench/bench_downloader.py [--mb 200] [--shards 4] [--rounds 3]
 
 Results go to ``bench/results/bench_downloader-<time>.json``.
 """
@@ -13,26 +18,24 @@ Results go to ``bench/results/bench_downloader-<time>.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import platform
 import shutil
 import statistics
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import fresh_dir, rotating, run_hub_process, time_call, work_dir, write_results
+from bench_hub_download import build_repo
 from huggingface_hub import snapshot_download
 
 from chatwidget.downloads import Downloader
-from chatwidget.testing.hub import run_hub_process
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 8 * 1024 * 1024
 PRESTART_WAIT_S = 4.0
 
@@ -50,174 +53,130 @@ def _write_weights(path: Path, size: int) -> None:
             left -= BLOCK
 
 
-def build_repos(root: Path, total_mb: int, shards: int) -> dict[str, list[str]]:
-    """``bench/single-file`` (one file) and ``bench/sharded`` (``shards`` files), same bytes."""
-    total = total_mb * 1_000_000
-    repos: dict[str, list[str]] = {}
-    for repo, count in (("bench/single-file", 1), ("bench/sharded", shards)):
-        folder = root / repo
-        files = (
-            ["model.safetensors"]
-            if count == 1
-            else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
-        )
-        marker = folder / ".built"
-        if not marker.exists() or marker.read_text() != f"{total}:{count}:st":
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-            for name in files:
-                _write_weights(folder / name, total // count)
-            marker.write_text(f"{total}:{count}:st")
-        repos[repo] = files
-    return repos
+def build_sharded(root: Path, megabytes: int, shards: int) -> str:
+    """``bench/sharded-<N>mb``: ``shards`` safetensors files of N/shards MB and a config."""
+    repo_id = f"bench/sharded-{megabytes}mb"
+    folder = root / repo_id
+    marker = folder / ".built"
+    if marker.exists() and marker.read_text() == str(shards):
+        return repo_id
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        _write_weights(folder / name, megabytes * 1_000_000 // shards)
+    marker.write_text(str(shards))
+    return repo_id
 
 
-def _curl(url: str, repo: str, files: list[str], dest: Path) -> None:
-    for name in ["config.json", *files]:
+def _curl(url: str, repo_id: str, files: list[str], dest: Path) -> None:
+    for name in files:
         subprocess.run(
-            [
-                "curl",
-                "-sf",
-                "-o",
-                str(dest / name.replace("/", "_")),
-                f"{url}/{repo}/resolve/main/{name}",
-            ],
+            ["curl", "-sSf", "-o", str(dest / name), f"{url}/{repo_id}/resolve/main/{name}"],
             check=True,
         )
 
 
-def _snapshot(url: str, repo: str, dest: Path) -> None:
-    snapshot_download(repo, endpoint=url, cache_dir=dest)
+def _snapshot(url: str, repo_id: str, dest: Path) -> None:
+    snapshot_download(repo_id, endpoint=url, cache_dir=dest)
 
 
-def _downloader(url: str, repo: str, dest: Path, **kwargs: object) -> None:
+def _downloader(url: str, repo_id: str, dest: Path, **kwargs: object) -> None:
     dl = Downloader(endpoint=url, cache_dir=dest, token=False, **kwargs)  # type: ignore[arg-type]
-    dl.download(repo, on_progress=lambda _p: None, cancel=threading.Event())
+    dl.download(repo_id, on_progress=lambda _p: None, cancel=threading.Event())
 
 
-def _timed(fn: Callable[[Path], None], scratch: Path) -> float:
-    dest = Path(tempfile.mkdtemp(dir=scratch))
-    try:
-        started = time.perf_counter()
-        fn(dest)
-        return time.perf_counter() - started
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
-
-
-def _timed_prestarted(url: str, repo: str, scratch: Path) -> float:
+def _prestarted(url: str, repo_id: str, dest: Path) -> float:
     """Downloader(prestart=True), timed from download() once its spare process is up.
 
-    This is how the widget uses it: the process starts when the downloader is made, long
-    before the user picks a model. The warm-up waits outside the timed section.
+    This is how a widget uses it: the process starts when the downloader is made, long before
+    the user picks a model. The warm-up wait is outside the timed section.
     """
-    dest = Path(tempfile.mkdtemp(dir=scratch))
     dl = Downloader(endpoint=url, cache_dir=dest, token=False, prestart=True)
     try:
         time.sleep(PRESTART_WAIT_S)  # let the spare finish importing
-        started = time.perf_counter()
-        dl.download(repo, on_progress=lambda _p: None, cancel=threading.Event())
-        return time.perf_counter() - started
+        return time_call(
+            lambda: dl.download(repo_id, on_progress=lambda _p: None, cancel=threading.Event())
+        )
     finally:
         dl.close()
-        shutil.rmtree(dest, ignore_errors=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=240, help="total size of each repo (MB)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--mb", type=int, default=200, help="size of each repo in MB")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=Path(os.environ.get("CHATWIDGET_BENCH_DIR", Path.home() / ".cache/chatwidget")),
-    )
     args = parser.parse_args()
+    if shutil.which("curl") is None:
+        parser.error("curl is not installed; it is a baseline (apt-get install curl).")
 
-    hub_root = args.work / "bench-downloader-hub"
-    scratch = args.work / "bench-downloader-scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    repos = build_repos(hub_root, args.mb, args.shards)
-    size = {
-        repo: sum((hub_root / repo / n).stat().st_size for n in [*files, "config.json"])
-        for repo, files in repos.items()
+    hub_root = work_dir() / "bench-hub-download"  # shared with bench_hub_download.py
+    single, _weights = build_repo(hub_root, args.mb)
+    sharded = build_sharded(hub_root, args.mb, args.shards)
+    files = {
+        repo: sorted(
+            str(p.relative_to(hub_root / repo))
+            for p in (hub_root / repo).rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+        for repo in (single, sharded)
     }
+    size = {
+        repo: sum((hub_root / repo / f).stat().st_size for f in fs) for repo, fs in files.items()
+    }
+    scratch = work_dir() / "bench-scratch"
+    scratch.mkdir(exist_ok=True)
 
-    times: dict[str, dict[str, list[float]]] = {repo: {} for repo in repos}
+    methods: dict[str, Callable[[str, str, Path], float | None]] = {
+        "curl": lambda u, r, d: _curl(u, r, files[r], d),
+        "snapshot_download": _snapshot,
+        "downloader": _downloader,
+        "downloader_1_file_at_a_time": lambda u, r, d: _downloader(u, r, d, max_parallel_files=1),
+        "downloader_no_verify": lambda u, r, d: _downloader(u, r, d, verify=False),
+        "downloader_prestarted": _prestarted,
+    }
+    times: dict[str, dict[str, list[float]]] = {repo: {n: [] for n in methods} for repo in files}
     with run_hub_process(hub_root) as url:
-        methods: dict[str, Callable[[str, str, Path], None]] = {
-            "curl": lambda u, r, d: _curl(u, r, repos[r], d),
-            "snapshot_download": _snapshot,
-            "downloader": _downloader,
-            "downloader_1_file_at_a_time": lambda u, r, d: _downloader(
-                u, r, d, max_parallel_files=1
-            ),
-            "downloader_no_verify": lambda u, r, d: _downloader(u, r, d, verify=False),
-            "downloader_prestarted": lambda u, r, d: None,  # timed by _timed_prestarted
-        }
-        names = list(methods)
-        for repo in repos:  # warm the page cache and the hub's hash cache
-            _timed(lambda d, r=repo: _snapshot(url, r, d), scratch)
+        for repo in files:  # warm the page cache and the hub's hash cache, untimed
+            with fresh_dir(scratch) as dest:
+                _snapshot(url, repo, dest)
         for round_no in range(args.rounds):
-            order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            for repo in repos:
-                for name in order:
-                    if name == "downloader_prestarted":
-                        elapsed = _timed_prestarted(url, repo, scratch)
-                    else:
-                        elapsed = _timed(lambda d, n=name, r=repo: methods[n](url, r, d), scratch)
-                    times[repo].setdefault(name, []).append(elapsed)
-                    print(f"round {round_no + 1} {repo:18} {name:28} {elapsed:6.3f} s", flush=True)
+            for repo in files:
+                for name in rotating(list(methods), round_no):
+                    with fresh_dir(scratch) as dest:
+                        method = methods[name]
+                        if name == "downloader_prestarted":
+                            elapsed = _prestarted(url, repo, dest)
+                        else:
+                            elapsed = time_call(functools.partial(method, url, repo, dest))
+                    times[repo][name].append(elapsed)
+                    print(f"round {round_no + 1} {repo:20} {name:28} {elapsed:6.3f} s", flush=True)
 
     summary: dict[str, dict[str, object]] = {}
     for repo, by_method in times.items():
         medians = {n: statistics.median(v) for n, v in by_method.items()}
-        mbps = {n: size[repo] / t / 1e6 for n, t in medians.items()}
+        base = medians["snapshot_download"]
         summary[repo] = {
             "bytes": size[repo],
+            "files": len(files[repo]),
             "median_s": medians,
-            "mb_per_s": mbps,
-            "downloader_vs_snapshot_download": medians["snapshot_download"] / medians["downloader"],
-            "downloader_vs_curl": medians["curl"] / medians["downloader"],
-            "prestarted_vs_snapshot_download": medians["snapshot_download"]
-            / medians["downloader_prestarted"],
-            "snapshot_download_vs_curl": medians["curl"] / medians["snapshot_download"],
+            "mb_per_s": {n: size[repo] / t / 1e6 for n, t in medians.items()},
+            "throughput_vs_snapshot_download": {n: base / t for n, t in medians.items()},
+            "throughput_vs_curl": {n: medians["curl"] / t for n, t in medians.items()},
         }
-        print(f"\n{repo} ({size[repo] / 1e6:.0f} MB, median of {args.rounds})")
-        for n in names:
-            print(f"  {n:28} {medians[n]:6.3f} s  {mbps[n]:7.1f} MB/s")
         print(
-            f"  downloader / snapshot_download throughput: "
-            f"{summary[repo]['downloader_vs_snapshot_download']:.2f}x (goal >= 0.95x)"
+            f"\n{repo} ({size[repo] / 1e6:.0f} MB in {len(files[repo])} files, "
+            f"median of {args.rounds})"
         )
-        print(
-            f"  prestarted downloader / snapshot_download: "
-            f"{summary[repo]['prestarted_vs_snapshot_download']:.2f}x"
-        )
-        print(
-            f"  downloader / curl throughput:              "
-            f"{summary[repo]['downloader_vs_curl']:.2f}x"
-        )
+        print(f"  {'method':28} {'median s':>9} {'MB/s':>8} {'vs snapshot_download':>21}")
+        for n, t in medians.items():
+            print(f"  {n:28} {t:9.3f} {size[repo] / t / 1e6:8.1f} {base / t:20.2f}x")
+        print("  goal: downloader >= 0.95x snapshot_download")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"bench_downloader-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "bench": "downloader",
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "python": sys.version.split()[0],
-                },
-                "rounds": args.rounds,
-                "raw_s": times,
-                "summary": summary,
-            },
-            indent=2,
-        )
+    out = write_results(
+        "bench_downloader", {"rounds": args.rounds, "raw_s": times, "summary": summary}
     )
     print(f"\nwrote {out}")
     return 0
