@@ -178,6 +178,7 @@ class Engine:
                 logger.info("evicted %s to make room for %s", evicted_ids, spec.repo_id)
                 self._release_memory()
                 self._notify_evicted(evicted_ids)
+            started_at = time.time()
             t0 = time.perf_counter()
             rss0, gpu0 = memory.process_rss_bytes(), memory.cuda_allocated_bytes()
             loaded = load_from_cache(

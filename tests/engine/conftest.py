@@ -8,7 +8,20 @@ from pathlib import Path
 import pytest
 
 from chatwidget.engine import Engine
-from tests.engine.helpers import NO_TEMPLATE, SEEDS
+from tests.engine.helpers import NO_TEMPLATE, PICKLE_ONLY, SEEDS
+
+
+def _build_pickle_only(root: Path) -> None:
+    """A tiny model whose weights are only a pickle checkpoint (``pytorch_model.bin``)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from chatwidget.testing.models import build_model
+
+    folder = build_model(root, PICKLE_ONLY, "tiny", seed=4)
+    weights = folder / "model.safetensors"
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +40,10 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for repo_id, seed in SEEDS.items():
         build_model(hub_root, repo_id, "tiny", seed=seed)
     build_model(hub_root, NO_TEMPLATE, "tiny", seed=3, chat_template=False)
+    _build_pickle_only(hub_root)
     cache = tmp_path_factory.mktemp("engine-cache")
     with LocalHub(hub_root) as hub:
-        for repo_id in [*SEEDS, NO_TEMPLATE]:
+        for repo_id in [*SEEDS, NO_TEMPLATE, PICKLE_ONLY]:
             snapshot_download(repo_id, cache_dir=cache, endpoint=hub.url)
     return cache
 

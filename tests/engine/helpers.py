@@ -13,6 +13,7 @@ TINY_A = "test-org/tiny-a"
 TINY_B = "test-org/tiny-b"
 TINY_C = "test-org/tiny-c"
 NO_TEMPLATE = "test-org/no-template"
+PICKLE_ONLY = "test-org/pickle-only"
 SEEDS = {TINY_A: 0, TINY_B: 1, TINY_C: 2}
 DEADLINE_S = 30.0
 USER_TURN = [{"role": "user", "content": "Hello! How can I help you today?"}]
@@ -47,13 +48,13 @@ class StepGate:
         self.hold_at = hold_at
         self.on_step = on_step
         self.steps = 0
-        self.threads: list[int] = []
+        self.threads: list[threading.Thread] = []  # objects: idents are reused
         self.reached = threading.Event()
         self.release = threading.Event()
 
     def __call__(self, module: Any, args: Any, kwargs: Any) -> None:
         self.steps += 1
-        self.threads.append(threading.get_ident())
+        self.threads.append(threading.current_thread())
         if self.on_step is not None:
             self.on_step(self.steps)
         if self.steps == self.hold_at:

@@ -14,8 +14,8 @@ from chatwidget.engine import Engine
 from chatwidget.engine import engine as engine_module
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.types import GenerationSettings, LoadReport
-from chatwidget.errors import ModelNotDownloadedError, ModelTooLargeError
-from tests.engine.helpers import DEADLINE_S, TINY_A, TINY_B, TINY_C, USER_TURN
+from chatwidget.errors import ModelLoadError, ModelNotDownloadedError, ModelTooLargeError
+from tests.engine.helpers import DEADLINE_S, PICKLE_ONLY, TINY_A, TINY_B, TINY_C, USER_TURN
 
 
 class LoadSpy:
@@ -99,6 +99,19 @@ def test_weights_missing_from_the_snapshot_are_reported(engine_cache: Path, tmp_
     engine = Engine(cache_dir=cache, memory_budget_bytes=1 << 30)
     with pytest.raises(ModelNotDownloadedError, match="safetensors"):
         engine.load(ModelSpec(TINY_A))
+
+
+def test_pickle_weights_are_refused_unless_the_spec_opts_in(
+    engine: Engine, load_spy: LoadSpy
+) -> None:
+    with pytest.raises(ModelLoadError, match="allow_pickle=True"):
+        engine.load(ModelSpec(PICKLE_ONLY))
+    assert load_spy.calls == [], "refused before transformers saw the file"
+
+    report = engine.load(ModelSpec(PICKLE_ONLY, allow_pickle=True))
+    assert report.estimated_bytes > 0
+    result = engine.generate(PICKLE_ONLY, USER_TURN, GenerationSettings(max_new_tokens=3))
+    assert result.usage.new_tokens == 3
 
 
 def test_model_that_cannot_fit_the_budget_is_refused_before_loading(

@@ -190,7 +190,7 @@ def test_two_chats_on_one_model_are_serialized_not_interleaved(
     handle.remove()
 
     # each chat's forward passes ran as one block: never interleaved
-    switches = sum(1 for a, b in zip(gate.threads, gate.threads[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in zip(gate.threads, gate.threads[1:], strict=False) if a is not b)
     assert switches == 1
     assert len(gate.threads) == 2 * GREEDY.max_new_tokens
     first_result, second_result = results["first"], results["second"]
