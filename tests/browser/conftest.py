@@ -115,7 +115,8 @@ class BrowserErrors:
         frames = (error.stack or "").splitlines()[1:8]
         entry = f"page error: {error.message}\n    " + "\n    ".join(frames)
         for message, where in KNOWN_UPSTREAM_ERRORS:
-            if error.message == message and frames and all(where.search(f) for f in frames):
+            located = [f for f in frames if "://" in f]  # skip "at async Promise.all"
+            if error.message == message and located and all(where.search(f) for f in located):
                 self.upstream.append(entry)
                 return
         self.entries.append(entry)
