@@ -57,6 +57,7 @@ def test_chat_on_a_streams_while_b_downloads_then_switches_to_b(
     streamed = [r for r in nb.reply_history() if r["id"] == reply_id]
     growing = {r["length"] for r in streamed if r["status"] == "streaming" and r["length"]}
     assert len(growing) >= 2, f"the reply did not stream in pieces: {streamed}"
+    expect(nb.toasts).to_have_count(0, timeout=10_000)  # A's toast has faded: a clean picture
     screenshot(nb, "chat-while-downloading")
 
     hub.rate = None  # let B finish now
