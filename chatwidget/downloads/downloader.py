@@ -380,8 +380,7 @@ class Downloader:
         run = _Run(spec.repo_id, on_progress, self.progress_interval_s)
 
         def fail(error: DownloadError) -> DownloadError:
-            _terminate(child)
-            self._clean_after_stop(spec.repo_id)
+            _terminate(child)  # the caller's ``finally`` cleans the cache up
             run.finish()
             return error
 

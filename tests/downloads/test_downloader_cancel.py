@@ -50,7 +50,7 @@ def test_cancel_mid_file_returns_within_half_a_second_and_leaves_no_incomplete(
     elapsed = _cancel_and_time(cancel, job)
 
     assert isinstance(job.error, DownloadCanceledError)
-    assert elapsed < CANCEL_BOUND_S
+    assert elapsed < CANCEL_BOUND_S, f"cancel took {elapsed:.3f} s"
     assert incomplete_files(hf_cache) == []
     assert dangling_links(hf_cache) == []
     assert download_children() == []
@@ -72,7 +72,7 @@ def test_cancel_while_the_server_stalls_returns_within_half_a_second(
     elapsed = _cancel_and_time(cancel, job)
 
     assert isinstance(job.error, DownloadCanceledError)
-    assert elapsed < CANCEL_BOUND_S
+    assert elapsed < CANCEL_BOUND_S, f"cancel took {elapsed:.3f} s"
     assert incomplete_files(hf_cache) == []
     assert dangling_links(hf_cache) == []
     assert download_children() == []
@@ -161,5 +161,5 @@ def test_cancel_while_the_process_is_still_starting_returns_within_half_a_second
     elapsed = _cancel_and_time(cancel, job)
 
     assert isinstance(job.error, DownloadCanceledError)
-    assert elapsed < CANCEL_BOUND_S
+    assert elapsed < CANCEL_BOUND_S, f"cancel took {elapsed:.3f} s"
     assert download_children() == []
