@@ -75,15 +75,15 @@ _RECORDER_JS = """
 
 def write_notebook(path: Path, cells: Sequence[str]) -> Path:
     """Write a notebook of code cells with the python3 kernel spec."""
-    nb = nbformat.v4.new_notebook()
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]  # type: ignore[no-untyped-call]
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
+    nbformat.write(nb, str(path))  # type: ignore[no-untyped-call]
     return path
 
 

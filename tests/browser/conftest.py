@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from browser_jupyter import JupyterServer
 from browser_notebook import App, NotebookPage, write_notebook
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Error, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Error,
+    Page,
+    ViewportSize,
+    sync_playwright,
+)
 
 from chatwidget.testing.hub import LocalHub
 from chatwidget.testing.parrot import build_parrot_model
@@ -35,7 +43,7 @@ CHROMIUM_ARGS = [
 ]
 #: Bytes per second the hub sends: demo/small-chat (about 27 MB) takes about 7 s.
 HUB_RATE = 4_000_000
-VIEWPORT = {"width": 1400, "height": 1000}
+VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
 PARROT_REPO = "demo/parrot"
 #: How the first cell imports the widget.
 WIDGET_IMPORT = "from chatwidget import ChatWidget"
@@ -138,7 +146,7 @@ def browser_errors() -> BrowserErrors:
 @pytest.fixture
 def browser_page(chromium: Browser, browser_errors: BrowserErrors) -> Iterator[Page]:
     """A fresh page (own context) whose console and page errors fail the test."""
-    context = chromium.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = chromium.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.on("console", browser_errors.on_console)
     page.on("pageerror", browser_errors.on_page_error)

@@ -35,6 +35,7 @@ def test_chat_on_a_streams_while_b_downloads_then_switches_to_b(
     open_widget: OpenWidget, hub: LocalHub, screenshot: Screenshot
 ) -> None:
     nb = open_widget()
+    nb.probe("chat.set_settings(max_new_tokens=400)")  # a reply long enough to stream visibly
     start_on_tiny(nb)
 
     hub.rate = 1_500_000  # demo/small-chat now takes about 18 s: time to chat meanwhile
