@@ -186,20 +186,32 @@ def test_cancel_asks_for_confirmation_on_queued_and_downloading_rows(
     expect(queued).to_contain_text("Canceled", timeout=STEP_MS)
     expect(queued.get_by_role("button", name="Retry", exact=True)).to_be_visible()
 
-    # Downloading row: Escape and "Keep downloading" keep it going; confirming cancels it.
+    # Downloading row, from the keyboard: Enter opens the dialog on the safe choice, Tab stays
+    # inside it, Escape keeps the download and gives focus back to Cancel.
     downloading = nb.download_row(SMALL)
     cancel = downloading.get_by_role("button", name="Cancel", exact=True)
-    cancel.click()
+    keep = dialog.get_by_role("button", name="Keep downloading")
+    confirm = dialog.get_by_role("button", name="Cancel download")
+    cancel.focus()
+    nb.page.keyboard.press("Enter")
     expect(dialog).to_be_visible()
+    expect(keep).to_be_focused()
+    nb.page.keyboard.press("Tab")
+    expect(confirm).to_be_focused()
+    nb.page.keyboard.press("Tab")
+    expect(keep).to_be_focused()
     nb.page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+    expect(cancel).to_be_focused()
+    expect(downloading).to_contain_text("Downloading")
+    # With the mouse: "Keep downloading" keeps it going; confirming cancels it.
     cancel.click()
-    dialog.get_by_role("button", name="Keep downloading").click()
+    keep.click()
     expect(dialog).to_be_hidden()
     expect(downloading).to_contain_text("Downloading")
     nb.wait_for_progress_above(SMALL, first, STEP_MS)  # still moving
     cancel.click()
-    dialog.get_by_role("button", name="Cancel download").click()
+    confirm.click()
     expect(downloading).to_contain_text("Canceled", timeout=STEP_MS)
     screenshot(nb, "canceled")
     states = nb.probe(
