@@ -241,3 +241,19 @@ def test_only_one_load_runs_at_a_time_and_queries_answer_meanwhile(
     assert [r.repo_id for r in reports] == [TINY_A, TINY_B]
     assert engine.loaded_models() == [TINY_A, TINY_B]
     engine.close()
+
+
+def test_loading_and_replying_send_nothing_to_a_reachable_hub(
+    hf_endpoint: str, local_hub: Any, hf_cache: Path
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    from chatwidget.testing.models import DEMO_TINY_REPO
+
+    snapshot_download(DEMO_TINY_REPO, cache_dir=hf_cache)  # through the hub, as a user would
+    local_hub.clear_requests()
+    engine = Engine(cache_dir=hf_cache, memory_budget_bytes=1 << 30)
+    engine.load(ModelSpec(DEMO_TINY_REPO))
+    engine.generate(DEMO_TINY_REPO, USER_TURN, GenerationSettings(max_new_tokens=3))
+    engine.close()
+    assert local_hub.requests == [], "loading must read the local cache only"
