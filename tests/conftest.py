@@ -67,8 +67,6 @@ for _var in (
 ):
     os.environ.pop(_var, None)
 
-# Kept for old imports; prefer chatwidget.testing.models.DEMO_*: "from conftest import" picks
-# whichever conftest.py pytest imported last when several folders have one.
 GATED_REPO = DEMO_GATED_REPO
 GATED_TOKEN = DEMO_GATED_TOKEN
 TINY_REPO = DEMO_TINY_REPO

@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TINY_REPO
 from dl_helpers import Background, file_gets
 from huggingface_hub import hf_hub_download, snapshot_download
 
@@ -16,6 +15,7 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.downloads import Downloader, DownloadProgress
 from chatwidget.errors import DownloadInProgressError
 from chatwidget.testing.hub import LocalHub
+from chatwidget.testing.models import DEMO_TINY_REPO as TINY_REPO
 from chatwidget.testing.models import build_model
 
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import GATED_REPO, GATED_TOKEN, TINY_REPO
 from dl_helpers import (
     Background,
     ProgressRecorder,
@@ -33,6 +32,9 @@ from chatwidget.errors import (
     StalledDownloadError,
 )
 from chatwidget.testing.hub import LocalHub
+from chatwidget.testing.models import DEMO_GATED_REPO as GATED_REPO
+from chatwidget.testing.models import DEMO_GATED_TOKEN as GATED_TOKEN
+from chatwidget.testing.models import DEMO_TINY_REPO as TINY_REPO
 
 
 def _downloader(hub: LocalHub, cache: Path, **kwargs: object) -> Downloader:

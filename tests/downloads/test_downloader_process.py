@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from conftest import GATED_REPO, GATED_TOKEN, TINY_REPO
 from dl_helpers import Background, download_children
 from huggingface_hub.errors import (
     GatedRepoError as HubGatedRepoError,
@@ -25,6 +24,9 @@ from chatwidget.downloads import Downloader
 from chatwidget.downloads.downloader import child_command
 from chatwidget.downloads.errors_map import classify, describe, rebuild
 from chatwidget.testing.hub import LocalHub
+from chatwidget.testing.models import DEMO_GATED_REPO as GATED_REPO
+from chatwidget.testing.models import DEMO_GATED_TOKEN as GATED_TOKEN
+from chatwidget.testing.models import DEMO_TINY_REPO as TINY_REPO
 
 
 def _job(hub: LocalHub, cache: Path, repo_id: str) -> dict[str, object]:
