@@ -5,9 +5,11 @@ Nothing here touches the network: every lookup is ``local_files_only``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,22 @@ def _device_map_of(model: Any) -> dict[str, str]:
     return {"": str(getattr(model, "device", "cpu"))}
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar: in a notebook it would print a tqdm widget
+    into whichever cell ran last. The download manager shows the load instead."""
+    from transformers.utils import logging as transformers_logging
+
+    hf_logging: Any = transformers_logging
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_from_cache(
     cached: CachedModel,
     *,
@@ -138,13 +156,14 @@ def load_from_cache(
     }
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **common)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            spec.repo_id,
-            device_map=device_map,
-            dtype="auto",
-            use_safetensors=not spec.allow_pickle,
-            **common,
-        )
+        with _no_progress_bars():
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                spec.repo_id,
+                device_map=device_map,
+                dtype="auto",
+                use_safetensors=not spec.allow_pickle,
+                **common,
+            )
     except FileNotFoundError as exc:
         drop_frame_references(exc, keep_traceback=False)
         raise _not_downloaded(spec, str(exc)) from exc

@@ -96,21 +96,62 @@ def encode_chat(
             "chat_template.jinja defines one)."
         )
     chat = build_chat(messages, settings.system_prompt)
+    limit = context_length(loaded)
+    # Leave room for a useful reply: drop the oldest turns (never the system prompt or the
+    # last message) until the prompt and at least a quarter of the context fit.
+    reserve = min(settings.max_new_tokens, limit // 4)
+    dropped = 0
+    while True:
+        enc = _apply_template(loaded, chat)
+        prompt_tokens = int(enc["input_ids"].shape[-1])
+        first = 1 if chat and chat[0]["role"] == "system" else 0
+        if prompt_tokens + reserve <= limit or len(chat) - first <= 1:
+            break
+        del chat[first]
+        dropped += 1
+    if dropped:
+        logger.info(
+            "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, dropped
+        )
+    if prompt_tokens >= limit:
+        raise InvalidGenerationRequestError(
+            f"the last message is {prompt_tokens} tokens long, more than the {limit}-token "
+            f"context of {loaded.repo_id}: shorten it, or pick a model with a longer context."
+        )
+    return enc.to(loaded.model.device)
+
+
+def _apply_template(loaded: LoadedModel, chat: list[dict[str, str]]) -> Any:
     try:
-        enc = tokenizer.apply_chat_template(
+        return loaded.tokenizer.apply_chat_template(
             chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
     except Exception as exc:
         raise InvalidGenerationRequestError(
             f"the chat template of {loaded.repo_id} rejected this conversation: {exc}"
         ) from exc
-    return enc.to(loaded.model.device)
 
 
-def generate_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
-    """Generation arguments; sampling flags only when sampling, so greedy runs warn-free."""
+def context_length(loaded: LoadedModel) -> int:
+    """The most tokens (prompt and reply) the model takes, from its config."""
+    config = loaded.model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+def generate_kwargs(
+    loaded: LoadedModel, settings: GenerationSettings, prompt_tokens: int = 0
+) -> dict[str, Any]:
+    """Generation arguments; sampling flags only when sampling, so greedy runs warn-free.
+
+    ``max_new_tokens`` is capped so prompt and reply stay within the model's context.
+    """
+    room = max(1, context_length(loaded) - prompt_tokens)
     kwargs: dict[str, Any] = {
-        "max_new_tokens": settings.max_new_tokens,
+        "max_new_tokens": min(settings.max_new_tokens, room),
         "do_sample": settings.do_sample,
     }
     if settings.do_sample:
@@ -150,7 +191,7 @@ def stream_reply(
         **enc,
         "streamer": streamer,
         "stopping_criteria": StoppingCriteriaList([criteria]),
-        **generate_kwargs(loaded, settings),
+        **generate_kwargs(loaded, settings, prompt_tokens),
     }
     outcome: dict[str, Any] = {}
     thread = threading.Thread(
