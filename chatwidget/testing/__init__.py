@@ -1,30 +1,16 @@
 """Offline stand-ins for the Hugging Face Hub: a local HF-compatible hub and a tiny-model factory.
 
 They are part of the product (the offline demo and the benchmarks use them), not only tests.
-See :mod:`chatwidget.testing.hub` and :mod:`chatwidget.testing.models`. The names below are
-imported lazily, so ``python -m chatwidget.testing.hub`` runs without a double import.
+See :mod:`chatwidget.testing.hub` and :mod:`chatwidget.testing.models`.
+
+Names are imported lazily, so ``python -m chatwidget.testing.hub`` does not import the module
+twice (runpy warns when a package's ``__init__`` already imported the module it runs).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from chatwidget.testing.hub import Fault, LocalHub, RequestRecord, run_hub_process
-    from chatwidget.testing.models import (
-        DEMO_GATED,
-        DEMO_GATED_REPO,
-        DEMO_GATED_TOKEN,
-        DEMO_REPOS,
-        DEMO_SMALL_REPO,
-        DEMO_TINY_B_REPO,
-        DEMO_TINY_REPO,
-        bench_model_path,
-        build_demo_hub,
-        build_model,
-        build_weights_repo,
-    )
+from typing import Any
 
 _EXPORTS = {
     "Fault": "hub",
@@ -32,12 +18,8 @@ _EXPORTS = {
     "RequestRecord": "hub",
     "run_hub_process": "hub",
     "DEMO_GATED": "models",
-    "DEMO_GATED_REPO": "models",
     "DEMO_GATED_TOKEN": "models",
     "DEMO_REPOS": "models",
-    "DEMO_SMALL_REPO": "models",
-    "DEMO_TINY_B_REPO": "models",
-    "DEMO_TINY_REPO": "models",
     "bench_model_path": "models",
     "build_demo_hub": "models",
     "build_model": "models",
@@ -46,12 +28,8 @@ _EXPORTS = {
 
 __all__ = [
     "DEMO_GATED",
-    "DEMO_GATED_REPO",
     "DEMO_GATED_TOKEN",
     "DEMO_REPOS",
-    "DEMO_SMALL_REPO",
-    "DEMO_TINY_B_REPO",
-    "DEMO_TINY_REPO",
     "Fault",
     "LocalHub",
     "RequestRecord",
