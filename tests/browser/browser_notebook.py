@@ -18,6 +18,10 @@ from browser_jupyter import JupyterServer
 from playwright.sync_api import Locator, Page, expect
 
 App = Literal["lab", "notebook7"]
+#: The ``open_widget`` fixture: ``open_widget(models=..., app=..., setup=...) -> NotebookPage``.
+OpenWidget = Callable[..., "NotebookPage"]
+#: The ``screenshot`` fixture: ``screenshot(nb, step) -> path of the picture``.
+Screenshot = Callable[["NotebookPage", str], Path]
 
 #: Kernel start plus ``import chatwidget`` (torch, transformers) on a busy 2-core machine.
 KERNEL_TIMEOUT_MS = 90_000

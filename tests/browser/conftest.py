@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from browser_jupyter import JupyterServer
-from browser_notebook import App, NotebookPage, write_notebook
+from browser_notebook import App, NotebookPage, OpenWidget, Screenshot, write_notebook
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -156,9 +156,6 @@ def browser_page(chromium: Browser, browser_errors: BrowserErrors) -> Iterator[P
     browser_errors.assert_none()
 
 
-OpenWidget = Callable[..., NotebookPage]
-
-
 @pytest.fixture
 def open_widget(
     request: pytest.FixtureRequest,
@@ -195,7 +192,7 @@ def open_widget(
 
 
 @pytest.fixture
-def screenshot(request: pytest.FixtureRequest) -> Callable[[NotebookPage, str], Path]:
+def screenshot(request: pytest.FixtureRequest) -> Screenshot:
     """Save the widget's picture as ``test-artifacts/screenshots/<test>-<step>.png``."""
 
     def take(nb: NotebookPage, step: str) -> Path:

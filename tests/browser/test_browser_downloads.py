@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from browser_notebook import NotebookPage
-from conftest import OpenWidget
+from browser_notebook import NotebookPage, OpenWidget, Screenshot
 from playwright.sync_api import expect
 
 from chatwidget.testing.hub import LocalHub
@@ -19,8 +16,6 @@ SMALL = "demo/small-chat"
 #: Download plus first load (the kernel imports transformers then) on a busy machine.
 READY_MS = 90_000
 STEP_MS = 30_000
-
-Screenshot = Callable[[NotebookPage, str], Path]
 
 
 def start_on_tiny(nb: NotebookPage) -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
-from browser_notebook import NotebookPage
-from conftest import OpenWidget
+from browser_notebook import OpenWidget, Screenshot
 from playwright.sync_api import expect
 
 from chatwidget.testing.parrot import XSS_TEXT
@@ -15,8 +11,6 @@ from chatwidget.testing.parrot import XSS_TEXT
 READY_MS = 90_000
 STEP_MS = 30_000
 USER_TEXT = "Look: <img src=x onerror=alert(1)> and <script>alert(3)</script> **bold**"
-
-Screenshot = Callable[[NotebookPage, str], Path]
 
 
 @pytest.mark.browser
