@@ -134,16 +134,22 @@ class JupyterServer:
         self.stop()
         raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
-    def api(self, method: str, path: str, timeout: float = 10.0) -> Any:
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
         """Call the server's REST API; returns the decoded JSON body (None when empty)."""
         request = urllib.request.Request(
             f"{self.url}{path}",
             method=method,
-            headers={"Authorization": f"token {self.token}"},
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            data=None if body is None else json.dumps(body).encode(),
         )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
+
+    def set_theme(self, theme: str) -> None:
+        """Set the user's theme (e.g. "JupyterLab Dark") for pages opened from now on."""
+        raw = json.dumps({"theme": theme})
+        self.api("PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes", {"raw": raw})
 
     def shutdown_kernels(self) -> None:
         """Shut every running kernel down (each test ends with its kernel gone)."""

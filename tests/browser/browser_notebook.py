@@ -77,6 +77,22 @@ _RECORDER_JS = """
 """
 
 
+def _rgba(css: str) -> tuple[float, ...]:
+    """``rgb(1, 2, 3)`` / ``rgba(1, 2, 3, 0.5)`` -> (1, 2, 3[, 0.5])."""
+    return tuple(float(part) for part in re.findall(r"[\d.]+", css))
+
+
+def luminance(rgb: tuple[float, ...]) -> float:
+    """Relative luminance (WCAG) of an sRGB colour, 0 (black) to 1 (white)."""
+
+    def channel(value: float) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(v) for v in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
 def write_notebook(path: Path, cells: Sequence[str]) -> Path:
     """Write a notebook of code cells with the python3 kernel spec."""
     nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
@@ -269,6 +285,18 @@ class NotebookPage:
                     f"kernel probe {expression!r} never met the condition within "
                     f"{timeout:.0f} s; last value: {value!r}"
                 )
+
+    def colors(self) -> dict[str, tuple[float, ...]]:
+        """Computed colours of the widget: its background and the text of the first assistant
+        message (the user's bubble is white on the accent colour in every theme)."""
+        raw = self.widget.locator(".cw-root").evaluate(
+            """(root) => {
+              const text = root.querySelector('.cw-msg-assistant .cw-msg-body') || root;
+              return { background: getComputedStyle(root).backgroundColor,
+                       text: getComputedStyle(text).color };
+            }"""
+        )
+        return {name: _rgba(value) for name, value in raw.items()}
 
     # -- artifacts
 

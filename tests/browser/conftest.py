@@ -192,6 +192,14 @@ def open_widget(
 
 
 @pytest.fixture
+def dark_theme(jupyter: JupyterServer) -> Iterator[str]:
+    """JupyterLab Dark for this test's pages (Lab and Notebook 7); light again afterwards."""
+    jupyter.set_theme("JupyterLab Dark")
+    yield "JupyterLab Dark"
+    jupyter.set_theme("JupyterLab Light")
+
+
+@pytest.fixture
 def screenshot(request: pytest.FixtureRequest) -> Screenshot:
     """Save the widget's picture as ``test-artifacts/screenshots/<test>-<step>.png``."""
 

@@ -1,9 +1,9 @@
-"""Issue 6 in Notebook 7: text from the user and from the model never becomes markup."""
+"""Issue 6 in Notebook 7, dark theme: text from the user and the model never becomes markup."""
 
 from __future__ import annotations
 
 import pytest
-from browser_notebook import OpenWidget, Screenshot
+from browser_notebook import OpenWidget, Screenshot, luminance
 from playwright.sync_api import expect
 
 from chatwidget.testing.parrot import XSS_TEXT
@@ -14,8 +14,8 @@ USER_TEXT = "Look: <img src=x onerror=alert(1)> and <script>alert(3)</script> **
 
 
 @pytest.mark.browser
-def test_markup_from_user_and_model_renders_as_text_in_notebook7(
-    open_widget: OpenWidget, parrot_repo: str, screenshot: Screenshot
+def test_markup_renders_as_text_in_notebook7_with_the_dark_theme(
+    open_widget: OpenWidget, parrot_repo: str, screenshot: Screenshot, dark_theme: str
 ) -> None:
     nb = open_widget(models=[parrot_repo], app="notebook7")
     nb.probe("chat.set_settings(max_new_tokens=3)")  # three parroted payloads are plenty
@@ -31,6 +31,12 @@ def test_markup_from_user_and_model_renders_as_text_in_notebook7(
     messages = nb.widget.get_by_label("Messages", exact=True)
     expect(messages.locator("img, script")).to_have_count(0)
     screenshot(nb, "markup-as-text")
+    # The widget follows the theme: a dark background with light text, well apart.
+    colors = nb.colors()
+    background, text = luminance(colors["background"]), luminance(colors["text"])
+    assert len(colors["background"]) == 3 or colors["background"][3] == 1, colors  # opaque
+    assert background < 0.1, f"not a dark background: {colors}"
+    assert text > 0.5, f"not light text: {colors}"
     contents = nb.probe("[m['content'] for m in chat.messages]", until=lambda v: len(v) == 2)
     assert contents == [USER_TEXT, XSS_TEXT * 3]
 
