@@ -13,19 +13,22 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from chatwidget.catalog import ModelSpec
 from chatwidget.downloads.types import DownloadProgress
 from chatwidget.engine.types import GenerationResult, GenerationSettings
 from chatwidget.errors import (
+    DiskFullError,
     DownloadCanceledError,
     LoadCanceledError,
+    ModelTooLargeError,
     NoActiveModelError,
     OrchestratorClosedError,
     UnknownModelError,
 )
+from chatwidget.format import format_bytes
 from chatwidget.orchestrator.events import (
     ErrorReported,
     Event,
@@ -348,6 +351,7 @@ class Orchestrator:
                     return
                 self._move(self._models[spec.repo_id], ModelState.DOWNLOADING)
             try:
+                self._check_fits_before_download(spec)
                 self._downloader.download(
                     spec, on_progress=lambda p: self._on_progress(job, p), cancel=job.cancel
                 )
@@ -385,6 +389,28 @@ class Orchestrator:
                 return
         logger.info("%s was canceled while compiling; unloading it", spec.repo_id)
         self._engine.unload(spec.repo_id)
+
+    def _check_fits_before_download(self, spec: ModelSpec) -> None:
+        """Refuse, before the first byte, a model that cannot fit on disk or in memory.
+
+        The hub's listing gives the bytes to fetch and the memory the weights will take; the
+        engine judges the memory with nothing protected (everything evictable counts as free).
+        """
+        plan = self._downloader.plan(spec)
+        if not plan.fits_on_disk:
+            raise DiskFullError(
+                f"{spec.repo_id} needs {format_bytes(plan.missing_bytes)} of disk, but only "
+                f"{format_bytes(plan.disk_free_bytes)} is free for the Hugging Face cache. "
+                "Free some space (e.g. delete models you no longer use), then retry."
+            )
+        fit = self._engine.check_fit(replace(spec, size_bytes=plan.memory_estimate_bytes))
+        if not fit.fits:
+            raise ModelTooLargeError(
+                fit.message
+                or f"{spec.repo_id} needs about {format_bytes(fit.required_bytes)} of memory "
+                f"but at most {format_bytes(fit.available_bytes)} can be made free: "
+                "pick a smaller model."
+            )
 
     def _fits_beside(self, spec: ModelSpec, keep: Sequence[str]) -> bool:
         """Whether a model nobody waits for fits without pushing out any active model."""

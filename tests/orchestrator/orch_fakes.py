@@ -51,6 +51,8 @@ class FakeDownloader:
         self.gates: dict[str, threading.Event] = {}
         self.entered: dict[str, threading.Event] = {}
         self.canceled: list[str] = []
+        self.planned: list[str] = []  # repo ids whose listing was asked for
+        self.disk_free: dict[str, int] = {}  # free disk the listing reports, per repo
 
     def gate(self, repo_id: str) -> threading.Event:
         """Make the next downloads of ``repo_id`` block until the returned event is set."""
@@ -64,7 +66,9 @@ class FakeDownloader:
         return spec.repo_id in self.cached
 
     def plan(self, spec: ModelSpec) -> DownloadPlan:
-        return DownloadPlan(spec.repo_id, spec.revision, "0" * 40, (), 100, 100, 10**12, 100)
+        self.planned.append(spec.repo_id)
+        free = self.disk_free.get(spec.repo_id, 10**12)
+        return DownloadPlan(spec.repo_id, spec.revision, "0" * 40, (), 100, 100, free, 100)
 
     def download(
         self,

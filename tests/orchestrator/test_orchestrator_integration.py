@@ -205,3 +205,27 @@ def test_close_mid_download_stops_the_worker_and_the_child_process(
         local_hub.clear_faults()
         downloader.close()
         engine.close()
+
+
+def test_model_too_big_for_memory_is_refused_before_any_weights_are_fetched(
+    local_hub: LocalHub, hf_endpoint: str, hf_cache: Path
+) -> None:
+    downloader = Downloader(endpoint=hf_endpoint, cache_dir=hf_cache)
+    engine = Engine(cache_dir=hf_cache, memory_budget_bytes=1_000_000)  # below any model
+    orch = Orchestrator(downloader, engine)
+    recorder = Recorder()
+    orch.subscribe(recorder)
+    try:
+        orch.open_conversation("c1")
+        orch.request_model("c1", TINY)
+        recorder.wait_for(is_state(TINY, S.FAILED), WAIT_S)
+        error = orch.snapshot().models[TINY].error or ""
+        assert "memory" in error.lower()
+        assert not any(r.path.endswith(".safetensors") for r in local_hub.requests)
+        assert not downloader.is_downloaded(TINY)
+        errors = [e for e in recorder.events if isinstance(e, ErrorReported)]
+        assert [e.repo_id for e in errors] == [TINY]
+    finally:
+        orch.close()
+        downloader.close()
+        engine.close()

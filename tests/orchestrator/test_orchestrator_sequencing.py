@@ -677,3 +677,30 @@ def test_off_screen_conversation_that_lost_its_model_is_told_when_it_gets_one_ag
     orch.set_active_conversation("c2")
     # told again, although A was the last model c2 was told about: it had none meanwhile
     assert switches(recorder) == [("c1", A), ("c2", A), ("c2", A)]
+
+
+def test_model_that_cannot_fit_in_memory_fails_before_the_first_byte(
+    orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine, recorder: Recorder
+) -> None:
+    engine.capacity = 10
+    engine.sizes[A] = 11
+    orch.request_model("c1", A)
+    drain(orch)
+    assert states(recorder, A) == [S.QUEUED, S.DOWNLOADING, S.FAILED]
+    assert downloader.planned == [A]
+    assert downloader.calls == []  # nothing fetched
+    assert "memory" in (orch.snapshot().models[A].error or "")
+
+
+def test_model_that_cannot_fit_on_disk_fails_before_the_first_byte(
+    orch: Orchestrator, downloader: FakeDownloader, recorder: Recorder
+) -> None:
+    downloader.disk_free[A] = 10  # the listing says 100 bytes are missing
+    orch.request_model("c1", A)
+    orch.request_model("c1", B)
+    drain(orch)
+    assert states(recorder, A) == [S.QUEUED, S.DOWNLOADING, S.FAILED]
+    assert downloader.calls == [B]  # the next item went on
+    error = orch.snapshot().models[A].error or ""
+    assert "disk" in error
+    assert "Free some space" in error
