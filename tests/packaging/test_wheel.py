@@ -80,6 +80,7 @@ def test_installed_widget_esm_loads(wheel: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,  # not the checkout: "python -c" puts the cwd first on sys.path
         capture_output=True,
         text=True,
         check=False,
