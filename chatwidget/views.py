@@ -68,7 +68,7 @@ def download_rows(order: Sequence[str], snapshot: OrchestratorSnapshot) -> list[
         rows.append(
             {
                 "repo_id": repo_id,
-                "state": status.state.value,  # type: ignore[typeddict-item]
+                "state": status.state.value,
                 "bytes_done": done,
                 "bytes_total": total,
                 "speed_bps": p.speed_bps if p and status.state is ModelState.DOWNLOADING else 0.0,
