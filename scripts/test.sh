@@ -22,5 +22,10 @@ step "JS unit tests (vitest + jsdom)"
 (cd js && npx vitest run)
 
 step "Python tests and notebooks (pytest, nbval)"
+# The notebooks run offline, on the bundled local hub with tiny models.
+export CHATWIDGET_OFFLINE=1
+# One math thread per process: on a small machine the suite runs hubs, download children and
+# kernels beside torch, and OpenMP's spinning threads then slow everything down.
+export OMP_NUM_THREADS=1
 # pytest exits 5 when it collects nothing; that is a failure here, as is any other non-zero.
 $PY -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg "$@"
