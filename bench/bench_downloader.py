@@ -175,8 +175,18 @@ def main() -> int:
             print(f"  {n:28} {t:9.3f} {size[repo] / t / 1e6:8.1f} {base / t:20.2f}x")
         print("  goal: downloader >= 0.95x snapshot_download")
 
+    ratios: dict[str, float] = {}
+    for info in summary.values():
+        vs_snapshot = info["throughput_vs_snapshot_download"]
+        vs_curl = info["throughput_vs_curl"]
+        assert isinstance(vs_snapshot, dict)
+        assert isinstance(vs_curl, dict)
+        label = f"{info['files']} file{'s' if info['files'] != 1 else ''}"
+        ratios[f"downloader_over_snapshot_download ({label})"] = vs_snapshot["downloader"]
+        ratios[f"downloader_over_curl ({label})"] = vs_curl["downloader"]
     out = write_results(
-        "bench_downloader", {"rounds": args.rounds, "raw_s": times, "summary": summary}
+        "bench_downloader",
+        {"rounds": args.rounds, "raw_s": times, "summary": summary, "ratios": ratios},
     )
     print(f"\nwrote {out}")
     return 0

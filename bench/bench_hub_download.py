@@ -132,6 +132,7 @@ def main() -> int:
             "mb_per_s_median": mb_per_s,
             "snapshot_vs_curl_throughput_median": ratio,
             "snapshot_vs_curl_throughput_best": ratio_best,
+            "ratios": {"snapshot_download_over_curl": ratio},
         },
     )
     print(f"wrote {out}")
