@@ -1,4 +1,4 @@
-// Mirror of chatwidget/protocol.py: synced trait shapes and custom messages.
+// Mirror of chatwidget/widget/protocol.py: synced trait shapes and custom messages.
 
 export type StateLabel =
   | "Not downloaded"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatwidget.conversation import ConversationStore, Message
 from chatwidget.errors import UnknownConversationError
+from chatwidget.widget.conversation import ConversationStore, Message
 
 
 def test_history_skips_failed_and_empty_messages() -> None:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from chatwidget.sync import TraitPublisher
+from chatwidget.widget.sync import TraitPublisher
 
 
 class Recorder:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-log = logging.getLogger("chatwidget.sync")
+log = logging.getLogger("chatwidget.widget.sync")
 
 Render = Callable[[], Mapping[str, Any]]
 Apply = Callable[[Mapping[str, Any]], None]

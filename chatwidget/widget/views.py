@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from chatwidget.catalog import ModelSpec
-from chatwidget.conversation import Conversation, Message
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import ModelState, OrchestratorSnapshot
-from chatwidget.protocol import (
+from chatwidget.widget.conversation import Conversation, Message
+from chatwidget.widget.protocol import (
     ConversationRow,
     DownloadRow,
     MessageRow,

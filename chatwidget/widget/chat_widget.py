@@ -3,7 +3,7 @@
 The widget holds traits and dispatches messages; it decides nothing. User intents from the
 front end (custom messages) and from Python go to the shared
 :class:`~chatwidget.orchestrator.Orchestrator`; state comes back as orchestrator events and
-is rendered into traits by a single :class:`~chatwidget.sync.TraitPublisher` thread.
+is rendered into traits by a single :class:`~chatwidget.widget.sync.TraitPublisher` thread.
 """
 
 from __future__ import annotations
@@ -19,19 +19,20 @@ from typing import Any
 import anywidget
 import traitlets
 
-from chatwidget import fallback, runtime, views
+from chatwidget import runtime
 from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
-from chatwidget.conversation import ConversationStore, Message, new_id
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError, ProtocolError
 from chatwidget.orchestrator import Event, ModelState, Switched
-from chatwidget.protocol import INTENT_FIELDS, ErrorNotice, Reply, SwitchNotice
-from chatwidget.reply import ReplyHandle
-from chatwidget.sync import TraitPublisher
+from chatwidget.widget import fallback, views
+from chatwidget.widget.conversation import ConversationStore, Message, new_id
+from chatwidget.widget.protocol import INTENT_FIELDS, ErrorNotice, Reply, SwitchNotice
+from chatwidget.widget.reply import ReplyHandle
+from chatwidget.widget.sync import TraitPublisher
 
 log = logging.getLogger("chatwidget.widget")
 
-_STATIC = Path(__file__).parent / "static"
+_STATIC = Path(__file__).parent.parent / "static"
 _MAX_ERRORS = 20
 
 
