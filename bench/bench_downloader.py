@@ -176,12 +176,12 @@ def main() -> int:
         print("  goal: downloader >= 0.95x snapshot_download")
 
     ratios: dict[str, float] = {}
-    for info in summary.values():
+    for repo, info in summary.items():
         vs_snapshot = info["throughput_vs_snapshot_download"]
         vs_curl = info["throughput_vs_curl"]
         assert isinstance(vs_snapshot, dict)
         assert isinstance(vs_curl, dict)
-        label = f"{info['files']} file{'s' if info['files'] != 1 else ''}"
+        label = "one weights file" if repo == single else f"{args.shards} shards"
         ratios[f"downloader_over_snapshot_download ({label})"] = vs_snapshot["downloader"]
         ratios[f"downloader_over_curl ({label})"] = vs_curl["downloader"]
     out = write_results(
