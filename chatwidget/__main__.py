@@ -46,6 +46,11 @@ def run_demo(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chatwidget-demo-"))
     children: list[subprocess.Popen[str]] = []
     env = dict(os.environ)
+    # The children's temporary files (the kernel's throwaway HF cache, torch's compile cache)
+    # go under the workdir: a kernel stopped by a signal runs no atexit clean-up, and the
+    # workdir is removed on the way out.
+    (workdir / "tmp").mkdir()
+    env["TMPDIR"] = str(workdir / "tmp")
     stack = contextlib.ExitStack()
     try:
         shutil.copytree(

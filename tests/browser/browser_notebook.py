@@ -110,7 +110,7 @@ def write_notebook(path: Path, cells: Sequence[str]) -> Path:
 class NotebookPage:
     """One notebook open in a page of JupyterLab or Notebook 7."""
 
-    def __init__(self, page: Page, server: JupyterServer, name: str, app: App) -> None:
+    def __init__(self, page: Page, server: JupyterServer | None, name: str, app: App) -> None:
         self.page = page
         self.server = server
         self.name = name
@@ -121,12 +121,18 @@ class NotebookPage:
 
     def open(self) -> None:
         """Open the notebook and wait until its kernel is idle (Run All is ignored before)."""
+        if self.server is None:
+            raise ValueError("this page has no JupyterServer to build its URL: use open_url()")
         workspace = re.sub(r"[^A-Za-z0-9_-]", "-", self.name.removesuffix(".ipynb"))
         url = (
             self.server.lab_url(self.name, workspace)
             if self.app == "lab"
             else self.server.notebook7_url(self.name)
         )
+        self.open_url(url)
+
+    def open_url(self, url: str) -> None:
+        """Open ``url`` (e.g. one a server started elsewhere printed) and wait for its kernel."""
         self.page.add_init_script(_RECORDER_JS)
         self.page.goto(url)
         expect(self.cells.first).to_be_visible(timeout=KERNEL_TIMEOUT_MS)
