@@ -122,9 +122,11 @@ def _device_map_of(model: Any) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bar: in a notebook it would print a tqdm widget
-    into whichever cell ran last. The download manager shows the load instead."""
+def no_progress_bars() -> Iterator[None]:
+    """Hide transformers' progress bars ("Loading weights", "Writing model shards").
+
+    In a notebook they would print a tqdm widget into whichever cell ran last; the download
+    manager shows the load instead."""
     from transformers.utils import logging as transformers_logging
 
     hf_logging: Any = transformers_logging
@@ -156,7 +158,7 @@ def load_from_cache(
     }
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **common)
-        with _no_progress_bars():
+        with no_progress_bars():
             model: Any = AutoModelForCausalLM.from_pretrained(
                 spec.repo_id,
                 device_map=device_map,

@@ -23,7 +23,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib
 import json
@@ -33,10 +32,11 @@ import shutil
 import string
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from chatwidget.engine.loader import no_progress_bars
 
 logger = logging.getLogger("chatwidget.testing.models")
 
@@ -232,19 +232,6 @@ def _build_model(dims: Dims, tok: Any, seed: int) -> Any:
     return model
 
 
-@contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Hide transformers' "Writing model shards" bar while saving."""
-    hf_logging: Any = importlib.import_module("transformers.utils.logging")
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def build_model(
     root: Path | str,
     name: str = "test-org/tiny",
@@ -271,7 +258,7 @@ def build_model(
         save_kwargs: dict[str, Any] = {"safe_serialization": True}
         if dims.shard is not None:
             save_kwargs["max_shard_size"] = dims.shard
-        with _quiet_progress_bars():
+        with no_progress_bars():
             model.save_pretrained(staging, **save_kwargs)
         tok.save_pretrained(staging)
         if not chat_template:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from orch_fakes import Recorder
 
@@ -30,25 +29,13 @@ from chatwidget.orchestrator import (
 )
 from chatwidget.testing.hub import Fault, LocalHub
 from chatwidget.testing.models import DEMO_GATED_TOKEN
+from tests.downloads.dl_helpers import download_children
 
 S = ModelState
 TINY, TINY_B, GATED = "demo/tiny-chat", "demo/tiny-chat-b", "gated/tiny-chat"
 HELLO = [{"role": "user", "content": "hello"}]
 SETTINGS = GenerationSettings(max_new_tokens=8)
 WAIT_S = 60.0
-CHILD_MODULE = "chatwidget.downloads.child"
-
-
-def download_children() -> list[psutil.Process]:
-    """Live download child processes of this test process."""
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if CHILD_MODULE in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def is_state(repo_id: str, state: ModelState) -> Callable[[list[Event]], bool]:
