@@ -23,7 +23,7 @@ from chatwidget import runtime
 from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError, ProtocolError
-from chatwidget.orchestrator import Event, ModelState, Switched
+from chatwidget.orchestrator import ErrorReported, Event, ModelState, Switched
 from chatwidget.widget import fallback, views
 from chatwidget.widget.conversation import ConversationStore, Message, new_id
 from chatwidget.widget.protocol import INTENT_FIELDS, ErrorNotice, Reply, SwitchNotice
@@ -385,6 +385,10 @@ class ChatWidget(anywidget.AnyWidget):
             log.info("Conversation %s was deleted while its reply ran", cid)
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, ErrorReported) and event.repo_id is None:
+            # Not tied to a model row (a failing event subscriber, say): show it here.
+            self._report(RuntimeError(f"{event.source} failed: {event.message}"))
+            return
         if isinstance(event, Switched) and event.conversation_id in self._store.ids():
             with self._lock:
                 self._switch_seq += 1
@@ -401,9 +405,12 @@ class ChatWidget(anywidget.AnyWidget):
 
     def _report(self, exc: BaseException) -> None:
         """Show a failure in the widget (trait ``errors``) and keep the details in the log."""
+        message = str(exc) or repr(exc)
         with self._lock:
+            if self._errors and self._errors[-1]["message"] == message:
+                return  # the same failure again (e.g. on every event): shown once
             self._error_seq += 1
-            self._errors.append({"seq": self._error_seq, "message": str(exc) or repr(exc)})
+            self._errors.append({"seq": self._error_seq, "message": message})
         self._poke()
 
     def _render(self) -> dict[str, Any]:

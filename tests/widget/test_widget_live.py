@@ -288,3 +288,19 @@ def test_fallback_summary_for_static_renderers(make_chat: Callable[..., ChatWidg
     assert TINY in md
     assert "&lt;b&gt;bold?&lt;/b&gt;" in md
     assert "<b>" not in md
+
+
+def test_failing_subscriber_is_shown_in_the_widget_and_the_queue_goes_on(
+    make_chat: Callable[..., ChatWidget],
+) -> None:
+    chat = make_chat()
+
+    def broken(_event: object) -> None:
+        raise ValueError("subscriber exploded")
+
+    chat.subscribe(broken)
+    chat.select_model(TINY)
+    assert chat.wait_until_idle(120)
+    assert chat.active_model == TINY
+    shown = [e for e in chat.errors if "subscriber exploded" in e["message"]]
+    assert len(shown) == 1  # raised on every event, shown once
