@@ -9,7 +9,13 @@ PYTHON=${PYTHON:-python3}
 # would pull a multi-GB CUDA build from PyPI. Override with TORCH_SPEC if you need another.
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
+
+# Some machines' pip config names local indexes that may be missing; pip then warns once per
+# package. Hide only that warning, keep pip's exit status.
+pip_install() {
+  .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 step "Chromium for browser tests"
 if [ -x /usr/bin/chromium ]; then
@@ -36,15 +42,15 @@ step "Python environment in .venv"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "$TORCH_SPEC"
+pip_install --upgrade pip
+pip_install "$TORCH_SPEC"
 
 step "JS dependencies (npm ci in js/)"
 (cd js && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi)
 
 step "chatwidget, editable, with dev extras (builds the front-end bundle)"
 rm -f chatwidget/static/widget.js chatwidget/static/widget.css
-.venv/bin/python -m pip install -q -e ".[dev]" "$TORCH_SPEC"
+pip_install -e ".[dev]" "$TORCH_SPEC"
 test -f chatwidget/static/widget.js || { echo "front-end bundle was not built" >&2; exit 1; }
 
 step "Done"
