@@ -84,6 +84,8 @@ def run_demo(args: argparse.Namespace) -> int:
             f"--ServerApp.root_dir={workdir / 'notebooks'}",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}",
+            # A busy port must fail, not move to the next one: the URL printed below uses it.
+            "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}",
             "--LabApp.default_url=/lab/tree/quickstart.ipynb",
         ]
@@ -102,7 +104,11 @@ def run_demo(args: argparse.Namespace) -> int:
         children.append(lab)
         url = f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}"
         if not _wait_for_server(port, token, lab, timeout=120):
-            print("JupyterLab did not start; see `jupyter lab` output.", file=sys.stderr)
+            print(
+                f"JupyterLab did not start on port {port}: is the port free? "
+                "Pick another with --port.",
+                file=sys.stderr,
+            )
             return 1
         print(f"\nJupyterLab is running: {url}\nPress Ctrl+C to stop.", flush=True)
         while lab.poll() is None:

@@ -4,7 +4,8 @@ The real console script starts in a fresh environment (its own HOME, temp folder
 cache and Jupyter folders, nothing from this machine's Jupyter or Hugging Face set-up), prints
 the JupyterLab URL, and headless Chromium runs the quickstart notebook top to bottom from the
 Run menu. Then Ctrl+C (SIGINT to the demo's process group, as a terminal sends it) must stop
-JupyterLab, the kernel and the local hub, and leave nothing behind.
+JupyterLab, the kernel and the local hub, and leave nothing behind. And a busy ``--port``
+fails at once with a message that says so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -117,26 +119,30 @@ def _fresh_env(tmp: Path) -> dict[str, str]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    """``chatwidget demo --no-browser --port <free>`` in its own session (process group)."""
-    proc = subprocess.Popen(
-        [str(DEMO_SCRIPT), "demo", "--no-browser", "--port", str(_free_port())],
-        env=_fresh_env(tmp_path),
-        cwd=tmp_path / "home",
+def _start_demo(tmp: Path, port: int) -> subprocess.Popen[str]:
+    """``chatwidget demo --no-browser --port <port>`` in a fresh environment, in its own
+    session (process group), as a terminal would run it."""
+    return subprocess.Popen(
+        [str(DEMO_SCRIPT), "demo", "--no-browser", "--port", str(port)],
+        env=_fresh_env(tmp),
+        cwd=tmp / "home",
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    """The demo on a free port, its output read line by line; stopped if the test did not."""
+    proc = _start_demo(tmp_path, _free_port())
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
@@ -334,3 +340,29 @@ def test_demo_command_runs_quickstart_in_chromium_and_ctrl_c_leaves_no_process(
         f"\n`chatwidget demo` served after {serving_s:.1f} s, Run All took {run_all_s:.1f} s, "
         f"Ctrl+C stopped it in {stop_s:.1f} s; it printed:\n{''.join(demo.printed)}"
     )
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port something else is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_demo_on_a_busy_port_fails_fast_and_says_so(busy_port: int, tmp_path: Path) -> None:
+    """JupyterLab must not move to the next port: the demo would print a wrong URL and wait
+    on the busy port until its start-up timeout (120 s)."""
+    proc = _start_demo(tmp_path, busy_port)
+    try:
+        printed, _ = proc.communicate(timeout=STARTUP_S / 2)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        printed, _ = proc.communicate(timeout=STOP_S)
+        raise AssertionError(
+            f"the demo still waited on busy port {busy_port}:\n{printed}"
+        ) from None
+    assert proc.returncode == 1, printed
+    assert "JupyterLab is running" not in printed, printed
+    assert f"JupyterLab did not start on port {busy_port}: is the port free?" in printed, printed
