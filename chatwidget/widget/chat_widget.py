@@ -298,8 +298,14 @@ class ChatWidget(anywidget.AnyWidget):
         if bundle is None:
             return None
         data, metadata = bundle
-        summary = fallback.summary_markdown(self._render())
-        data = {**data, "text/markdown": summary, "text/plain": summary}
+        state = self._render()
+        summary = fallback.summary_markdown(state)
+        data = {
+            **data,
+            "text/html": fallback.summary_html(state),
+            "text/markdown": summary,
+            "text/plain": summary,
+        }
         return data, metadata
 
     # ------------------------------------------------------------------ internals

@@ -288,6 +288,10 @@ def test_fallback_summary_for_static_renderers(make_chat: Callable[..., ChatWidg
     assert TINY in md
     assert "&lt;b&gt;bold?&lt;/b&gt;" in md
     assert "<b>" not in md
+    page = data["text/html"]
+    assert TINY in page
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in page
+    assert "<b>" not in page
 
 
 def test_failing_subscriber_is_shown_in_the_widget_and_the_queue_goes_on(
