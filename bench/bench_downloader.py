@@ -182,8 +182,12 @@ def main() -> int:
         assert isinstance(vs_snapshot, dict)
         assert isinstance(vs_curl, dict)
         label = "one weights file" if repo == single else f"{args.shards} shards"
-        ratios[f"downloader_over_snapshot_download ({label})"] = vs_snapshot["downloader"]
-        ratios[f"downloader_over_curl ({label})"] = vs_curl["downloader"]
+        # "prestarted" is how the widget runs it (runtime.py): the child is already imported.
+        ratios[f"prestarted_downloader_over_snapshot_download ({label})"] = vs_snapshot[
+            "downloader_prestarted"
+        ]
+        ratios[f"cold_downloader_over_snapshot_download ({label})"] = vs_snapshot["downloader"]
+        ratios[f"prestarted_downloader_over_curl ({label})"] = vs_curl["downloader_prestarted"]
     out = write_results(
         "bench_downloader",
         {"rounds": args.rounds, "raw_s": times, "summary": summary, "ratios": ratios},
