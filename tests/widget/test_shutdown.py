@@ -15,17 +15,20 @@ from chatwidget.testing.hub import LocalHub
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading
     import psutil
     from chatwidget import ChatWidget
+    from chatwidget.orchestrator import ModelState, StateChanged
 
+    downloading = threading.Event()
     chat = ChatWidget(models=[sys.argv[3]], endpoint=sys.argv[1], cache_dir=sys.argv[2])
+    chat.subscribe(
+        lambda e: isinstance(e, StateChanged) and e.new is ModelState.DOWNLOADING
+        and downloading.set()
+    )
     chat.select_model(sys.argv[3])
-    deadline = time.monotonic() + 60
-    while chat.model_state(sys.argv[3]) != "Downloading":
-        if time.monotonic() > deadline:
-            sys.exit("the download did not start")
-        time.sleep(0.02)
+    if not downloading.wait(60):
+        sys.exit("the download did not start")
     kids = [p.pid for p in psutil.Process().children(recursive=True)]
     print(json.dumps(kids), flush=True)
     # No close(): the interpreter exits as a kernel does when it shuts down.

@@ -27,7 +27,7 @@ def test_nbconvert_html_export_shows_the_conversation_and_models(
         "chat  # displayed again at the end: what a static export shows",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in code])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     # JupyterLab does not save widget state by default; without it, exporters fall back to
     # the richest static output instead of the widget.
     NotebookClient(nb, timeout=300, store_widget_state=False).execute()

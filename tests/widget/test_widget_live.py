@@ -7,6 +7,7 @@ browser is recorded from the comm. The browser tests cover the real front end.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,12 +53,22 @@ class FrontEnd:
         ]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
+def wait_for(
+    chat: ChatWidget, predicate: Callable[[], bool], timeout: float = 60.0, what: str = ""
+) -> None:
+    """Wait until ``predicate()`` holds, re-checking on every orchestrator event."""
+    changed = threading.Event()
+    unsubscribe = chat.subscribe(lambda _event: changed.set())
+    try:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {what or predicate}")
+            changed.wait(left)
+            changed.clear()
+    finally:
+        unsubscribe()
 
 
 @pytest.fixture
@@ -116,7 +127,7 @@ def test_chat_keeps_answering_on_current_model_while_another_downloads(
     assert chat.wait_until_idle(120)
     local_hub.rate = 4_000_000  # ~28 MB: about 7 s
     chat.select_model(small_repo)
-    wait_for(lambda: chat.model_state(small_repo) == "Downloading", 30, "download start")
+    wait_for(chat, lambda: chat.model_state(small_repo) == "Downloading", 30, "download")
     reply = chat.send("Are you still there?")
     assert reply.wait(120)
     assert chat.messages[-1]["model"] == TINY
@@ -139,7 +150,7 @@ def test_stale_completion_marks_ready_without_switching(
     switches = chat.last_switch
     local_hub.rate = 4_000_000
     chat.select_model(small_repo)
-    wait_for(lambda: chat.model_state(small_repo) == "Downloading", 30, "download start")
+    wait_for(chat, lambda: chat.model_state(small_repo) == "Downloading", 30, "download")
     chat.select_model(TINY)  # change of mind: back to the Ready model, at once
     assert chat.requested_model == TINY
     local_hub.rate = None
