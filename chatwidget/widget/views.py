@@ -18,17 +18,6 @@ from chatwidget.widget.protocol import (
     StateLabel,
 )
 
-#: States in which a model has a row in the download manager.
-_QUEUE_STATES = frozenset(
-    {
-        ModelState.QUEUED,
-        ModelState.DOWNLOADING,
-        ModelState.COMPILING,
-        ModelState.FAILED,
-        ModelState.CANCELED,
-    }
-)
-
 
 def state_label(snapshot: OrchestratorSnapshot, repo_id: str) -> StateLabel:
     """The state label the UI shows for a model."""
@@ -78,11 +67,6 @@ def download_rows(order: Sequence[str], snapshot: OrchestratorSnapshot) -> list[
             }
         )
     return rows
-
-
-def in_queue(snapshot: OrchestratorSnapshot, repo_id: str) -> bool:
-    status = snapshot.models.get(repo_id)
-    return status is not None and status.state in _QUEUE_STATES
 
 
 def message_row(m: Message) -> MessageRow:
