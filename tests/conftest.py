@@ -156,4 +156,9 @@ def hf_endpoint(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> str:
         constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
     )
     monkeypatch.setattr(hf_api.api, "endpoint", url)
+    # transformers keeps one HfApi of its own, created on first use with the endpoint of that
+    # moment; drop it so it is made again for this hub (and restored to None afterwards).
+    import transformers.utils.hub as transformers_hub
+
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)
     return url
