@@ -199,11 +199,16 @@ def _build_tokenizer(dims: Dims, *, chat_template: bool) -> Any:
     return tok
 
 
-def _build_model(dims: Dims, tok: Any, seed: int) -> Any:
-    import torch
-
-    tf = _transformers()
-    cfg = tf.LlamaConfig(
+def llama_config(dims: Dims, tok: Any = None) -> Any:
+    """The ``LlamaConfig`` of a model size; with ``tok``, its special token ids too."""
+    ids: dict[str, Any] = {}
+    if tok is not None:
+        ids = {
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        }
+    return _transformers().LlamaConfig(
         vocab_size=dims.vocab,
         hidden_size=dims.hidden,
         intermediate_size=dims.intermediate,
@@ -213,10 +218,15 @@ def _build_model(dims: Dims, tok: Any, seed: int) -> Any:
         max_position_embeddings=dims.max_positions,
         tie_word_embeddings=True,
         initializer_range=INIT_RANGE,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        **ids,
     )
+
+
+def _build_model(dims: Dims, tok: Any, seed: int) -> Any:
+    import torch
+
+    tf = _transformers()
+    cfg = llama_config(dims, tok)
     torch.manual_seed(seed)
     with torch.no_grad():
         model = tf.LlamaForCausalLM(cfg).to(torch.float32)

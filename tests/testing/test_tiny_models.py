@@ -14,6 +14,7 @@ from chatwidget.testing.models import (
     DIMS,
     build_model,
     build_weights_repo,
+    llama_config,
     sha256_of,
 )
 
@@ -119,20 +120,11 @@ def test_small_model_is_two_shards_between_20_and_50_megabytes(
 
 def test_bench_dimensions_match_smollm2_135m() -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     dims = DIMS["bench"]
-    config = LlamaConfig(
-        vocab_size=dims.vocab,
-        hidden_size=dims.hidden,
-        intermediate_size=dims.intermediate,
-        num_hidden_layers=dims.layers,
-        num_attention_heads=dims.heads,
-        num_key_value_heads=dims.kv_heads,
-        tie_word_embeddings=True,
-    )
     with torch.device("meta"):  # sizes only, no memory
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(llama_config(dims))
     params = sum(p.numel() for p in model.parameters())
     assert (dims.hidden, dims.layers, dims.heads, dims.kv_heads) == (576, 30, 9, 3)
     assert (dims.intermediate, dims.vocab) == (1536, 49152)
