@@ -289,23 +289,17 @@ def test_inactive_conversation_gets_its_model_when_the_user_returns(
 
 
 def test_stale_completion_that_does_not_fit_stops_at_downloaded(
-    downloader: FakeDownloader, recorder: Recorder
+    orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine, recorder: Recorder
 ) -> None:
-    engine = FakeEngine(capacity=1)
-    orch = Orchestrator(downloader, engine, start=False)
-    orch.subscribe(recorder)
-    orch.open_conversation("c1")
-    try:
-        with_active_base(orch, downloader)
-        orch.request_model("c1", A)
-        orch.request_model("c1", BASE)
-        drain(orch)
-        assert states(recorder, A) == [S.QUEUED, S.DOWNLOADING, S.DOWNLOADED]
-        assert engine.is_loaded(BASE)
-        assert not engine.is_loaded(A)
-        assert orch.active_model("c1") == BASE
-    finally:
-        orch.close()
+    engine.capacity = 1
+    with_active_base(orch, downloader)
+    orch.request_model("c1", A)
+    orch.request_model("c1", BASE)
+    drain(orch)
+    assert states(recorder, A) == [S.QUEUED, S.DOWNLOADING, S.DOWNLOADED]
+    assert engine.is_loaded(BASE)
+    assert not engine.is_loaded(A)
+    assert orch.active_model("c1") == BASE
 
 
 def test_stale_completion_that_fits_loads_keeping_every_active_model(
@@ -321,47 +315,36 @@ def test_stale_completion_that_fits_loads_keeping_every_active_model(
 
 
 def test_wanted_load_may_cold_swap_the_conversations_own_active_model(
-    downloader: FakeDownloader, recorder: Recorder
+    orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine, recorder: Recorder
 ) -> None:
-    engine = FakeEngine(capacity=1)
-    orch = Orchestrator(downloader, engine, start=False)
-    orch.subscribe(recorder)
-    orch.open_conversation("c1")
-    try:
-        with_active_base(orch, downloader)
-        orch.request_model("c1", A)
-        drain(orch)
-        assert engine.loads[-1] == (A, ())
-        assert orch.active_model("c1") == A
-        assert orch.state(BASE) is S.DOWNLOADED
-        assert [e.repo_id for e in recorder.of(Evicted)] == [BASE]
-        ready = [e for e in recorder.of(StateChanged) if e.new is S.READY and e.repo_id == A]
-        assert ready[0].cold_swap is True
-        assert orch.snapshot().models[A].cold_swap is True
-    finally:
-        orch.close()
+    engine.capacity = 1
+    with_active_base(orch, downloader)
+    orch.request_model("c1", A)
+    drain(orch)
+    assert engine.loads[-1] == (A, ())
+    assert orch.active_model("c1") == A
+    assert orch.state(BASE) is S.DOWNLOADED
+    assert [e.repo_id for e in recorder.of(Evicted)] == [BASE]
+    ready = [e for e in recorder.of(StateChanged) if e.new is S.READY and e.repo_id == A]
+    assert ready[0].cold_swap is True
+    assert orch.snapshot().models[A].cold_swap is True
 
 
 def test_wanted_load_keeps_other_conversations_active_models(
-    downloader: FakeDownloader,
+    orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine
 ) -> None:
-    engine = FakeEngine(capacity=2)
-    orch = Orchestrator(downloader, engine, start=False)
-    orch.open_conversation("c1")
+    engine.capacity = 2
     orch.open_conversation("c2", group="g2")
-    try:
-        with_active_base(orch, downloader, "c1")
-        orch.request_model("c2", B)
-        drain(orch)
-        orch.request_model("c1", A)
-        drain(orch)
-        assert engine.loads[-1] == (A, (B,))
-        assert engine.is_loaded(B)
-        assert not engine.is_loaded(BASE)
-        assert orch.active_model("c2") == B
-        assert orch.active_model("c1") == A
-    finally:
-        orch.close()
+    with_active_base(orch, downloader, "c1")
+    orch.request_model("c2", B)
+    drain(orch)
+    orch.request_model("c1", A)
+    drain(orch)
+    assert engine.loads[-1] == (A, (B,))
+    assert engine.is_loaded(B)
+    assert not engine.is_loaded(BASE)
+    assert orch.active_model("c2") == B
+    assert orch.active_model("c1") == A
 
 
 # --- cancel ---------------------------------------------------------------------------
