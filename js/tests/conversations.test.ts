@@ -1,16 +1,8 @@
 import { within } from "@testing-library/dom";
 import userEvent from "@testing-library/user-event";
-import { REPO_B, conversation, message, mount, type Mounted } from "./fake-model";
+import { REPO_B, conversation, message, mountPerTest } from "./fake-model";
 
-let mounted: Mounted | null = null;
-afterEach(() => {
-  mounted?.cleanup();
-  mounted = null;
-});
-function open(...args: Parameters<typeof mount>): Mounted {
-  mounted = mount(...args);
-  return mounted;
-}
+const open = mountPerTest();
 const twoChats = () => ({
   conversations: [
     conversation(),

@@ -1,16 +1,8 @@
 import { within } from "@testing-library/dom";
 import userEvent from "@testing-library/user-event";
-import { REPO_A, REPO_B, download, flush, mount, type Mounted } from "./fake-model";
+import { REPO_A, REPO_B, download, flush, mountPerTest } from "./fake-model";
 
-let mounted: Mounted | null = null;
-afterEach(() => {
-  mounted?.cleanup();
-  mounted = null;
-});
-function open(...args: Parameters<typeof mount>): Mounted {
-  mounted = mount(...args);
-  return mounted;
-}
+const open = mountPerTest();
 
 function region(el: HTMLElement): HTMLElement {
   return within(el).getByRole("region", { name: "Downloads" });

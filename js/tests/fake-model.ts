@@ -171,6 +171,19 @@ export interface Mounted {
 }
 
 /** Render the widget into a fresh element attached to the document. */
+/** `mount` for a test file: every widget it mounts is cleaned up after its test. */
+export function mountPerTest(): typeof mount {
+  let current: Mounted | null = null;
+  afterEach(() => {
+    current?.cleanup();
+    current = null;
+  });
+  return (...args) => {
+    current = mount(...args);
+    return current;
+  };
+}
+
 export function mount(overrides: Partial<WidgetState> = {}, model?: FakeModel): Mounted {
   const fake = model ?? new FakeModel(widgetState(overrides));
   const el = document.createElement("div");

@@ -9,20 +9,13 @@ import {
   download,
   flush,
   modelRow,
-  mount,
-  type Mounted,
+  mountPerTest,
 } from "./fake-model";
 
-let mounted: Mounted | null = null;
+const open = mountPerTest();
 afterEach(() => {
-  mounted?.cleanup();
-  mounted = null;
   vi.useRealTimers();
 });
-function open(...args: Parameters<typeof mount>): Mounted {
-  mounted = mount(...args);
-  return mounted;
-}
 
 function optionTexts(select: HTMLSelectElement): string[] {
   return Array.from(select.options)
