@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 class ChatWidgetError(Exception):
-    """Base class of every error raised by chatwidget."""
+    """Base class of every error raised by chatwidget.
+
+    Class attributes describe the failure for :func:`chatwidget.failure.failure_of`:
+    ``kind`` (a stable name), ``retryable`` (whether trying again may help) and
+    ``action`` (what the user can do; None means "Retry" when retryable, else nothing).
+    """
+
+    kind: str = "error"
+    retryable: bool = True
+    action: str | None = None
 
 
 # --- validation -----------------------------------------------------------------
@@ -18,9 +27,15 @@ class ChatWidgetError(Exception):
 class InvalidRepoIdError(ChatWidgetError, ValueError):
     """A repo id is malformed (expected ``org/name``)."""
 
+    kind = "invalid_repo_id"
+    retryable = False
+
 
 class ProtocolError(ChatWidgetError, ValueError):
     """A message from the front end is malformed; it is answered with an error and ignored."""
+
+    kind = "protocol"
+    retryable = False
 
 
 # --- downloads ------------------------------------------------------------------
@@ -29,53 +44,81 @@ class ProtocolError(ChatWidgetError, ValueError):
 class DownloadError(ChatWidgetError):
     """Base class of download failures. ``retryable`` says whether a retry may help."""
 
-    retryable: bool = True
+    kind = "download"
 
 
 class RepoNotFoundError(DownloadError, LookupError):
     """The repo does not exist on the hub, or is private and no token can see it."""
 
+    kind = "not_found"
     retryable = False
+    action = "Check the model id"
 
 
 class GatedRepoError(DownloadError, PermissionError):
     """The repo is gated: accept its terms on the hub and pass a token that has access."""
 
+    kind = "gated"
     retryable = False
+    action = "Add a token"
 
 
 class RevisionNotFoundError(DownloadError, LookupError):
     """The requested revision (branch, tag or commit) does not exist in the repo."""
 
+    kind = "revision_not_found"
     retryable = False
+    action = "Check the revision"
 
 
 class NetworkError(DownloadError, ConnectionError):
     """The hub could not be reached, or the connection broke and could not be resumed."""
 
+    kind = "network"
+    retryable = True
+
 
 class StalledDownloadError(DownloadError, TimeoutError):
     """No bytes arrived for longer than the stall timeout."""
+
+    kind = "stalled"
+    retryable = True
 
 
 class ServerError(DownloadError, ConnectionError):
     """The hub answered with a server error (5xx)."""
 
+    kind = "server"
+    retryable = True
+
 
 class DiskFullError(DownloadError, OSError):
     """Not enough free disk for the download, before starting or mid-way."""
+
+    kind = "disk_full"
+    retryable = False
+    action = "Free disk space"
 
 
 class CorruptedFileError(DownloadError, ValueError):
     """A downloaded file does not match the size or sha256 the hub listed; it was removed."""
 
+    kind = "corrupted"
+    retryable = True
+
 
 class DownloadCanceledError(DownloadError):
     """The download was canceled by the user. Finished files stay in the cache."""
 
+    kind = "canceled"
+    retryable = True
+
 
 class DownloadInProgressError(DownloadError, RuntimeError):
     """The repo is downloading right now: wait for it, or cancel it before deleting or retrying."""
+
+    kind = "in_progress"
+    retryable = False
 
 
 # --- engine ---------------------------------------------------------------------
@@ -84,29 +127,52 @@ class DownloadInProgressError(DownloadError, RuntimeError):
 class EngineError(ChatWidgetError):
     """Base class of engine failures."""
 
+    kind = "engine"
+    retryable = True
+
 
 class ModelNotDownloadedError(EngineError, FileNotFoundError):
     """The model is not (fully) in the local cache: download it first."""
+
+    kind = "not_downloaded"
+    retryable = True
 
 
 class ModelTooLargeError(EngineError, MemoryError):
     """The model will not fit in the memory available; pick a smaller model or free memory."""
 
+    kind = "too_large"
+    retryable = False
+    action = "Free memory"
+
 
 class ModelLoadError(EngineError, RuntimeError):
     """transformers failed to load the model from the cache."""
+
+    kind = "load"
+    retryable = True
 
 
 class ModelNotLoadedError(EngineError, LookupError):
     """The model is not loaded; load it before generating."""
 
+    kind = "not_loaded"
+    retryable = True
+
 
 class NoChatTemplateError(EngineError, ValueError):
     """The tokenizer has no chat template, so a message history cannot be formatted."""
 
+    kind = "no_chat_template"
+    retryable = False
+    action = "Pick an instruct model"
+
 
 class GenerationError(EngineError, RuntimeError):
     """Generation raised; the partial reply is kept and the chat stays usable."""
+
+    kind = "generation"
+    retryable = True
 
     partial_text: str = ""  # the text streamed before the failure
 
@@ -114,9 +180,15 @@ class GenerationError(EngineError, RuntimeError):
 class InvalidGenerationRequestError(EngineError, ValueError):
     """The messages or generation settings are malformed; fix them and send again."""
 
+    kind = "invalid_request"
+    retryable = False
+
 
 class LoadCanceledError(EngineError):
     """A load was canceled; the model was discarded and its memory freed."""
+
+    kind = "canceled"
+    retryable = True
 
 
 # --- orchestration --------------------------------------------------------------
@@ -125,22 +197,41 @@ class LoadCanceledError(EngineError):
 class IllegalTransitionError(ChatWidgetError, RuntimeError):
     """A lifecycle transition that the state table does not allow: a bug in chatwidget."""
 
+    kind = "internal"
+    retryable = True
+
 
 class UnknownConversationError(ChatWidgetError, KeyError):
     """No conversation has this id."""
+
+    kind = "unknown_conversation"
+    retryable = False
 
 
 class NoActiveModelError(ChatWidgetError, RuntimeError):
     """The conversation has no active model yet; pick a model and wait until it is Ready."""
 
+    kind = "no_active_model"
+    retryable = False
+    action = "Pick a model"
+
 
 class ConversationExistsError(ChatWidgetError, ValueError):
     """A conversation with this id is already open; pick a new id or close the old one."""
+
+    kind = "conversation_exists"
+    retryable = False
 
 
 class UnknownModelError(ChatWidgetError, KeyError):
     """No model with this repo id was registered or requested."""
 
+    kind = "unknown_model"
+    retryable = False
+
 
 class OrchestratorClosedError(ChatWidgetError, RuntimeError):
     """The orchestrator was closed; create a new one (a new widget) to go on."""
+
+    kind = "closed"
+    retryable = False

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatwidget.downloads.types import DownloadProgress
+from chatwidget.failure import Failure
 from chatwidget.orchestrator.lifecycle import ModelState
 
 logger = logging.getLogger("chatwidget.orchestrator.events")
@@ -23,7 +24,7 @@ class Event:
 
 @dataclass(frozen=True, kw_only=True)
 class StateChanged(Event):
-    """A model moved through the lifecycle. ``error`` is set on FAILED.
+    """A model moved through the lifecycle. ``error`` and ``failure`` are set on FAILED.
 
     ``cold_swap`` is set on READY when the load unloaded a conversation's own active
     model first because both would not fit.
@@ -33,6 +34,7 @@ class StateChanged(Event):
     old: ModelState
     new: ModelState
     error: str | None = None
+    failure: Failure | None = None
     cold_swap: bool = False
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from chatwidget.errors import IllegalTransitionError
+from chatwidget.failure import Failure
 
 
 class ModelState(enum.Enum):
@@ -17,6 +18,7 @@ class ModelState(enum.Enum):
     QUEUED = "Queued"
     DOWNLOADING = "Downloading"
     COMPILING = "Compiling"
+    CONNECTING = "Connecting"  # a remote model: one cheap request proves server and model
     READY = "Ready"
     FAILED = "Failed"
     CANCELED = "Canceled"
@@ -37,9 +39,13 @@ TRANSITIONS: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
         _S.DOWNLOADED: frozenset({_S.QUEUED}),
         # A cached model skips DOWNLOADING; a stale cached one that does not fit stops at
         # DOWNLOADED; a failure before the first byte (e.g. the cache check) is FAILED.
-        _S.QUEUED: frozenset({_S.DOWNLOADING, _S.COMPILING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}),
+        # A remote model needs no download: it goes straight to CONNECTING.
+        _S.QUEUED: frozenset(
+            {_S.DOWNLOADING, _S.COMPILING, _S.CONNECTING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}
+        ),
         _S.DOWNLOADING: frozenset({_S.COMPILING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}),
         _S.COMPILING: frozenset({_S.READY, _S.FAILED, _S.CANCELED}),
+        _S.CONNECTING: frozenset({_S.READY, _S.FAILED, _S.CANCELED}),
         # The engine's warm pool evicted it: it is still in the cache.
         _S.READY: frozenset({_S.DOWNLOADED}),
         _S.FAILED: frozenset({_S.QUEUED}),
@@ -48,9 +54,11 @@ TRANSITIONS: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
 )
 
 #: States of a model that is on its way: requesting it again only changes intent.
-IN_FLIGHT: frozenset[ModelState] = frozenset({_S.QUEUED, _S.DOWNLOADING, _S.COMPILING})
+IN_FLIGHT: frozenset[ModelState] = frozenset(
+    {_S.QUEUED, _S.DOWNLOADING, _S.COMPILING, _S.CONNECTING}
+)
 #: States the single worker is busy with; at most one model is in one of these.
-WORKING: frozenset[ModelState] = frozenset({_S.DOWNLOADING, _S.COMPILING})
+WORKING: frozenset[ModelState] = frozenset({_S.DOWNLOADING, _S.COMPILING, _S.CONNECTING})
 #: States from which a retry re-enqueues.
 RETRYABLE: frozenset[ModelState] = frozenset({_S.FAILED, _S.CANCELED})
 
@@ -62,3 +70,15 @@ def check_transition(repo_id: str, old: ModelState, new: ModelState) -> None:
             f"{repo_id}: illegal lifecycle transition {old.label!r} -> {new.label!r}. "
             "This is a bug in chatwidget; please report it with the log."
         )
+
+
+def can_cancel(state: ModelState) -> bool:
+    """Whether the user may cancel a model in ``state`` (rows carry this to the UI)."""
+    return state in IN_FLIGHT
+
+
+def can_retry(state: ModelState, failure: Failure | None) -> bool:
+    """Whether Retry can help: Canceled, or Failed with a retryable failure."""
+    if state is _S.CANCELED:
+        return True
+    return state is _S.FAILED and (failure is None or failure.retryable)

@@ -28,6 +28,7 @@ from chatwidget.errors import (
     OrchestratorClosedError,
     UnknownModelError,
 )
+from chatwidget.failure import Failure, failure_of
 from chatwidget.format import format_bytes
 from chatwidget.orchestrator.events import (
     ErrorReported,
@@ -64,6 +65,7 @@ class _Model:
     state: ModelState
     progress: DownloadProgress | None = None
     error: str | None = None
+    failure: Failure | None = None
     history: list[str] = field(default_factory=list)
     cold_swap: bool = False
     job: Job | None = None  # the latest job; in flight when state is in IN_FLIGHT
@@ -73,14 +75,10 @@ class _Model:
             state=self.state,
             progress=self.progress,
             error=self.error,
+            failure=self.failure,
             history=tuple(self.history),
             cold_swap=self.cold_swap,
         )
-
-
-def _message(exc: BaseException) -> str:
-    """The text shown to the user: the error's own message (ours say what to do)."""
-    return str(exc) or type(exc).__name__
 
 
 class Orchestrator:
@@ -428,9 +426,10 @@ class Orchestrator:
             if isinstance(exc, DownloadCanceledError | LoadCanceledError):
                 self._cancel_job(entry)
                 return
-            message = _message(exc)
+            failure = failure_of(exc)
+            message = failure.message
             logger.warning("%s of %s failed: %s", source, job.repo_id, message)
-            self._move(entry, ModelState.FAILED, error=message)
+            self._move(entry, ModelState.FAILED, failure=failure)
             self._bus.publish(
                 ErrorReported(
                     seq=self._bus.next_seq(), source=source, repo_id=job.repo_id, message=message
@@ -512,7 +511,7 @@ class Orchestrator:
         entry: _Model,
         new: ModelState,
         *,
-        error: str | None = None,
+        failure: Failure | None = None,
         cold_swap: bool = False,
     ) -> None:
         old = entry.state
@@ -520,11 +519,14 @@ class Orchestrator:
         entry.state = new
         if new is ModelState.QUEUED:
             entry.error = None
+            entry.failure = None
             entry.progress = None
             entry.cold_swap = False
-        if error is not None:
-            entry.error = error
-            entry.history.append(error)
+        error = failure.message if failure is not None else None
+        if failure is not None:
+            entry.error = failure.message
+            entry.failure = failure
+            entry.history.append(failure.message)
         if new is ModelState.READY:
             entry.cold_swap = cold_swap
         self._bus.publish(
@@ -534,6 +536,7 @@ class Orchestrator:
                 old=old,
                 new=new,
                 error=error,
+                failure=failure,
                 cold_swap=cold_swap,
             )
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from chatwidget.downloads.types import DownloadProgress
+from chatwidget.failure import Failure
 from chatwidget.orchestrator.lifecycle import ModelState
 
 
@@ -16,12 +17,14 @@ class ModelStatus:
 
     ``history`` keeps every error of every attempt, oldest first, so a retry does not
     lose why the earlier attempt failed. ``cold_swap`` says the last load unloaded a
-    conversation's own active model first because both would not fit.
+    conversation's own active model first because both would not fit. ``failure`` is the
+    structured form of ``error`` (kind, retryable, action).
     """
 
     state: ModelState
     progress: DownloadProgress | None = None
     error: str | None = None
+    failure: Failure | None = None
     history: tuple[str, ...] = ()
     cold_swap: bool = False
 

@@ -18,6 +18,7 @@ StateLabel = Literal[
     "Queued",
     "Downloading",
     "Compiling",
+    "Connecting",
     "Ready",
     "Failed",
     "Canceled",

@@ -6,6 +6,7 @@ export type StateLabel =
   | "Queued"
   | "Downloading"
   | "Compiling"
+  | "Connecting"
   | "Ready"
   | "Failed"
   | "Canceled";

@@ -11,6 +11,7 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import (
     ConversationExistsError,
+    GatedRepoError,
     IllegalTransitionError,
     InvalidRepoIdError,
     ModelLoadError,
@@ -19,6 +20,7 @@ from chatwidget.errors import (
     UnknownConversationError,
     UnknownModelError,
 )
+from chatwidget.failure import failure_of
 from chatwidget.orchestrator import (
     TRANSITIONS,
     ErrorReported,
@@ -31,6 +33,7 @@ from chatwidget.orchestrator import (
     Switched,
     check_transition,
 )
+from chatwidget.orchestrator.lifecycle import can_cancel, can_retry
 
 S = ModelState
 A, B, C, BASE = "org/a", "org/b", "org/c", "org/base"
@@ -592,6 +595,23 @@ def test_closing_a_conversation_keeps_its_model_and_frees_the_group(
 # --- lifecycle table ------------------------------------------------------------------
 
 
+def test_retry_is_offered_only_where_it_can_help() -> None:
+    gated = failure_of(GatedRepoError("gated"))
+    flaky = failure_of(NetworkError("reset"))
+    assert not can_retry(S.FAILED, gated)
+    assert gated.action == "Add a token"
+    assert can_retry(S.FAILED, flaky)
+    assert flaky.action == "Retry"
+    assert can_retry(S.CANCELED, None)
+    assert not can_retry(S.READY, None)
+    assert [s for s in ModelState if can_cancel(s)] == [
+        S.QUEUED,
+        S.DOWNLOADING,
+        S.COMPILING,
+        S.CONNECTING,
+    ]
+
+
 def test_illegal_transition_raises() -> None:
     with pytest.raises(IllegalTransitionError, match="'Downloaded' -> 'Ready'"):
         check_transition(A, S.DOWNLOADED, S.READY)
@@ -599,9 +619,10 @@ def test_illegal_transition_raises() -> None:
         check_transition(A, S.READY, S.COMPILING)
 
 
-def test_every_state_has_a_row_and_ready_is_reached_only_from_compiling() -> None:
+def test_every_state_has_a_row_and_ready_is_reached_only_from_compiling_or_connecting() -> None:
     assert set(TRANSITIONS) == set(ModelState)
-    assert [s for s, targets in TRANSITIONS.items() if S.READY in targets] == [S.COMPILING]
+    ready_from = [s for s, targets in TRANSITIONS.items() if S.READY in targets]
+    assert ready_from == [S.COMPILING, S.CONNECTING]
     assert [s for s, targets in TRANSITIONS.items() if S.DOWNLOADING in targets] == [S.QUEUED]
 
 
