@@ -152,6 +152,11 @@ class _Run:
         elif kind == "file_done" and self._tracker is not None:
             self._tracker.mark_done(str(message["path"]))
             self._tracker.update({})
+        elif kind == "waiting" and self._tracker is not None:
+            # another process (a second kernel) is downloading these files into this cache:
+            # waiting for it is not a stall, and the user is told why nothing moves
+            self._tracker.touch()
+            self._tracker.set_note(f"Waiting for another download of {self._repo_id}")
 
     def finish(self) -> None:
         """Send the final update (once the totals are known)."""
@@ -243,12 +248,15 @@ class Downloader:
 
     # --- network ------------------------------------------------------------------------
 
-    def plan(self, spec: ModelSpec | str) -> DownloadPlan:
-        """List what a download would fetch, with disk and memory needs. Raises DownloadError."""
+    def plan(self, spec: ModelSpec | str, *, token: str | bool | None = None) -> DownloadPlan:
+        """List what a download would fetch, with disk and memory needs. Raises DownloadError.
+
+        ``token``: the requesting consumer's token (None: this downloader's own).
+        """
         spec = ModelSpec.coerce(spec)
         try:
             listing = plan.fetch_listing(
-                spec, cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token()
+                spec, cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token(token)
             )
         except Exception as exc:
             raise errors_map.classify(exc, repo_id=spec.repo_id, revision=spec.revision) from exc
@@ -260,10 +268,17 @@ class Downloader:
         *,
         on_progress: Callable[[DownloadProgress], None],
         cancel: threading.Event,
+        token: str | bool | None = None,
     ) -> Path:
         """Download into the HF cache and return the snapshot folder. Blocks.
 
+        ``token`` is the requesting consumer's token (None: this downloader's own); it travels
+        to the download process through a pipe only.
         A model already complete in the cache returns at once, with no request to the hub.
+        Partial files that a dead process left for this repo are removed first (only those
+        whose lock is free: never a live download's). If another process (a second kernel)
+        is downloading the same files into this cache, progress says "Waiting for another
+        download of ..." and the download ends when that one does, never as a stall.
         A second download of a repo that is already downloading raises
         DownloadInProgressError. Setting ``cancel`` stops the transfer within 0.5 s and raises
         DownloadCanceledError;
@@ -285,7 +300,8 @@ class Downloader:
                 )
             self._busy.add(spec.repo_id)
         try:
-            return self._download_in_child(spec, on_progress, cancel)
+            self._clean_orphans(spec.repo_id)
+            return self._download_in_child(spec, on_progress, cancel, token)
         finally:
             with self._lock:
                 self._busy.discard(spec.repo_id)
@@ -297,8 +313,9 @@ class Downloader:
         spec: ModelSpec,
         on_progress: Callable[[DownloadProgress], None],
         cancel: threading.Event,
+        token: str | bool | None,
     ) -> Path:
-        child = self._spawn(spec)
+        child = self._spawn(spec, token)
         finished = False
         try:
             result = self._supervise(child, spec, on_progress, cancel)
@@ -317,15 +334,15 @@ class Downloader:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _token(self) -> str | bool | None:
-        token = self.__token
+    def _token(self, override: str | bool | None = None) -> str | bool | None:
+        token = override if override is not None else self.__token
         if isinstance(token, str):
             return token
         if token is False:
             return False
         return get_token()
 
-    def _spawn(self, spec: ModelSpec) -> _Child:
+    def _spawn(self, spec: ModelSpec, token: str | bool | None = None) -> _Child:
         job = {
             "repo_id": spec.repo_id,
             "revision": spec.revision,
@@ -345,7 +362,7 @@ class Downloader:
             self._children.add(child)
         assert proc.stdin is not None
         # The token travels only through this pipe: never argv, env or logs.
-        proc.stdin.write(json.dumps({**job, "token": self._token()}) + "\n")
+        proc.stdin.write(json.dumps({**job, "token": self._token(token)}) + "\n")
         proc.stdin.flush()
         child.reader = threading.Thread(
             target=_read_messages, args=(child,), name="chatwidget-download-reader", daemon=True
@@ -430,6 +447,11 @@ class Downloader:
             f"The download process for {spec.repo_id} exited unexpectedly (code {code}). "
             "Retry; if it keeps failing, see the 'chatwidget' log for details."
         )
+
+    def _clean_orphans(self, repo_id: str) -> None:
+        removed = cache.remove_incomplete(self.cache_dir, repo_id)
+        if removed:
+            log.info("Removed %d partial file(s) a dead download of %s left", len(removed), repo_id)
 
     def _clean_after_stop(self, repo_id: str) -> None:
         removed = cache.remove_incomplete(self.cache_dir, repo_id)

@@ -13,7 +13,7 @@ from huggingface_hub.errors import CachedRepoTreeNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
 from chatwidget.catalog import ModelSpec
-from chatwidget.downloads import cache
+from chatwidget.downloads import cache, validate
 from chatwidget.downloads.types import DownloadPlan, RemoteFile
 
 log = logging.getLogger("chatwidget.downloads.plan")
@@ -37,14 +37,16 @@ def fetch_listing(
     """Resolve ``spec.revision`` to a commit and list the files ``spec`` selects.
 
     Network: one revision request, plus one tree request unless the listing of that commit is
-    already cached. Raises huggingface_hub / HTTP errors unchanged (callers classify them).
+    already cached. Raises huggingface_hub / HTTP errors unchanged (callers classify them), and
+    UnsafeRepoError for a malformed commit id or a file name that could escape the cache.
     The listing is written to the cache so later offline completeness checks are exact.
     """
     api = HfApi(endpoint=endpoint, token=token)
     info = api.repo_info(spec.repo_id, revision=spec.revision, timeout=LISTING_TIMEOUT_S)
-    commit = info.sha
-    if not commit:
-        raise ValueError(f"The hub returned no commit for {spec.repo_id}@{spec.revision}")
+    # the commit becomes a folder name and the paths file names in the cache: refuse anything
+    # that could land outside it, before any request for files
+    commit = validate.check_commit(spec.repo_id, info.sha)
+    fresh = False
     try:
         entries = get_cached_repo_tree(spec.repo_id, revision=commit, cache_dir=cache_dir)
     except (CachedRepoTreeNotFoundError, OSError, ValueError):
@@ -53,6 +55,9 @@ def fetch_listing(
             for f in api.list_repo_tree(spec.repo_id, recursive=True, revision=commit)
             if isinstance(f, RepoFile)
         ]
+        fresh = True
+    validate.check_paths(spec.repo_id, (e.path for e in entries))
+    if fresh:
         _write_tree_cache(cache_dir, spec.repo_id, commit, entries)
     safetensors = getattr(info, "safetensors", None)
     parameters = dict(getattr(safetensors, "parameters", None) or {})

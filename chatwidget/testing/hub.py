@@ -205,6 +205,7 @@ class Fault:
     drop_after: int | None = None
     stall_after: int | None = None
     corrupt: bool = False
+    ranged: bool | None = None
     nth: int = 1
     times: int | None = 1
     matched: int = 0
@@ -230,10 +231,12 @@ class Fault:
         """Wait until the fault has fired at least once; False on timeout."""
         return self.triggered.wait(timeout)
 
-    def _matches(self, method: str, path: str) -> bool:
+    def _matches(self, method: str, path: str, has_range: bool) -> bool:
         if self.method is not None and method != self.method.upper():
             return False
         if self.touches_body and method != "GET":
+            return False
+        if self.ranged is not None and has_range != self.ranged:
             return False
         return fnmatch.fnmatchcase(path, self.pattern)
 
@@ -366,7 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         segments = [unquote(s) for s in split.path.split("/")[1:]]
         path = "/" + "/".join(segments)
-        faults = hub._fire_faults(method, path)
+        faults = hub._fire_faults(method, path, self.headers.get("Range") is not None)
         token = self._token()
         self._entry = hub._open_record(
             method=method,
@@ -844,6 +847,7 @@ class LocalHub:
         drop_after: int | None = None,
         stall_after: int | None = None,
         corrupt: bool = False,
+        ranged: bool | None = None,
         nth: int = 1,
         times: int | None = 1,
     ) -> Fault:
@@ -856,7 +860,9 @@ class LocalHub:
           :meth:`stop`;
         - ``corrupt``: flip the first 16 bytes of the body.
 
-        It fires on the ``nth`` matching request and the next ones, ``times`` in all.
+        ``ranged`` limits it to requests with (True) or without (False) a ``Range`` header, e.g.
+        the whole-file transfer rather than a safetensors header read. It fires on the ``nth``
+        matching request and the next ones, ``times`` in all.
         """
         if nth < 1 or (times is not None and times < 1):
             raise ValueError("nth and times must be at least 1 (times=None: every time).")
@@ -869,6 +875,7 @@ class LocalHub:
             drop_after=drop_after,
             stall_after=stall_after,
             corrupt=corrupt,
+            ranged=ranged,
             nth=nth,
             times=times,
         )
@@ -904,11 +911,11 @@ class LocalHub:
         self.clear_requests()
         self.rate = None
 
-    def _fire_faults(self, method: str, path: str) -> list[Fault]:
+    def _fire_faults(self, method: str, path: str, has_range: bool = False) -> list[Fault]:
         fired = []
         with self._lock:
             for fault in self._faults:
-                if fault.exhausted or not fault._matches(method, path):
+                if fault.exhausted or not fault._matches(method, path, has_range):
                     continue
                 fault.matched += 1
                 if fault.matched >= fault.nth:
