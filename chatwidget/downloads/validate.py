@@ -28,6 +28,8 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_VOCAB = 10_000_000
 MAX_HIDDEN = 1_000_000
 MAX_LAYERS = 10_000
+MAX_INNER = 10_000_000
+MAX_HEADS = 100_000
 #: A config may describe at most this many times the parameters its weights hold.
 MAX_PARAMETER_RATIO = 4.0
 
@@ -110,6 +112,11 @@ def check_config(repo_id: str, config: object, tensors: Mapping[str, tuple[int, 
     vocab = _int_field(repo_id, cfg, ("vocab_size",), MAX_VOCAB)
     hidden = _int_field(repo_id, cfg, ("hidden_size", "n_embd", "d_model"), MAX_HIDDEN)
     layers = _int_field(repo_id, cfg, ("num_hidden_layers", "n_layer", "num_layers"), MAX_LAYERS)
+    inner = _int_field(repo_id, cfg, ("intermediate_size", "n_inner", "ffn_dim"), MAX_INNER)
+    heads = _int_field(repo_id, cfg, ("num_attention_heads", "n_head"), MAX_HEADS)
+    kv_heads = _int_field(repo_id, cfg, ("num_key_value_heads",), MAX_HEADS)
+    head_dim = _int_field(repo_id, cfg, ("head_dim",), MAX_HIDDEN)
+
     if not tensors:
         return
 
@@ -139,7 +146,12 @@ def check_config(repo_id: str, config: object, tensors: Mapping[str, tuple[int, 
         raise refuse(f"it has {layers:,} layers but the weights have {max(indices) + 1:,}")
     held = sum(_numel(shape) for shape in tensors.values())
     if vocab is not None and hidden is not None and layers is not None and held > 0:
-        described = layers * 12 * hidden * hidden + vocab * hidden
+        # a rough count of what building the model from this config allocates
+        n_heads = heads or 1
+        dim = head_dim or max(1, hidden // n_heads)
+        attention = 2 * hidden * n_heads * dim + 2 * hidden * (kv_heads or n_heads) * dim
+        mlp = 3 * hidden * inner if inner else 8 * hidden * hidden
+        described = layers * (attention + mlp) + vocab * hidden
         if described > MAX_PARAMETER_RATIO * held:
             raise refuse(
                 f"it describes about {_count(described)} parameters but the weights hold "

@@ -311,19 +311,20 @@ class Engine:
                 estimated_bytes=required,
             )
 
-    def unload(self, repo_id: str, *, if_idle: bool = False) -> int:
+    def unload(self, repo_id: str, *, if_idle: bool = False, busy: Names = ()) -> int:
         """Drop the model and free its memory; returns the bytes freed (its accounted
         estimate), 0 if it was not loaded.
 
         A generation in flight on it finishes first on its own reference; the memory is
         released (and counted as used until then) when that reply ends. With ``if_idle``,
-        a model a reply is using is left loaded and ModelBusyError is raised instead.
+        a model a reply is using, or named in ``busy`` (a function is called under the
+        engine's lock, when it decides), is left loaded and ModelBusyError is raised instead.
         """
         with self._state_lock:
             entry = self._pool.get(repo_id)
             if entry is None:
                 return 0
-            if if_idle and entry.users > 0:
+            if if_idle and (entry.users > 0 or repo_id in resolve_names(busy)):
                 raise ModelBusyError(
                     f"{repo_id} is answering right now: stop the reply, then unload it.",
                     (repo_id,),

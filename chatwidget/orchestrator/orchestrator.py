@@ -314,8 +314,10 @@ class Orchestrator:
                     "unload it.",
                     (repo_id,),
                 )
-        # window: a reply may start here; the engine refuses (if_idle) if it got there first
-        freed = self._engine_call(lambda: self._engine.unload(repo_id, if_idle=True))
+        # window: a reply may start here; the engine asks again when it decides (busy)
+        freed = self._engine_call(
+            lambda: self._engine.unload(repo_id, if_idle=True, busy=self._busy_now)
+        )
         with self._changing():
             self._after_unload(repo_id, freed, reason="unload")
         return UnloadResult(repo_id, unloaded=True, freed_bytes=freed)
@@ -346,8 +348,8 @@ class Orchestrator:
             with self._locked():  # the decision again, right before the action
                 if not self._expired(repo_id):
                     continue
-            # window: a reply may start here; the engine refuses (if_idle) if it got there
-            # first, and a reply that starts just after finds the model gone and reloads it
+            # window: a reply or a request may come here; the engine asks again when it
+            # decides (busy), and a reply that starts just after reloads the model
             try:
                 freed = self._unload_if_idle(repo_id)
             except ModelBusyError:
@@ -1022,7 +1024,22 @@ class Orchestrator:
                 self._bus.deliver()
 
     def _unload_if_idle(self, repo_id: str) -> int:
-        return self._engine_call(lambda: self._engine.unload(repo_id, if_idle=True))
+        """Unload an expired model unless, when the engine decides, it is in use or was used
+        since (its idle time is then checked again)."""
+        return self._engine_call(
+            lambda: self._engine.unload(
+                repo_id,
+                if_idle=True,
+                busy=lambda: self._busy_unless(repo_id, lambda: self._expired(repo_id)),
+            )
+        )
+
+    def _busy_unless(self, repo_id: str, still: Callable[[], bool]) -> frozenset[str]:
+        """For the engine, under its lock: the models to leave alone now (replies in flight,
+        and ``repo_id`` itself unless ``still()``)."""
+        with self._locked():
+            busy = self._usage.busy()
+            return busy if still() else busy | {repo_id}
 
     def _model(self, repo_id: str) -> _Model:
         try:

@@ -77,9 +77,10 @@ class EnginePort(Protocol):
         """
         ...
 
-    def unload(self, repo_id: str, *, if_idle: bool = False) -> int:
+    def unload(self, repo_id: str, *, if_idle: bool = False, busy: Names = ()) -> int:
         """Drop the model and free its memory; returns the bytes freed (0 if not loaded).
-        With ``if_idle``, a model a reply is using is kept and ModelBusyError raised."""
+        With ``if_idle``, a model a reply is using or named in ``busy`` (may be a function,
+        evaluated when the engine decides) is kept and ModelBusyError raised."""
         ...
 
     def is_loaded(self, repo_id: str) -> bool: ...

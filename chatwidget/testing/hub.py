@@ -14,7 +14,10 @@ Errors carry ``X-Error-Code`` (``RepoNotFound``, ``GatedRepo``, ``RevisionNotFou
 ``main`` or its commit sha, a hash of its files' contents.
 
 Tests can throttle it (:attr:`LocalHub.rate`), inject faults (:meth:`LocalHub.inject`) and read
-what it served (:attr:`LocalHub.requests`). In process::
+what it served (:attr:`LocalHub.requests`). It can also play a hostile hub: list file names that
+escape the cache (``inject(..., listing_extra=["../x.json"])``), answer with a commit id that is
+not one (``inject(..., commit="..")``), or serve other bytes for a file, e.g. a ``config.json``
+that does not match its weights (:meth:`LocalHub.override_file`). In process::
 
     with LocalHub(root) as hub:
         snapshot_download("demo/tiny-chat", endpoint=hub.url)
@@ -33,11 +36,13 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -119,6 +124,19 @@ class RepoStore:
         self.root = root
         self._lock = threading.Lock()
         self._hashes: dict[Path, tuple[int, int, str, str]] = {}
+        self._overrides: dict[tuple[str, str], Path] = {}  # (repo id, path) -> served file
+
+    def override(self, repo_id: str, path: str, local: Path | None) -> None:
+        """Serve ``local`` as ``path`` of ``repo_id`` (None: the file on disk again)."""
+        with self._lock:
+            if local is None:
+                self._overrides.pop((repo_id, path), None)
+            else:
+                self._overrides[(repo_id, path)] = local
+
+    def clear_overrides(self) -> None:
+        with self._lock:
+            self._overrides.clear()
 
     def get(self, org: str, name: str) -> Repo | None:
         """The repo ``org/name``, or None when there is no such folder."""
@@ -127,17 +145,26 @@ class RepoStore:
         folder = self.root / org / name
         if not folder.is_dir():
             return None
+        repo_id = f"{org}/{name}"
+        with self._lock:
+            overrides = {p: f for (r, p), f in self._overrides.items() if r == repo_id}
         files = []
         for local in sorted(folder.rglob("*")):
             rel = local.relative_to(folder)
             if not local.is_file() or any(part.startswith(".") for part in rel.parts):
                 continue
-            size, git_oid, sha256 = self._hash(local)
-            files.append(FileEntry(rel.as_posix(), local, size, git_oid, sha256))
+            path = rel.as_posix()
+            served = overrides.pop(path, local)
+            size, git_oid, sha256 = self._hash(served)
+            files.append(FileEntry(path, served, size, git_oid, sha256))
+        for path, served in sorted(overrides.items()):  # overrides may add files too
+            size, git_oid, sha256 = self._hash(served)
+            files.append(FileEntry(path, served, size, git_oid, sha256))
+        files.sort(key=lambda e: e.path)
         commit = hashlib.sha1(usedforsecurity=False)
         for entry in files:
             commit.update(f"{entry.path}\0{entry.sha256}\n".encode())
-        return Repo(f"{org}/{name}", folder, tuple(files), commit.hexdigest())
+        return Repo(repo_id, folder, tuple(files), commit.hexdigest())
 
     def _hash(self, local: Path) -> tuple[int, str, str]:
         stat = local.stat()
@@ -206,6 +233,8 @@ class Fault:
     stall_after: int | None = None
     corrupt: bool = False
     ranged: bool | None = None
+    listing_extra: tuple[str, ...] = ()
+    commit: str | None = None
     nth: int = 1
     times: int | None = 1
     matched: int = 0
@@ -421,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         faults: list[Fault],
     ) -> None:
         if seg[:2] == ["api", "models"] and len(seg) >= 4 and method == "GET":
-            repo = self._repo(seg[2], seg[3], token)
+            repo = self._repo(seg[2], seg[3], token, faults)
             rest = seg[4:]
             if not rest:
                 self._send_json(method, self._info(repo, "main", query), faults)
@@ -433,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _HubError(404, None, f"no such endpoint: {self.path}")
         elif len(seg) >= 5 and seg[2] == "resolve":
-            repo = self._repo(seg[0], seg[1], token)
+            repo = self._repo(seg[0], seg[1], token, faults)
             commit = self._resolve_rev(repo, seg[3])
             entry = repo.file("/".join(seg[4:]))
             if entry is None:
@@ -444,7 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise _HubError(404, None, f"no such endpoint: {self.path}")
 
-    def _repo(self, org: str, name: str, token: str | None) -> Repo:
+    def _repo(self, org: str, name: str, token: str | None, faults: list[Fault]) -> Repo:
         hub = self.server.hub
         repo = hub.store.get(org, name)
         if repo is None:
@@ -456,7 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "GatedRepo",
                 f"Access to model {repo.repo_id} is restricted. Pass a token that has access.",
             )
-        return repo
+        return hub._hostile(repo, faults)
 
     @staticmethod
     def _resolve_rev(repo: Repo, rev: str) -> str:
@@ -765,6 +794,7 @@ class LocalHub:
         self._closing = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._scratch: Path | None = None  # files the hostile faults serve
 
     @property
     def rate(self) -> float | None:
@@ -827,6 +857,9 @@ class LocalHub:
             handler_thread.join(max(0.0, deadline - time.monotonic()))
         server.server_close()
         self._server = self._thread = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> LocalHub:
         return self.start()
@@ -848,6 +881,8 @@ class LocalHub:
         stall_after: int | None = None,
         corrupt: bool = False,
         ranged: bool | None = None,
+        listing_extra: tuple[str, ...] | list[str] = (),
+        commit: str | None = None,
         nth: int = 1,
         times: int | None = 1,
     ) -> Fault:
@@ -859,6 +894,13 @@ class LocalHub:
         - ``stall_after``: send this many body bytes, then stop until ``fault.release()`` or
           :meth:`stop`;
         - ``corrupt``: flip the first 16 bytes of the body.
+
+        Hostile answers, for requests about the repo the path names:
+
+        - ``listing_extra``: file names added to the repo's listings (tree and siblings) and
+          served (a small JSON body), e.g. ``"../../escape.json"`` or ``"/tmp/abs.json"``;
+        - ``commit``: the commit id the hub claims (``sha``, ``X-Repo-Commit``), e.g. one that
+          is not 40 hex digits; match every request of the repo (``"*org/name*"``).
 
         ``ranged`` limits it to requests with (True) or without (False) a ``Range`` header, e.g.
         the whole-file transfer rather than a safetensors header read. It fires on the ``nth``
@@ -876,6 +918,8 @@ class LocalHub:
             stall_after=stall_after,
             corrupt=corrupt,
             ranged=ranged,
+            listing_extra=tuple(listing_extra),
+            commit=commit,
             nth=nth,
             times=times,
         )
@@ -905,10 +949,42 @@ class LocalHub:
         with self._lock:
             self._requests.clear()
 
+    def override_file(self, repo_id: str, path: str, data: bytes | str | None) -> None:
+        """Serve ``data`` as ``path`` of ``repo_id`` (listing, sizes, hashes and commit follow);
+        None serves the file on disk again. :meth:`reset` undoes every override."""
+        if data is None:
+            self.store.override(repo_id, path, None)
+            return
+        local = self._scratch_dir() / hashlib.sha256(f"{repo_id}/{path}".encode()).hexdigest()
+        local.write_bytes(data.encode() if isinstance(data, str) else data)
+        self.store.override(repo_id, path, local)
+
+    def _scratch_dir(self) -> Path:
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="chatwidget-hub-scratch-"))
+            return self._scratch
+
+    def _hostile(self, repo: Repo, faults: list[Fault]) -> Repo:
+        """``repo`` as the hostile faults of this request present it."""
+        extra = [p for f in faults for p in f.listing_extra]
+        commits = [f.commit for f in faults if f.commit is not None]
+        if not extra and not commits:
+            return repo
+        files = list(repo.files)
+        body = self._scratch_dir() / "escaped.json"
+        body.write_text('{"escaped": true}\n')
+        size, git_oid, sha256 = self.store._hash(body)
+        for path in extra:
+            files.append(FileEntry(path, body, size, git_oid, sha256))
+        commit = commits[-1] if commits else repo.commit
+        return Repo(repo.repo_id, repo.folder, tuple(files), commit)
+
     def reset(self) -> None:
         """Back to a clean state between tests: no faults, empty log, no rate limit."""
         self.clear_faults()
         self.clear_requests()
+        self.store.clear_overrides()
         self.rate = None
 
     def _fire_faults(self, method: str, path: str, has_range: bool = False) -> list[Fault]:

@@ -7,7 +7,8 @@ Both fakes can run hooks at named points (``fake.at(point, repo_id, hook)``), so
 steps a request in at exactly the moment the orchestrator has released its lock to call
 the fake: points are ``"is_downloaded"``, ``"plan"``, ``"download"``, ``"check_fit"``,
 ``"load"`` (before the fake engine decides what to evict), ``"loaded"`` (after it loaded),
-``"unload"`` and ``"generate"`` (inside a reply, while the model is pinned).
+``"unload"`` (before it checks ``if_idle``), ``"generate_start"`` (before a reply pins its
+model) and ``"generate"`` (inside a reply, while the model is pinned).
 """
 
 from __future__ import annotations
@@ -290,9 +291,9 @@ class FakeEngine(_Hooks):
         for callback in self._evict_callbacks:
             callback(repo_id)
 
-    def unload(self, repo_id: str, *, if_idle: bool = False) -> int:
+    def unload(self, repo_id: str, *, if_idle: bool = False, busy: Names = ()) -> int:
         self.run("unload", repo_id)
-        if if_idle and self.generating.get(repo_id):
+        if if_idle and (self.generating.get(repo_id) or repo_id in resolve_names(busy)):
             raise ModelBusyError(f"{repo_id} is answering right now.", (repo_id,))
         self.unloads.append(repo_id)
         return self.loaded.pop(repo_id, 0)
@@ -312,6 +313,7 @@ class FakeEngine(_Hooks):
         on_text: Callable[[str], None] | None = None,
         stop: threading.Event | None = None,
     ) -> GenerationResult:
+        self.run("generate_start", repo_id)
         with self._lock:
             if repo_id not in self.loaded:
                 raise ModelNotLoadedError(f"{repo_id} is not loaded.")
