@@ -43,7 +43,7 @@ _HASH_BLOCK = 4 * 1024 * 1024
 #: How much nicer (lower CPU priority) than its parent the download process runs.
 NICE_INCREMENT = 10
 #: How often the process looks whether another process holds the lock of a file it waits for.
-LOCK_PROBE_S = 0.5
+LOCK_PROBE_S = 0.25
 
 
 def lower_priority() -> None:

@@ -48,7 +48,7 @@ def fetch_listing(
     commit = validate.check_commit(spec.repo_id, info.sha)
     fresh = False
     try:
-        entries = get_cached_repo_tree(spec.repo_id, revision=commit, cache_dir=cache_dir)
+        entries = _cached_tree(cache_dir, spec.repo_id, commit)
     except (CachedRepoTreeNotFoundError, OSError, ValueError):
         entries = [
             f
@@ -62,6 +62,34 @@ def fetch_listing(
     safetensors = getattr(info, "safetensors", None)
     parameters = dict(getattr(safetensors, "parameters", None) or {})
     return Listing(commit, select_files(entries, spec), parameters)
+
+
+def _cached_tree(cache_dir: Path, repo_id: str, commit: str) -> list[RepoFile]:
+    """The cached listing of ``commit``, with the sha256 of LFS files kept.
+
+    ``get_cached_repo_tree`` drops the LFS part, so a second download of a listed repo could
+    neither verify its weights nor find another process's lock on them; huggingface_hub's
+    own reader keeps it. Raises CachedRepoTreeNotFoundError when nothing is cached.
+    """
+    try:
+        from huggingface_hub._tree_cache import read_tree_cache
+    except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+        return get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)
+    found = read_tree_cache(str(cache.repo_folder(cache_dir, repo_id)), commit)
+    if found is None:
+        return get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)
+    return [
+        RepoFile(  # type: ignore[no-untyped-call]
+            path=path,
+            size=entry.size,
+            oid=entry.blob_id,
+            xetHash=entry.xet_hash,
+            lfs={"size": entry.lfs_size or entry.size, "oid": entry.lfs_sha256, "pointerSize": 0}
+            if entry.lfs_sha256
+            else None,
+        )
+        for path, entry in found.items()
+    ]
 
 
 def select_files(entries: Iterable[RepoFile], spec: ModelSpec) -> tuple[RemoteFile, ...]:

@@ -373,6 +373,9 @@ class OrchestratorMachine(RuleBasedStateMachine):
         for decision in self.engine.decisions[decisions_before:]:
             self._check_decision(decision)
         self._check_rollback()
+        # a rollback happens within the step that failed; later requests queue at the back
+        self.loading, self.load_outcome = None, None
+        self.load_evicted, self.load_evicted_all = [], []
 
     def _bind(self, action: tuple[str, ...]) -> Callable[[], None]:
         """The user acts from the kernel's main thread while the worker is in a call: run the
