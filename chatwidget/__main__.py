@@ -4,6 +4,7 @@ Offline by default: it builds tiny demo models, serves them from the bundled loc
 (rate-limited so downloads are visible), and opens JupyterLab on the quickstart notebook
 with ``CHATWIDGET_OFFLINE=1``. ``--hub`` uses the real Hugging Face Hub instead.
 Ctrl+C stops JupyterLab, its kernels and the hub, and leaves no process behind.
+JupyterLab's token reaches it through a private file, never the command line.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def run_demo(args: argparse.Namespace) -> int:
             )
         port = args.port or _free_port()
         token = secrets.token_hex(16)
+        # The token never goes on the command line, where `ps` shows it to every user: the
+        # server reads it from a private file (JUPYTER_TOKEN_FILE), removed once it is up.
+        token_file = _write_private(workdir / "jupyter-token", token)
+        env["JUPYTER_TOKEN_FILE"] = str(token_file)
+        env.pop("JUPYTER_TOKEN", None)
         cmd = [
             sys.executable,
             "-m",
@@ -86,7 +92,6 @@ def run_demo(args: argparse.Namespace) -> int:
             f"--ServerApp.port={port}",
             # A busy port must fail, not move to the next one: the URL printed below uses it.
             "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
             "--LabApp.default_url=/lab/tree/quickstart.ipynb",
         ]
         if args.no_browser:
@@ -103,7 +108,9 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         children.append(lab)
         url = f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}"
-        if not _wait_for_server(port, token, lab, timeout=120):
+        started = _wait_for_server(port, token, lab, timeout=120)
+        token_file.unlink(missing_ok=True)  # read at start-up; kernels need not see it
+        if not started:
             print(
                 f"JupyterLab did not start on port {port}: is the port free? "
                 "Pick another with --port.",
@@ -125,6 +132,14 @@ def run_demo(args: argparse.Namespace) -> int:
             stop_tree(child)
         stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file only this user can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 def _wait_for_server(port: int, token: str, proc: subprocess.Popen[str], timeout: float) -> bool:
