@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "bench_downloader.py": ("bench_downloader", [], ["--rounds", "1"]),
     "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
     "bench_widget.py": ("widget", [], ["--messages", "100"]),
+    "bench_lifecycle.py": ("bench_lifecycle", [], ["--rounds", "2", "--samples", "2"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -39,6 +40,9 @@ GOALS: dict[str, str] = {
     "prestarted_downloader_over_snapshot_download (4 shards)": ">= 0.95",
     "download trait updates per s (/10 goal)": "<= 1.0",
     "cancel latency (/0.5 s goal)": "<= 1.0",
+    "cold_swap_peak_rss_over_larger_model_alone": "<= 1.1",
+    "rss_after_unload_over_before_first_load": "<= 1.05",
+    "ttft_during_download_over_idle": "<= 1.2",
 }
 
 
