@@ -40,17 +40,22 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK_SIZE = 256 * 1024  # the parent normally sends its own
 _HASH_BLOCK = 4 * 1024 * 1024
-#: How much nicer (lower CPU priority) than its parent the download process runs.
-NICE_INCREMENT = 10
+#: How much nicer (lower CPU priority) than its parent the download process runs (19: the most).
+NICE_INCREMENT = 19
 #: How often the process looks whether another process holds the lock of a file it waits for.
 LOCK_PROBE_S = 0.25
 
 
 def lower_priority() -> None:
-    """Run below the kernel: ``nice`` +10, and the lowest best-effort I/O class where Linux has
-    ``ioprio``. Failures are ignored (the download still works, only less politely)."""
+    """Run below the kernel, so replies stay fast while a download runs: the lowest ``nice``,
+    Linux's ``SCHED_IDLE`` policy (CPU time only when the kernel does not want it), and the
+    lowest best-effort I/O class where Linux has ``ioprio``. Failures are ignored (the
+    download still works, only less politely)."""
     with contextlib.suppress(OSError):
         os.nice(NICE_INCREMENT)
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     try:
         import psutil
 

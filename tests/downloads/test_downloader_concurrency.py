@@ -3,6 +3,7 @@ download process's priority."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -138,6 +139,7 @@ def test_the_download_process_runs_at_a_lower_cpu_and_io_priority(
                 break
             deadline.wait(0.01)
         assert child.nice() >= min(19, me.nice() + 10)
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE  # CPU only when we idle
         ionice = child.ionice()
         assert ionice.ioclass == psutil.IOPRIO_CLASS_BE
         assert ionice.value == 7
