@@ -269,6 +269,22 @@ class Downloads:
         self._thread.join(WAIT_S)
 
 
+def during_downloads(rt: runtime.Runtime, ttft: Any, samples: int) -> list[float]:
+    """``samples`` times to first token, each taken entirely while a download runs."""
+    downloads = Downloads(rt)
+    downloads.start()
+    taken: list[float] = []
+    while len(taken) < samples:
+        if not downloads.running():
+            downloads.active.wait(WAIT_S)
+            continue
+        value = ttft()
+        if downloads.running():  # the whole reply ran during a download
+            taken.append(value)
+    downloads.stop()
+    return taken
+
+
 def ttft_phase(url: str, cache: Path, rounds: int, samples: int) -> dict[str, Any]:
     from huggingface_hub import snapshot_download
 
@@ -296,19 +312,12 @@ def ttft_phase(url: str, cache: Path, rounds: int, samples: int) -> dict[str, An
         idle: list[list[float]] = []
         busy: list[list[float]] = []
         for n in range(rounds):
-            idle.append([ttft() for _ in range(samples)])
-            downloads = Downloads(rt)
-            downloads.start()
-            taken: list[float] = []
-            while len(taken) < samples:
-                if not downloads.running():
-                    downloads.active.wait(WAIT_S)
-                    continue
-                value = ttft()
-                if downloads.running():  # the whole reply ran during a download
-                    taken.append(value)
-            downloads.stop()
-            busy.append(taken)
+            # idle first in even rounds, busy first in odd ones: neither always runs first
+            if n % 2 == 0:
+                idle.append([ttft() for _ in range(samples)])
+            busy.append(during_downloads(rt, ttft, samples))
+            if n % 2 == 1:
+                idle.append([ttft() for _ in range(samples)])
             print(
                 f"  round {n + 1}: idle {statistics.median(idle[-1]) * 1e3:.1f} ms, "
                 f"during a download {statistics.median(busy[-1]) * 1e3:.1f} ms",
