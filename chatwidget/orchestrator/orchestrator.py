@@ -637,7 +637,9 @@ class Orchestrator:
             if self._is_wanted(job) or self._keep_all() != keep:
                 return None  # someone asked for it, or the models to keep changed
             if not fits:
-                self._move(self._models[job.repo_id], ModelState.DOWNLOADED)
+                entry = self._models[job.repo_id]
+                self._clear_note(entry)  # it may have waited for a reply before going stale
+                self._move(entry, ModelState.DOWNLOADED)
                 return False
             return True
 

@@ -192,6 +192,7 @@ def test_switching_back_while_the_load_waits_stops_it_at_downloaded(
     worker.join(WAIT_S)
     assert not worker.is_alive(), "a stale load that does not fit stops without waiting"
     assert orch.state(B) is S.DOWNLOADED
+    assert orch.snapshot().models[B].note is None
     assert engine.loaded == {A: 1}
     release.set()
     reply.join()

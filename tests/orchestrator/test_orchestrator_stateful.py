@@ -477,6 +477,11 @@ class OrchestratorMachine(RuleBasedStateMachine):
             assert self.announced[cid] == self.active[cid]
 
     @invariant()
+    def notes_only_while_waiting(self) -> None:
+        for repo, status in self.orch.snapshot().models.items():
+            assert status.note is None, f"{repo} kept the note {status.note!r} after the step"
+
+    @invariant()
     def drained_queue_leaves_nothing_in_flight(self) -> None:
         snapshot = self.orch.snapshot()
         assert snapshot.working is None
