@@ -86,15 +86,13 @@ def classify(exc: BaseException, *, repo_id: str, revision: str = "main") -> Dow
         names = _class_names(link)
         if "GatedRepoError" in names:
             return errors.GatedRepoError(
-                f"{repo_id} is gated: accept its terms on the hub with your account, then add a "
-                "token with access: chat.set_token(...), ChatWidget(token=...), "
-                "`hf auth login` or HF_TOKEN."
+                f"{repo_id} is gated: accept its terms on the hub with your account, then pass a "
+                "token with access: ChatWidget(token=...), `hf auth login` or HF_TOKEN."
             )
         if "RepositoryNotFoundError" in names:
             return errors.RepoNotFoundError(
-                f"{repo_id} was not found on the hub. Check the spelling; if it is private, add a "
-                "token that can see it: chat.set_token(...), ChatWidget(token=...), "
-                "`hf auth login` or HF_TOKEN."
+                f"{repo_id} was not found on the hub. Check the spelling; if it is private, pass a "
+                "token that can see it: ChatWidget(token=...), `hf auth login` or HF_TOKEN."
             )
         if "RevisionNotFoundError" in names:
             return errors.RevisionNotFoundError(
