@@ -130,6 +130,7 @@ class ProxyRecord:
     upstream_closed_early: bool  # the proxy closed the server's stream before its end
     faults: tuple[str, ...] = ()
     ended_at: float | None = None  # time.monotonic() when the proxy was done with it
+    body: Any = None  # the request's JSON body (never holds the key, which is a header)
 
 
 @dataclass
@@ -139,6 +140,7 @@ class _OpenRecord:
     key_sent: bool
     key_ok: bool | None
     faults: tuple[str, ...]
+    body: Any = None
     status: int = 0
     stream: bool = False
     events_sent: int = 0
@@ -162,6 +164,7 @@ class _OpenRecord:
             upstream_closed_early=self.upstream_closed_early,
             faults=self.faults,
             ended_at=self.ended_at,
+            body=self.body,
         )
 
 
@@ -223,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
             key_sent=self.headers.get("Authorization") is not None,
             key_ok=key_ok,
             faults=tuple(_fault_kinds(faults)),
+            body=_json_or_none(body),
         )
         try:
             for fault in faults:
@@ -398,11 +402,15 @@ def _sse_events(response: http.client.HTTPResponse) -> Iterator[bytes]:
             lines = []
 
 
-def _wants_stream(body: bytes) -> bool:
+def _json_or_none(body: bytes) -> Any:
     try:
-        request = json.loads(body or b"{}")
+        return json.loads(body) if body else None
     except ValueError:
-        return False
+        return None
+
+
+def _wants_stream(body: bytes) -> bool:
+    request = _json_or_none(body)
     return isinstance(request, dict) and request.get("stream") is True
 
 
@@ -631,8 +639,9 @@ class FaultProxy:
         key_sent: bool,
         key_ok: bool | None,
         faults: tuple[str, ...],
+        body: Any,
     ) -> _OpenRecord:
-        record = _OpenRecord(method, path, key_sent, key_ok, faults)
+        record = _OpenRecord(method, path, key_sent, key_ok, faults, body)
         with self._lock:
             self._requests.append(record)
         return record

@@ -54,6 +54,9 @@ PROBE_MESSAGES: tuple[dict[str, str], ...] = ({"role": "user", "content": "Hi"},
 #: Placeholder sent as the key to servers without one (vLLM's and SGLang's docs use it).
 NO_KEY = "EMPTY"
 _WAIT_SLICE_S = 0.05
+#: What a request may raise: the client's errors, and parse errors on an answer that is not
+#: the API (the client hands on a web page as text, which then fails to parse).
+_REQUEST_ERRORS = (openai.OpenAIError, ValueError, TypeError, AttributeError)
 _LISTED_IN_ERRORS = 8
 
 
@@ -134,7 +137,7 @@ class RemoteEngine:
             raise LoadCanceledError(
                 "The model listing was interrupted: the engine closed."
             ) from None
-        except (openai.OpenAIError, ValueError) as exc:
+        except _REQUEST_ERRORS as exc:
             raise classify(exc, server=server, model_id=None, doing="listing its models") from exc
         data = getattr(page, "data", None)
         if not isinstance(data, list):
@@ -281,7 +284,7 @@ class RemoteEngine:
                 )
             except InterruptedWaitError:
                 return _stopped(repo_id, started)
-            except (openai.OpenAIError, ValueError) as exc:
+            except _REQUEST_ERRORS as exc:
                 raise classify(
                     exc, server=server, model_id=model_id, doing="starting the reply"
                 ) from exc
@@ -375,7 +378,7 @@ class RemoteEngine:
             raise LoadCanceledError(
                 f"Connecting to {key} was interrupted: the engine closed."
             ) from None
-        except (openai.OpenAIError, ValueError) as exc:
+        except _REQUEST_ERRORS as exc:
             error = classify(
                 exc, server=server, model_id=model_id, doing="connecting (a one-token test reply)"
             )

@@ -104,7 +104,8 @@ def classify(
         )
     if isinstance(exc, openai.APIStatusError):
         return _from_status(exc, server=server, label=label, model=model, doing=doing)
-    if isinstance(exc, openai.APIResponseValidationError | ValueError):  # bad JSON included
+    if isinstance(exc, openai.APIResponseValidationError | ValueError | TypeError | AttributeError):
+        # bad JSON, or a web page that the client could not parse
         return BadResponseError(
             f"{label.capitalize()} sent an answer that is not valid JSON while {doing}. Check "
             "that the URL is its OpenAI-compatible API (it usually ends with /v1)."
