@@ -138,7 +138,7 @@ class RemoteEngine:
                 "The model listing was interrupted: the engine closed."
             ) from None
         except _REQUEST_ERRORS as exc:
-            raise classify(exc, server=server, model_id=None, doing="listing its models") from exc
+            raise classify(exc, server=server, model_id=None, doing="listing its models") from None
         data = getattr(page, "data", None)
         if not isinstance(data, list):
             raise BadResponseError(
@@ -287,7 +287,7 @@ class RemoteEngine:
             except _REQUEST_ERRORS as exc:
                 raise classify(
                     exc, server=server, model_id=model_id, doing="starting the reply"
-                ) from exc
+                ) from None
             return stream_reply(
                 stream,
                 server=server,
@@ -384,7 +384,7 @@ class RemoteEngine:
             )
             if isinstance(error, RemoteRequestError | RemoteModelNotFoundError):
                 error = self._explain_unknown_model(server, model_id, error)
-            raise error from exc
+            raise error from None
         if not isinstance(reply, ChatCompletion) or not reply.choices:
             raise BadResponseError(
                 f"Server {server.name!r} ({server.base_url}) did not answer the test request "

@@ -7,6 +7,7 @@ that comes from the server is shortened and has the key cut out before it is use
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import openai
@@ -24,6 +25,8 @@ from chatwidget.errors import (
     ServerUnreachableError,
     StreamDroppedError,
 )
+
+logger = logging.getLogger("chatwidget.engine.remote")
 
 _DETAIL_CHARS = 300
 
@@ -76,10 +79,13 @@ def classify(
     ``doing`` completes "while ..." (e.g. "connecting to it"); ``streaming`` says the reply
     had begun, so a broken connection is a dropped stream rather than an unreachable server.
     """
-    label = _label(server)
-    model = f"model {model_id!r}" if model_id else "the model list"
     if isinstance(exc, RemoteError):
         return exc
+    # Raised "from None" by the callers: the client's own text may quote the server, which
+    # may echo a key. It is logged here with the key cut out.
+    logger.debug("%s (%s): %s", doing, server.name, redact(f"{type(exc).__name__}: {exc}", server))
+    label = _label(server)
+    model = f"model {model_id!r}" if model_id else "the model list"
     if isinstance(exc, openai.APITimeoutError):
         if streaming:
             return ServerTimeoutError(

@@ -164,7 +164,7 @@ def stream_reply(
                 read_timeout_s=read_timeout_s,
             )
             error.partial_text = progress.text
-            raise error from exc
+            raise error from None
     finally:
         if watcher is not None:
             watcher.disarm()
