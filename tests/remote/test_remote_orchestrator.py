@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from chatwidget.catalog import remote_key
+from chatwidget.catalog import ModelSpec, remote_key
 from chatwidget.downloads import Downloader
 from chatwidget.engine import Engine
 from chatwidget.engine.remote import RemoteEngine, RoutingDownloader, RoutingEngine
 from chatwidget.orchestrator import (
     ErrorReported,
     Event,
+    Evicted,
     ModelState,
     Orchestrator,
     StateChanged,
@@ -114,6 +115,8 @@ def mixed(
 
 def test_a_remote_model_goes_queued_connecting_ready_and_needs_no_download(mixed: Mixed) -> None:
     orch, recorder = mixed.orch, mixed.recorder
+    orch.register(ModelSpec(mixed.r))
+    assert orch.state(mixed.r) is S.DOWNLOADED  # at rest: nothing to download
     assert orch.request_model("c1", mixed.r) is S.QUEUED
     recorder.wait_for(is_switch("c1", mixed.r), WAIT_S)
     assert states(recorder, mixed.r) == [S.QUEUED, S.CONNECTING, S.READY]
@@ -279,3 +282,23 @@ def test_cancel_while_connecting_never_makes_the_remote_model_ready(mixed: Mixed
     assert not is_switch("c1", mixed.r)(recorder.events)
     orch.request_model("c1", mixed.r)  # asked again, it connects and switches
     recorder.wait_for(is_switch("c1", mixed.r), WAIT_S)
+
+
+def test_a_model_of_an_unknown_server_fails_with_add_the_server(mixed: Mixed) -> None:
+    orch, recorder = mixed.orch, mixed.recorder
+    orch.request_model("c1", "nowhere:some/model")
+    recorder.wait_for(is_state("nowhere:some/model", S.FAILED), WAIT_S)
+    failure = orch.snapshot().models["nowhere:some/model"].failure
+    assert failure is not None
+    assert (failure.kind, failure.action) == ("unknown_server", "Add the server")
+    assert orch.active_model("c1") == TINY
+
+
+def test_removing_a_server_evicts_its_ready_models(mixed: Mixed) -> None:
+    orch, recorder = mixed.orch, mixed.recorder
+    orch.request_model("c1", mixed.r)
+    recorder.wait_for(is_switch("c1", mixed.r), WAIT_S)
+    assert mixed.remote.remove_server(SERVER) == (mixed.r,)
+    assert [e.repo_id for e in recorder.of(Evicted)] == [mixed.r]
+    assert orch.state(mixed.r) is S.DOWNLOADED
+    assert orch.active_model("c1") is None  # as when the warm pool evicts a local model

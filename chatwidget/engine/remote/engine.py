@@ -20,15 +20,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-
-import openai
-from openai.types.chat import ChatCompletion
+from typing import TYPE_CHECKING
 
 from chatwidget.catalog import ModelSpec, remote_key, split_remote_key
-from chatwidget.engine.remote.errors_map import classify
-from chatwidget.engine.remote.retry import InterruptedWaitError, call_with_retries
 from chatwidget.engine.remote.servers import ApiKey, RemoteServer, ServerRegistry
-from chatwidget.engine.remote.stream import request_args, stream_reply
 from chatwidget.engine.remote.types import RemoteModel, RemoteNotice, RemoteSettings
 from chatwidget.engine.types import (
     FitReport,
@@ -47,6 +42,12 @@ from chatwidget.errors import (
     RemoteRequestError,
 )
 
+if TYPE_CHECKING:
+    import openai
+
+# The openai client and the modules that use it are imported on first use: importing
+# chatwidget (and making a widget) must not pay for them when no server is ever added.
+
 logger = logging.getLogger("chatwidget.engine.remote")
 
 #: The message of the Connecting check; any chat model can answer it with one token.
@@ -54,9 +55,16 @@ PROBE_MESSAGES: tuple[dict[str, str], ...] = ({"role": "user", "content": "Hi"},
 #: Placeholder sent as the key to servers without one (vLLM's and SGLang's docs use it).
 NO_KEY = "EMPTY"
 _WAIT_SLICE_S = 0.05
-#: What a request may raise: the client's errors, and parse errors on an answer that is not
-#: the API (the client hands on a web page as text, which then fails to parse).
-_REQUEST_ERRORS = (openai.OpenAIError, ValueError, TypeError, AttributeError)
+
+
+def _request_errors() -> tuple[type[Exception], ...]:
+    """What a request may raise: the client's errors, and parse errors on an answer that is
+    not the API (the client hands on a web page as text, which then fails to parse)."""
+    import openai
+
+    return (openai.OpenAIError, ValueError, TypeError, AttributeError)
+
+
 _LISTED_IN_ERRORS = 8
 
 
@@ -121,6 +129,9 @@ class RemoteEngine:
 
         Raises the same remote errors as Connecting (unreachable, 401, ...).
         """
+        from chatwidget.engine.remote.errors_map import classify
+        from chatwidget.engine.remote.retry import InterruptedWaitError, call_with_retries
+
         server = self.servers.get(server_name)
         client = self._client(server)
         try:
@@ -137,7 +148,7 @@ class RemoteEngine:
             raise LoadCanceledError(
                 "The model listing was interrupted: the engine closed."
             ) from None
-        except _REQUEST_ERRORS as exc:
+        except _request_errors() as exc:
             raise classify(exc, server=server, model_id=None, doing="listing its models") from None
         data = getattr(page, "data", None)
         if not isinstance(data, list):
@@ -252,6 +263,9 @@ class RemoteEngine:
         connection; the partial text is returned with ``stopped=True``. Failures raise a
         :class:`RemoteError` whose ``partial_text`` is what had streamed.
         """
+        from chatwidget.engine.remote.errors_map import classify
+        from chatwidget.engine.remote.retry import InterruptedWaitError, call_with_retries
+        from chatwidget.engine.remote.stream import request_args, stream_reply
         from chatwidget.engine.streaming import build_chat, validate_request
 
         validate_request(messages, settings)
@@ -284,7 +298,7 @@ class RemoteEngine:
                 )
             except InterruptedWaitError:
                 return _stopped(repo_id, started)
-            except _REQUEST_ERRORS as exc:
+            except _request_errors() as exc:
                 raise classify(
                     exc, server=server, model_id=model_id, doing="starting the reply"
                 ) from None
@@ -329,10 +343,14 @@ class RemoteEngine:
         return parts
 
     def _timeout(self, read_s: float) -> openai.Timeout:
+        import openai
+
         return openai.Timeout(read_s, connect=self.settings.connect_timeout_s)
 
     def _client(self, server: RemoteServer) -> openai.OpenAI:
         """The openai client of ``server``; rebuilt when the server or its key changed."""
+        import openai
+
         key = server.api_key()
         with self._lock:
             cached = self._clients.get(server.name)
@@ -356,6 +374,11 @@ class RemoteEngine:
             cached[2].close()
 
     def _probe(self, server: RemoteServer, key: str, model_id: str) -> None:
+        from openai.types.chat import ChatCompletion
+
+        from chatwidget.engine.remote.errors_map import classify
+        from chatwidget.engine.remote.retry import InterruptedWaitError, call_with_retries
+
         client = self._client(server)
         try:
             reply = call_with_retries(
@@ -378,7 +401,7 @@ class RemoteEngine:
             raise LoadCanceledError(
                 f"Connecting to {key} was interrupted: the engine closed."
             ) from None
-        except _REQUEST_ERRORS as exc:
+        except _request_errors() as exc:
             error = classify(
                 exc, server=server, model_id=model_id, doing="connecting (a one-token test reply)"
             )
