@@ -15,7 +15,7 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.engine import Engine
 from chatwidget.engine.remote import RemoteEngine, RemoteModel
 from chatwidget.engine.types import GenerationResult, GenerationSettings
-from chatwidget.errors import ModelNotLoadedError
+from chatwidget.errors import LoadCanceledError, ModelNotLoadedError
 from chatwidget.testing.fault_proxy import FaultProxy
 from chatwidget.testing.transformers_serve import ServedModel
 from tests.remote.helpers import HELLO, LONG, WAIT_S
@@ -208,3 +208,30 @@ def test_a_conversation_carries_over_between_local_and_remote_models(
         assert result.usage.new_tokens == 8
     assert (first.usage.model, second.usage.model, third.usage.model) == (local, key, local)
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+def test_cancel_ends_connecting_at_once_even_while_the_server_holds_the_request(
+    remote: RemoteEngine, proxy: FaultProxy, key: str
+) -> None:
+    held = proxy.inject("/v1/chat/completions", hold=True)
+    cancel = threading.Event()
+    failed: list[BaseException] = []
+
+    def connect_in_background() -> None:
+        try:
+            remote.load(ModelSpec(key), cancel=cancel)
+        except LoadCanceledError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=connect_in_background)
+    thread.start()
+    assert held.wait_triggered(WAIT_S)
+    started = time.monotonic()
+    cancel.set()
+    thread.join(WAIT_S)
+    assert time.monotonic() - started < 1.0
+    assert len(failed) == 1
+    assert not remote.is_loaded(key)
+    held.release()
+    remote.load(ModelSpec(key), cancel=threading.Event())  # and it connects afterwards
+    assert remote.is_loaded(key)

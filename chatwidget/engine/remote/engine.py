@@ -218,17 +218,28 @@ class RemoteEngine:
             message=f"{spec.repo_id} runs on server {server!r}; it takes no memory here.",
         )
 
-    def load(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> LoadReport:
+    def load(
+        self,
+        spec: ModelSpec,
+        *,
+        keep: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> LoadReport:
         """Connect ("Connecting"): one one-token reply proves server, key and model.
 
-        Raises a :class:`RemoteError` that says what to do when it fails.
+        Raises a :class:`RemoteError` that says what to do when it fails. Setting ``cancel``
+        ends it at once with LoadCanceledError (a request in flight is left to time out on
+        its own thread, and its answer is dropped).
         """
         key = spec.repo_id
         server_name, model_id = self._split(key)
         server = self.servers.get(server_name)
         started_at = time.time()
         t0 = time.perf_counter()
-        self._probe(server, key, model_id)
+        if cancel is None:
+            self._probe(server, key, model_id, ())
+        else:
+            self._probe_cancelable(server, key, model_id, cancel)
         duration = time.perf_counter() - t0
         with self._lock:
             self._connected[key] = server
@@ -373,7 +384,32 @@ class RemoteEngine:
         if cached is not None:
             cached[2].close()
 
-    def _probe(self, server: RemoteServer, key: str, model_id: str) -> None:
+    def _probe_cancelable(
+        self, server: RemoteServer, key: str, model_id: str, cancel: threading.Event
+    ) -> None:
+        """:meth:`_probe` on a helper thread, given up as soon as ``cancel`` is set."""
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._probe(server, key, model_id, (cancel,))
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller below
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="chatwidget-remote-connect", daemon=True).start()
+        while not done.wait(_WAIT_SLICE_S):
+            if cancel.is_set() or self._closing.is_set():
+                raise LoadCanceledError(f"Connecting to {key} was canceled.")
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _probe(
+        self, server: RemoteServer, key: str, model_id: str, stops: Sequence[threading.Event]
+    ) -> None:
         from openai.types.chat import ChatCompletion
 
         from chatwidget.engine.remote.errors_map import classify
@@ -395,11 +431,11 @@ class RemoteEngine:
                 model=key,
                 phase="connecting",
                 notify=self._notify,
-                wait=lambda seconds: self._wait(seconds, ()),
+                wait=lambda seconds: self._wait(seconds, stops),
             )
         except InterruptedWaitError:
             raise LoadCanceledError(
-                f"Connecting to {key} was interrupted: the engine closed."
+                f"Connecting to {key} was canceled, or the engine closed."
             ) from None
         except _request_errors() as exc:
             error = classify(

@@ -43,9 +43,16 @@ class RoutingEngine:
             return self.remote.check_fit(spec, keep=keep)
         return self.local.check_fit(spec, keep=_local(keep))
 
-    def load(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> LoadReport:
+    def load(
+        self,
+        spec: ModelSpec,
+        *,
+        keep: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> LoadReport:
+        """Load locally, or connect; ``cancel`` (if the caller has one) interrupts Connecting."""
         if spec.is_remote:
-            return self.remote.load(spec, keep=keep)
+            return self.remote.load(spec, keep=keep, cancel=cancel)
         return self.local.load(spec, keep=_local(keep))
 
     def unload(self, repo_id: str) -> None:
