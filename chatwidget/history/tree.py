@@ -1,0 +1,330 @@
+"""The conversation tree: messages with parents, sibling versions and one active branch.
+
+Regenerating a reply adds a sibling reply (same parent); editing a user message adds a
+sibling user message, which starts a new branch from that point. Every node with children
+remembers the child that was shown last (its *choice*), so the active branch is the chain of
+choices from the root choice down to a leaf, the *head*.
+
+- :meth:`ConversationTree.add` puts a message under its parent and makes it the head.
+  Adding under the head appends to the cached active branch: O(1).
+- :meth:`ConversationTree.append_text` adds a streamed piece to a message: O(1) (pieces are
+  joined when the text is read).
+- :meth:`ConversationTree.path` returns the active branch: O(turns), no copying of texts.
+- :meth:`ConversationTree.versions` gives a message's siblings and which one is shown;
+  :meth:`ConversationTree.select_version` shows another sibling and moves the head into its
+  subtree: to the leaf shown there last, else to its newest leaf.
+
+A tree is plain data and not thread-safe: its owner (:class:`~chatwidget.history.History`)
+holds a lock around every call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from chatwidget.history.errors import InvalidVersionError, UnknownMessageError
+from chatwidget.history.types import Message, Versions
+
+log = logging.getLogger("chatwidget.history")
+
+
+class _Node:
+    __slots__ = ("children", "choice", "depth", "dirty", "msg", "parent", "pieces", "seq")
+
+    def __init__(self, msg: Message, parent: _Node | None, seq: int) -> None:
+        self.msg = msg
+        self.parent = parent
+        self.children: list[_Node] = []
+        self.choice: _Node | None = None  # the child shown last
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.seq = seq  # creation order within the tree
+        self.pieces: list[str] | None = None  # streamed text not yet joined into msg.content
+        self.dirty = False
+
+    def message(self) -> Message:
+        if self.dirty:
+            assert self.pieces is not None
+            text = "".join(self.pieces)
+            self.pieces = [text]
+            self.msg = self.msg._replace(content=text)
+            self.dirty = False
+        return self.msg
+
+
+class ConversationTree:
+    """The messages of one conversation as a tree with an active branch."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, _Node] = {}
+        self._roots: list[_Node] = []
+        self._root_choice: _Node | None = None
+        self._path: list[_Node] = []  # the active branch, root first
+        self._seq = itertools.count()
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_messages(
+        cls,
+        messages: Iterable[Message],
+        choices: Mapping[str, str] | None = None,
+        root_choice: str | None = None,
+    ) -> ConversationTree:
+        """Rebuild a tree from messages in creation order (parents before children).
+
+        ``choices`` maps a message id to the child shown last, ``root_choice`` names the first
+        message shown; missing or stale choices fall back to the newest leaf. A message whose
+        parent is unknown is dropped (and logged), with its descendants.
+        """
+        tree = cls()
+        nodes = tree._nodes
+        roots = tree._roots
+        seq = tree._seq
+        for msg in messages:
+            pid = msg.parent_id
+            if pid is None:
+                node = _Node(msg, None, next(seq))
+                roots.append(node)
+            else:
+                parent = nodes.get(pid)
+                if parent is None:
+                    log.warning("Dropped message %s: its parent %s is missing", msg.id, pid)
+                    continue
+                node = _Node(msg, parent, next(seq))
+                parent.children.append(node)
+            nodes[msg.id] = node
+        for pid, cid in (choices or {}).items():
+            parent = nodes.get(pid)
+            child = nodes.get(cid)
+            if parent is not None and child is not None and child.parent is parent:
+                parent.choice = child
+        if root_choice is not None:
+            chosen = nodes.get(root_choice)
+            if chosen is not None and chosen.parent is None:
+                tree._root_choice = chosen
+        tree._path = tree._descend_from_top()
+        return tree
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._nodes
+
+    def get(self, message_id: str) -> Message:
+        """The message with this id (its streamed text joined)."""
+        return self._node(message_id).message()
+
+    @property
+    def head(self) -> Message | None:
+        """The last message of the active branch, or None in an empty tree."""
+        return self._path[-1].message() if self._path else None
+
+    @property
+    def head_id(self) -> str | None:
+        return self._path[-1].msg.id if self._path else None
+
+    def path(self) -> list[Message]:
+        """The active branch, first message first: O(turns)."""
+        return [n.message() for n in self._path]
+
+    def depth(self) -> int:
+        """How many messages the active branch has."""
+        return len(self._path)
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The active branch as ``[{"role", "content"}]`` for a chat template.
+
+        Leaves out replies still streaming, failed replies and empty messages; keeps stopped
+        and interrupted replies (their text is what the user saw).
+        """
+        out = []
+        for n in self._path:
+            m = n.message()
+            if m.content and m.status not in ("error", "streaming"):
+                out.append({"role": m.role, "content": m.content})
+        return out
+
+    def messages(self) -> list[Message]:
+        """Every message of every branch, in creation order."""
+        return [n.message() for n in self._nodes.values()]  # dicts keep insertion order
+
+    def children(self, message_id: str | None) -> list[str]:
+        """The ids of a message's children (of the first messages for None), oldest first."""
+        kids = self._roots if message_id is None else self._node(message_id).children
+        return [k.msg.id for k in kids]
+
+    def choices(self) -> dict[str, str]:
+        """``{message id: child shown last}`` for every message that has children."""
+        return {n.msg.id: n.choice.msg.id for n in self._nodes.values() if n.choice is not None}
+
+    @property
+    def root_choice(self) -> str | None:
+        return self._root_choice.msg.id if self._root_choice is not None else None
+
+    def versions(self, message_id: str) -> Versions:
+        """The siblings of a message (oldest first) and the index of the one shown."""
+        node = self._node(message_id)
+        siblings = self._siblings(node)
+        shown = self._shown_child(node.parent)
+        index = siblings.index(shown) if shown is not None and shown in siblings else 0
+        return Versions(ids=tuple(s.msg.id for s in siblings), index=index)
+
+    # ------------------------------------------------------------------ changing
+
+    def add(self, message: Message) -> tuple[str | None, str]:
+        """Put a message under its parent and make it the head.
+
+        Returns the choice that changed, ``(parent id or None, message id)``. Raises
+        ``UnknownMessageError`` for an unknown parent and ``ValueError`` for a duplicate id.
+        """
+        if message.id in self._nodes:
+            raise ValueError(f"A message with id {message.id!r} is already in this conversation.")
+        pid = message.parent_id
+        parent = None if pid is None else self._node(pid)
+        node = _Node(message, parent, next(self._seq))
+        self._nodes[message.id] = node
+        if parent is None:
+            self._roots.append(node)
+            self._root_choice = node
+            self._path = [node]
+        else:
+            parent.children.append(node)
+            parent.choice = node
+            if self._path and self._path[-1] is parent:
+                self._path.append(node)  # the common case: O(1)
+            else:
+                self._path = [*self._ancestors(parent), node]
+        return pid, message.id
+
+    def append_text(self, message_id: str, piece: str) -> None:
+        """Add streamed text to a message: O(1), whatever the history length."""
+        node = self._node(message_id)
+        if node.pieces is None:
+            node.pieces = [node.msg.content] if node.msg.content else []
+        node.pieces.append(piece)
+        node.dirty = True
+
+    def update(self, message_id: str, **changes: Any) -> Message:
+        """Replace fields of a message (not its id or parent); returns the new message."""
+        if "id" in changes or "parent_id" in changes:
+            raise ValueError("A message's id and parent cannot change.")
+        node = self._node(message_id)
+        msg = node.message()._replace(**changes)
+        node.msg = msg
+        if "content" in changes:
+            node.pieces = None
+            node.dirty = False
+        return msg
+
+    def select_version(self, message_id: str, index: int) -> tuple[str | None, str]:
+        """Show sibling ``index`` (0-based) of a message and move the head into its subtree.
+
+        The head goes to the leaf that was shown last in that subtree, else to its newest
+        leaf. Returns the choice that changed, ``(parent id or None, chosen sibling id)``.
+        """
+        node = self._node(message_id)
+        siblings = self._siblings(node)
+        if not 0 <= index < len(siblings):
+            raise InvalidVersionError(
+                f"Message {message_id!r} has {len(siblings)} version(s); "
+                f"pick an index from 0 to {len(siblings) - 1}."
+            )
+        chosen = siblings[index]
+        parent = chosen.parent
+        if parent is None:
+            self._root_choice = chosen
+            self._path = self._descend(chosen)
+        else:
+            parent.choice = chosen
+            self._path = [*self._ancestors(parent), *self._descend(chosen)]
+        return (parent.msg.id if parent is not None else None), chosen.msg.id
+
+    # ------------------------------------------------------------------ internals
+
+    def _node(self, message_id: str) -> _Node:
+        try:
+            return self._nodes[message_id]
+        except KeyError:
+            raise UnknownMessageError(f"No message {message_id!r} in this conversation.") from None
+
+    def _siblings(self, node: _Node) -> list[_Node]:
+        return self._roots if node.parent is None else node.parent.children
+
+    def _shown_child(self, parent: _Node | None) -> _Node | None:
+        return self._root_choice if parent is None else parent.choice
+
+    def _ancestors(self, node: _Node) -> list[_Node]:
+        """The chain from the root to ``node`` inclusive: a slice of the path when it is on it."""
+        d = node.depth
+        if d < len(self._path) and self._path[d] is node:
+            return self._path[: d + 1]
+        chain = []
+        cur: _Node | None = node
+        while cur is not None:
+            chain.append(cur)
+            cur = cur.parent
+        chain.reverse()
+        return chain
+
+    def _descend(self, node: _Node) -> list[_Node]:
+        """``node`` and the chain of choices below it down to a leaf.
+
+        Where a node has children but no choice (an imported tree, say), the chain goes to
+        the newest leaf of that subtree and the choices on the way are filled in.
+        """
+        chain = [node]
+        while node.children:
+            nxt = node.choice
+            if nxt is None:
+                leaf = max(_leaves(node), key=_seq_of)
+                tail = self._ancestors_until(leaf, node)
+                for upper, lower in itertools.pairwise([node, *tail]):
+                    upper.choice = lower
+                chain.extend(tail)
+                return chain
+            node = nxt
+            chain.append(node)
+        return chain
+
+    def _descend_from_top(self) -> list[_Node]:
+        if not self._roots:
+            return []
+        top = self._root_choice
+        if top is None:
+            leaf = max((leaf for r in self._roots for leaf in _leaves(r)), key=_seq_of)
+            top = leaf
+            while top.parent is not None:
+                top = top.parent
+            self._root_choice = top
+        return self._descend(top)
+
+    @staticmethod
+    def _ancestors_until(leaf: _Node, stop: _Node) -> list[_Node]:
+        """The chain below ``stop`` down to ``leaf`` (``stop`` excluded), top first."""
+        chain = []
+        cur: _Node | None = leaf
+        while cur is not None and cur is not stop:
+            chain.append(cur)
+            cur = cur.parent
+        chain.reverse()
+        return chain
+
+
+def _seq_of(node: _Node) -> int:
+    return node.seq
+
+
+def _leaves(node: _Node) -> Iterator[_Node]:
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        if cur.children:
+            stack.extend(cur.children)
+        else:
+            yield cur
