@@ -504,12 +504,11 @@ def _parse_meta(meta: str | None) -> tuple[str | None, int | None, float | None,
 
 
 def _title(title: str | None, messages: Sequence[Message], hint: str | None) -> str:
+    """The file's own title, else the start of the first user message, else the file name."""
     if title and title.strip():
         return title.strip()[:200]
-    if hint:
-        return hint[:200]
     first = next((m.content for m in messages if m.role == "user" and m.content.strip()), "")
-    return " ".join(first.split())[:60] or "Imported chat"
+    return " ".join(first.split())[:60] or (hint or "")[:200] or "Imported chat"
 
 
 def _optional_str(obj: Mapping[str, Any], key: str, at: str) -> str | None:

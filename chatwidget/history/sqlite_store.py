@@ -442,7 +442,11 @@ class SQLiteStore(Store):
             check_same_thread=False,
             uri=uri is not None,
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _ensure_writable(self) -> sqlite3.Connection:
@@ -453,6 +457,10 @@ class SQLiteStore(Store):
             raise sqlite3.OperationalError("the history file is not written this session")
         conn = self._connect()
         try:
+            # Look before touching anything: a newer or foreign file is left as it is.
+            version = file_version(conn)
+            if version > SCHEMA_VERSION:
+                raise _NewerSchemaError(version)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute("PRAGMA synchronous = NORMAL")
