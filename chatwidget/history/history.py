@@ -24,11 +24,13 @@ Message ids are unique across conversations, so message calls take just the mess
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -121,9 +123,10 @@ class History:
         self._comparisons: dict[str, Comparison] = {}
         self._closed = False
         store.set_listener(self._status_changed)
-        data = store.load_workspace(self._workspace)
-        for record in data.conversations:
-            self._add_record(record)
+        with _gc_paused():  # tens of thousands of small objects: no collections meanwhile
+            data = store.load_workspace(self._workspace)
+            for record in data.conversations:
+                self._add_record(record)
         self._settings = dict(data.settings)
         self._comparisons = {c.id: c for c in data.comparisons}
         store.set_snapshot_source(self._snapshot)
@@ -183,7 +186,12 @@ class History:
         self._store.retry_now()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every change so far is saved (streaming text included); True if so."""
+        """Wait until every change so far is saved (streaming text included); True if so.
+
+        Cheap when the file is healthy (one commit); False at once while a :attr:`warning`
+        stands. A session that wants a finished turn on disk before it reports the reply
+        done calls ``flush(timeout)`` on the reply thread after :meth:`finish_reply`.
+        """
         return self._store.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -325,15 +333,13 @@ class History:
             tree = self._tree(conversation_id)
             parent = tree.head_id if parent_id is HEAD else parent_id
             msg = Message(new_id("m"), parent, role, content, status, model, created_at=time.time())
-            pid, mid = tree.add(msg)
-            self._owner[mid] = conversation_id
+            choice = tree.add(msg)
+            self._owner[msg.id] = conversation_id
             row = self._touch(conversation_id)
-            self._submit(
-                "message",
-                PutMessage(conversation_id, msg),
-                SetChoice(conversation_id, pid, mid),
-                UpdateConversation(row),
-            )
+            ops: list[Op] = [PutMessage(conversation_id, msg), UpdateConversation(row)]
+            if choice is not None:  # a new branch: remember that it is the one shown
+                ops.append(SetChoice(conversation_id, *choice))
+            self._submit("message", *ops)
             return msg
 
     def add_user_message(self, conversation_id: str, text: str) -> Message:
@@ -740,6 +746,19 @@ def _info_of(row: ConversationRow, count: int, head_id: str | None) -> Conversat
         message_count=count,
         head_id=head_id,
     )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a restore allocates many objects at once, and in
+    a kernel with a big heap each collection it would trigger walks every live object."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _clean_title(title: str) -> str:

@@ -6,7 +6,8 @@ before it; :func:`migrate` applies the missing ones in one ``BEGIN IMMEDIATE`` t
 so a file is at one version or the next, never in between, and two processes opening an old
 file at once migrate it once.
 
-- Version 1: conversations, messages (the tree: ``parent_id``, ``active_child``), settings.
+- Version 1: conversations, messages (the tree: ``parent_id``; ``active_child`` at branch
+  points, and ``root_choice`` on the conversation), settings.
 - Version 2: comparisons and their per-model results (for the compare view).
 
 To change the schema, add version N+1 here (never edit an applied step) and a test that a
@@ -73,6 +74,9 @@ _V1 = (
     )""",
     "CREATE INDEX messages_by_conversation ON messages (conversation_id, seq)",
     "CREATE INDEX messages_by_parent ON messages (parent_id)",
+    # Choices are stored at branch points only, so this index stays small.
+    "CREATE INDEX messages_with_choice ON messages (conversation_id) "
+    "WHERE active_child IS NOT NULL",
     """CREATE TABLE settings (
         workspace TEXT NOT NULL,
         key TEXT NOT NULL,

@@ -86,7 +86,9 @@ from chatwidget.history.types import (
 
 log = logging.getLogger("chatwidget.history")
 
-_MESSAGE_SELECT = ", ".join(f"m.{c}" for c in MESSAGE_COLUMNS)
+_SELECT_MESSAGES = (
+    f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE conversation_id = ? ORDER BY seq"
+)
 _CONVERSATION_SELECT = "id, workspace, title, model, root_choice, created_at, updated_at"
 _PUT_MESSAGE = (
     f"INSERT INTO messages (conversation_id, {', '.join(MESSAGE_COLUMNS)}) "
@@ -202,6 +204,9 @@ class SQLiteStore(Store):
 
     def submit(self, change: Change) -> None:
         with self._cond:
+            if self._closed:
+                log.debug("History change %r after close: not saved", change.what)
+                return
             self._submitted += 1
             self._queue.append((self._submitted, change))
             self._cond.notify_all()
@@ -223,8 +228,10 @@ class SQLiteStore(Store):
     def flush(self, timeout: float | None = None) -> bool:
         """Commit what is pending, scheduled checkpoints included; True when all is saved.
 
-        Returns False at once if a write attempt fails meanwhile (see :attr:`warning`), or
-        when ``timeout`` passes. Without a writer thread it commits on this thread.
+        While a :attr:`warning` stands it returns False at once: retries go on in the
+        background (:meth:`retry_now` retries early), so a flush never waits on a bad file.
+        It also returns False if the attempt it asks for fails, or when ``timeout`` passes.
+        Without a writer thread it commits on this thread.
         """
         if self._thread is None:
             self.run_once(force=True)
@@ -232,10 +239,10 @@ class SQLiteStore(Store):
                 return not self._pending() and self._frozen is None
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if self._frozen is not None:
-                return False
             if not self._pending():
                 return True
+            if self._frozen is not None or self._warning is not None:
+                return False
             self._flush_requests += 1
             mine = self._flush_requests
             target = self._submitted
@@ -288,44 +295,59 @@ class SQLiteStore(Store):
 
     def load_workspace(self, workspace: str) -> WorkspaceData:
         def read(conn: sqlite3.Connection, version: int) -> WorkspaceData:
-            conn.execute("BEGIN")  # one snapshot for all four reads
+            conn.execute("BEGIN")  # one snapshot for every read below
             rows = conn.execute(
                 f"SELECT {_CONVERSATION_SELECT} FROM conversations WHERE workspace = ? "
                 "ORDER BY created_at, rowid",
                 (workspace,),
             ).fetchall()
-            messages = conn.execute(
-                f"SELECT m.conversation_id, m.active_child, {_MESSAGE_SELECT} "
-                "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-                "WHERE c.workspace = ? ORDER BY m.seq",
+            choices: dict[str, dict[str, str]] = {}
+            for cid, mid, child in conn.execute(
+                "SELECT m.conversation_id, m.id, m.active_child FROM conversations c "
+                "JOIN messages m ON m.conversation_id = c.id "
+                "WHERE c.workspace = ? AND m.active_child IS NOT NULL",
                 (workspace,),
-            ).fetchall()
+            ):
+                choices.setdefault(cid, {})[mid] = child
+            records = [
+                ConversationRecord(
+                    ConversationRow._make(row),
+                    _messages_of(conn, row[0]),
+                    choices.get(row[0], {}),
+                )
+                for row in rows
+            ]
             settings = conn.execute(
                 "SELECT key, value FROM settings WHERE workspace = ?", (workspace,)
             ).fetchall()
             comparisons = _read_comparisons(conn, version, "workspace = ?", (workspace,))
             conn.execute("COMMIT")
-            return WorkspaceData(
-                _records(rows, messages), {k: json.loads(v) for k, v in settings}, comparisons
-            )
+            return WorkspaceData(records, {k: json.loads(v) for k, v in settings}, comparisons)
 
         return self._read(read, WorkspaceData([], {}, []))
 
     def load_conversation(self, conversation_id: str) -> ConversationRecord | None:
         def read(conn: sqlite3.Connection, _version: int) -> ConversationRecord | None:
             conn.execute("BEGIN")
-            rows = conn.execute(
+            row = conn.execute(
                 f"SELECT {_CONVERSATION_SELECT} FROM conversations WHERE id = ?",
                 (conversation_id,),
-            ).fetchall()
-            messages = conn.execute(
-                f"SELECT m.conversation_id, m.active_child, {_MESSAGE_SELECT} "
-                "FROM messages m WHERE m.conversation_id = ? ORDER BY m.seq",
-                (conversation_id,),
-            ).fetchall()
+            ).fetchone()
+            if row is None:
+                conn.execute("COMMIT")
+                return None
+            choices = dict(
+                conn.execute(
+                    "SELECT id, active_child FROM messages "
+                    "WHERE conversation_id = ? AND active_child IS NOT NULL",
+                    (conversation_id,),
+                ).fetchall()
+            )
+            record = ConversationRecord(
+                ConversationRow._make(row), _messages_of(conn, conversation_id), choices
+            )
             conn.execute("COMMIT")
-            records = _records(rows, messages)
-            return records[0] if records else None
+            return record
 
         return self._read(read, None)
 
@@ -782,24 +804,10 @@ def _unknown() -> StoreWarning:
     return StoreWarning(kind="unavailable", message="unknown", path="")
 
 
-def _records(rows: list[Any], messages: list[Any]) -> list[ConversationRecord]:
-    records: dict[str, ConversationRecord] = {}
-    for r in rows:
-        records[r[0]] = ConversationRecord(ConversationRow._make(r), [], {})
-    make = Message._make
-    current_id = None
-    current: ConversationRecord | None = None
-    for r in messages:
-        cid = r[0]
-        if cid != current_id:
-            current_id = cid
-            current = records.get(cid)
-        if current is None:
-            continue
-        current.messages.append(make(r[2:]))
-        if r[1] is not None:
-            current.choices[r[2]] = r[1]
-    return list(records.values())
+def _messages_of(conn: sqlite3.Connection, conversation_id: str) -> list[Message]:
+    """A conversation's messages in creation order (the index gives the order: no sort)."""
+    rows = conn.execute(_SELECT_MESSAGES, (conversation_id,)).fetchall()
+    return list(map(Message._make, rows))
 
 
 def _apply(conn: sqlite3.Connection, op: Any) -> None:

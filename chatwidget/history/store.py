@@ -123,7 +123,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def flush(self, timeout: float | None = None) -> bool:
-        """Commit what is pending now, scheduled entries included; True if all is saved."""
+        """Commit what is pending now, scheduled entries included; True if all is saved.
+
+        Returns False at once while a warning stands (retries go on in the background)."""
 
     def retry_now(self) -> None:  # noqa: B027 - a no-op where nothing can fail
         """Retry pending writes at once instead of after the back-off."""

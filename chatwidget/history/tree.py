@@ -3,7 +3,9 @@
 Regenerating a reply adds a sibling reply (same parent); editing a user message adds a
 sibling user message, which starts a new branch from that point. Every node with children
 remembers the child that was shown last (its *choice*), so the active branch is the chain of
-choices from the root choice down to a leaf, the *head*.
+choices from the root choice down to a leaf, the *head*. Only choices at branch points (two
+or more children) carry information; a node with one child shows that child, and a branch
+point without a remembered choice shows the child that holds the newest leaf.
 
 - :meth:`ConversationTree.add` puts a message under its parent and makes it the head.
   Adding under the head appends to the cached active branch: O(1).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chatwidget.history.errors import InvalidVersionError, UnknownMessageError
@@ -160,28 +162,32 @@ class ConversationTree:
         return [k.msg.id for k in kids]
 
     def choices(self) -> dict[str, str]:
-        """``{message id: child shown last}`` for every message that has children."""
-        return {n.msg.id: n.choice.msg.id for n in self._nodes.values() if n.choice is not None}
+        """``{message id: child shown}`` for every branch point (a message with 2+ children)."""
+        return {
+            n.msg.id: self._choice_of(n).msg.id for n in self._nodes.values() if len(n.children) > 1
+        }
 
     @property
     def root_choice(self) -> str | None:
-        return self._root_choice.msg.id if self._root_choice is not None else None
+        """The first message the active branch shows (None in an empty tree)."""
+        return self._path[0].msg.id if self._path else None
 
     def versions(self, message_id: str) -> Versions:
         """The siblings of a message (oldest first) and the index of the one shown."""
         node = self._node(message_id)
         siblings = self._siblings(node)
-        shown = self._shown_child(node.parent)
-        index = siblings.index(shown) if shown is not None and shown in siblings else 0
-        return Versions(ids=tuple(s.msg.id for s in siblings), index=index)
+        shown = self._root_choice_node() if node.parent is None else self._choice_of(node.parent)
+        return Versions(ids=tuple(s.msg.id for s in siblings), index=siblings.index(shown))
 
     # ------------------------------------------------------------------ changing
 
-    def add(self, message: Message) -> tuple[str | None, str]:
+    def add(self, message: Message) -> tuple[str | None, str] | None:
         """Put a message under its parent and make it the head.
 
-        Returns the choice that changed, ``(parent id or None, message id)``. Raises
-        ``UnknownMessageError`` for an unknown parent and ``ValueError`` for a duplicate id.
+        Returns the choice to remember, ``(parent id or None, message id)``, when the parent
+        now has several children; None when the message is its parent's only child (the
+        choice goes without saying). Raises ``UnknownMessageError`` for an unknown parent and
+        ``ValueError`` for a duplicate id.
         """
         if message.id in self._nodes:
             raise ValueError(f"A message with id {message.id!r} is already in this conversation.")
@@ -193,6 +199,7 @@ class ConversationTree:
             self._roots.append(node)
             self._root_choice = node
             self._path = [node]
+            siblings = len(self._roots)
         else:
             parent.children.append(node)
             parent.choice = node
@@ -200,7 +207,8 @@ class ConversationTree:
                 self._path.append(node)  # the common case: O(1)
             else:
                 self._path = [*self._ancestors(parent), node]
-        return pid, message.id
+            siblings = len(parent.children)
+        return (pid, message.id) if siblings > 1 else None
 
     def append_text(self, message_id: str, piece: str) -> None:
         """Add streamed text to a message: O(1), whatever the history length."""
@@ -225,8 +233,9 @@ class ConversationTree:
     def select_version(self, message_id: str, index: int) -> tuple[str | None, str]:
         """Show sibling ``index`` (0-based) of a message and move the head into its subtree.
 
-        The head goes to the leaf that was shown last in that subtree, else to its newest
-        leaf. Returns the choice that changed, ``(parent id or None, chosen sibling id)``.
+        The head goes to the leaf that was shown last in that subtree; where a branch point
+        below has no remembered choice, to the child holding its newest leaf. Returns the
+        choice to remember, ``(parent id or None, chosen sibling id)``.
         """
         node = self._node(message_id)
         siblings = self._siblings(node)
@@ -256,9 +265,6 @@ class ConversationTree:
     def _siblings(self, node: _Node) -> list[_Node]:
         return self._roots if node.parent is None else node.parent.children
 
-    def _shown_child(self, parent: _Node | None) -> _Node | None:
-        return self._root_choice if parent is None else parent.choice
-
     def _ancestors(self, node: _Node) -> list[_Node]:
         """The chain from the root to ``node`` inclusive: a slice of the path when it is on it."""
         d = node.depth
@@ -273,58 +279,42 @@ class ConversationTree:
         return chain
 
     def _descend(self, node: _Node) -> list[_Node]:
-        """``node`` and the chain of choices below it down to a leaf.
-
-        Where a node has children but no choice (an imported tree, say), the chain goes to
-        the newest leaf of that subtree and the choices on the way are filled in.
-        """
+        """``node`` and the chain of choices below it down to a leaf: O(depth)."""
         chain = [node]
         while node.children:
-            nxt = node.choice
-            if nxt is None:
-                leaf = max(_leaves(node), key=_seq_of)
-                tail = self._ancestors_until(leaf, node)
-                for upper, lower in itertools.pairwise([node, *tail]):
-                    upper.choice = lower
-                chain.extend(tail)
-                return chain
-            node = nxt
+            node = self._choice_of(node)
             chain.append(node)
         return chain
 
-    def _descend_from_top(self) -> list[_Node]:
-        if not self._roots:
-            return []
-        top = self._root_choice
-        if top is None:
-            leaf = max((leaf for r in self._roots for leaf in _leaves(r)), key=_seq_of)
-            top = leaf
-            while top.parent is not None:
-                top = top.parent
-            self._root_choice = top
-        return self._descend(top)
-
     @staticmethod
-    def _ancestors_until(leaf: _Node, stop: _Node) -> list[_Node]:
-        """The chain below ``stop`` down to ``leaf`` (``stop`` excluded), top first."""
-        chain = []
-        cur: _Node | None = leaf
-        while cur is not None and cur is not stop:
-            chain.append(cur)
-            cur = cur.parent
-        chain.reverse()
-        return chain
+    def _choice_of(node: _Node) -> _Node:
+        """The child a node shows (it has children): remembered, its only child, or the
+        child that holds the newest leaf (an imported tree, a file without the choice)."""
+        choice = node.choice
+        if choice is None:
+            kids = node.children
+            choice = kids[0] if len(kids) == 1 else max(kids, key=_newest_leaf_seq)
+            node.choice = choice
+        return choice
+
+    def _root_choice_node(self) -> _Node:
+        if self._root_choice is None:
+            roots = self._roots
+            self._root_choice = roots[0] if len(roots) == 1 else max(roots, key=_newest_leaf_seq)
+        return self._root_choice
+
+    def _descend_from_top(self) -> list[_Node]:
+        return self._descend(self._root_choice_node()) if self._roots else []
 
 
-def _seq_of(node: _Node) -> int:
-    return node.seq
-
-
-def _leaves(node: _Node) -> Iterator[_Node]:
+def _newest_leaf_seq(node: _Node) -> int:
+    """The creation number of the newest leaf under ``node`` (itself if it is a leaf)."""
+    newest = -1
     stack = [node]
     while stack:
         cur = stack.pop()
         if cur.children:
             stack.extend(cur.children)
-        else:
-            yield cur
+        elif cur.seq > newest:
+            newest = cur.seq
+    return newest
