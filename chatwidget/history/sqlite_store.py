@@ -208,11 +208,15 @@ class SQLiteStore(Store):
                 log.debug("History change %r after close: not saved", change.what)
                 return
             self._submitted += 1
+            if self._frozen is not None:
+                return  # this file is never written this session (see ``warning``)
             self._queue.append((self._submitted, change))
             self._cond.notify_all()
 
     def schedule(self, key: str, due: float, producer: Producer) -> None:
         with self._cond:
+            if self._frozen is not None or self._closed:
+                return
             self._timers[key] = (due, producer)
             self._cond.notify_all()
 
@@ -233,6 +237,9 @@ class SQLiteStore(Store):
         It also returns False if the attempt it asks for fails, or when ``timeout`` passes.
         Without a writer thread it commits on this thread.
         """
+        return self._flush(timeout, despite_warning=False)
+
+    def _flush(self, timeout: float | None, *, despite_warning: bool) -> bool:
         if self._thread is None:
             self.run_once(force=True)
             with self._cond:
@@ -240,8 +247,8 @@ class SQLiteStore(Store):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if not self._pending():
-                return True
-            if self._frozen is not None or self._warning is not None:
+                return self._frozen is None
+            if self._frozen is not None or (self._warning is not None and not despite_warning):
                 return False
             self._flush_requests += 1
             mine = self._flush_requests
@@ -258,10 +265,12 @@ class SQLiteStore(Store):
                 self._cond.wait(left)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Save what is pending (one last attempt even while a warning stands, up to
+        ``timeout``), stop the writer and close the file. Idempotent."""
         with self._cond:
             if self._closed:
                 return
-        saved = self.flush(timeout)
+        saved = self._flush(timeout, despite_warning=True)
         with self._cond:
             self._stopping = True
             self._closed = True

@@ -84,6 +84,24 @@ def test_a_locked_file_warns_keeps_the_chat_in_memory_and_saves_when_free(tmp_pa
     assert dump(path, "ws")["conversations"][0]["title"] == "renamed while locked"
 
 
+def test_close_makes_one_last_attempt_to_save_what_waits(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    h = History.open(path, "ws", busy_timeout=0.2, retry_min=60.0, retry_max=60.0)
+    conv = h.create_conversation("kept")
+    assert h.flush(10)
+    locker = child("lock", path)
+    expect_line(locker, "locked")
+    turn(h, conv.id, "written", "at close")
+    poll(lambda: h.warning, what="the locked warning")
+    assert locker.stdin is not None
+    locker.stdin.write("release\n")
+    locker.stdin.flush()
+    expect_line(locker, "released")
+    locker.wait(30)
+    h.close()  # the next retry is a minute away: close tries at once
+    assert restored_contents(path) == [["written", "at close"]]
+
+
 def test_a_read_only_file_is_restored_and_changes_wait_until_it_can_be_written(
     tmp_path: Path,
 ) -> None:
