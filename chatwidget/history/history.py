@@ -333,13 +333,15 @@ class History:
             tree = self._tree(conversation_id)
             parent = tree.head_id if parent_id is HEAD else parent_id
             msg = Message(new_id("m"), parent, role, content, status, model, created_at=time.time())
-            choice = tree.add(msg)
+            choices = tree.add(msg)  # none in the common case: a reply under the head
             self._owner[msg.id] = conversation_id
             row = self._touch(conversation_id)
-            ops: list[Op] = [PutMessage(conversation_id, msg), UpdateConversation(row)]
-            if choice is not None:  # a new branch: remember that it is the one shown
-                ops.append(SetChoice(conversation_id, *choice))
-            self._submit("message", *ops)
+            self._submit(
+                "message",
+                PutMessage(conversation_id, msg),
+                UpdateConversation(row),
+                *(SetChoice(conversation_id, parent, child) for parent, child in choices),
+            )
             return msg
 
     def add_user_message(self, conversation_id: str, text: str) -> Message:
@@ -467,8 +469,8 @@ class History:
         with self._lock:
             cid = self._conversation_of(message_id)
             tree = self._trees[cid]
-            pid, chosen = tree.select_version(message_id, index)
-            self._submit("version", SetChoice(cid, pid, chosen))
+            choices = tree.select_version(message_id, index)
+            self._submit("version", *(SetChoice(cid, parent, child) for parent, child in choices))
             return tree.head
 
     # ------------------------------------------------------------------ settings

@@ -181,13 +181,14 @@ class ConversationTree:
 
     # ------------------------------------------------------------------ changing
 
-    def add(self, message: Message) -> tuple[str | None, str] | None:
+    def add(self, message: Message) -> list[tuple[str | None, str]]:
         """Put a message under its parent and make it the head.
 
-        Returns the choice to remember, ``(parent id or None, message id)``, when the parent
-        now has several children; None when the message is its parent's only child (the
-        choice goes without saying). Raises ``UnknownMessageError`` for an unknown parent and
-        ``ValueError`` for a duplicate id.
+        Returns the choices to remember, ``[(parent id or None, child id), ...]``: none when
+        the message is its parent's only child under the head (the common case, O(1)); the
+        parent's when it now has several children; and those of ancestors that change when
+        the parent was not on the active branch. Raises ``UnknownMessageError`` for an
+        unknown parent and ``ValueError`` for a duplicate id.
         """
         if message.id in self._nodes:
             raise ValueError(f"A message with id {message.id!r} is already in this conversation.")
@@ -197,18 +198,13 @@ class ConversationTree:
         self._nodes[message.id] = node
         if parent is None:
             self._roots.append(node)
-            self._root_choice = node
-            self._path = [node]
-            siblings = len(self._roots)
-        else:
-            parent.children.append(node)
+            return self._activate([node])
+        parent.children.append(node)
+        if self._path and self._path[-1] is parent:
             parent.choice = node
-            if self._path and self._path[-1] is parent:
-                self._path.append(node)  # the common case: O(1)
-            else:
-                self._path = [*self._ancestors(parent), node]
-            siblings = len(parent.children)
-        return (pid, message.id) if siblings > 1 else None
+            self._path.append(node)  # the common case: O(1)
+            return [(pid, message.id)] if len(parent.children) > 1 else []
+        return self._activate([*self._ancestors(parent), node])
 
     def append_text(self, message_id: str, piece: str) -> None:
         """Add streamed text to a message: O(1), whatever the history length."""
@@ -230,12 +226,13 @@ class ConversationTree:
             node.dirty = False
         return msg
 
-    def select_version(self, message_id: str, index: int) -> tuple[str | None, str]:
+    def select_version(self, message_id: str, index: int) -> list[tuple[str | None, str]]:
         """Show sibling ``index`` (0-based) of a message and move the head into its subtree.
 
         The head goes to the leaf that was shown last in that subtree; where a branch point
         below has no remembered choice, to the child holding its newest leaf. Returns the
-        choice to remember, ``(parent id or None, chosen sibling id)``.
+        choices to remember, ``[(parent id or None, child id), ...]`` (the chosen sibling's,
+        and its ancestors' when the message was not on the active branch).
         """
         node = self._node(message_id)
         siblings = self._siblings(node)
@@ -246,13 +243,10 @@ class ConversationTree:
             )
         chosen = siblings[index]
         parent = chosen.parent
-        if parent is None:
-            self._root_choice = chosen
-            self._path = self._descend(chosen)
-        else:
-            parent.choice = chosen
-            self._path = [*self._ancestors(parent), *self._descend(chosen)]
-        return (parent.msg.id if parent is not None else None), chosen.msg.id
+        above = [] if parent is None else self._ancestors(parent)
+        changed = self._activate([*above, chosen], always=chosen)
+        self._path.extend(self._descend(chosen)[1:])
+        return changed
 
     # ------------------------------------------------------------------ internals
 
@@ -277,6 +271,28 @@ class ConversationTree:
             cur = cur.parent
         chain.reverse()
         return chain
+
+    def _activate(
+        self, chain: list[_Node], always: _Node | None = None
+    ) -> list[tuple[str | None, str]]:
+        """Make ``chain`` (from a first message down) the active branch: set each node's
+        choice to the next one. Returns the changed choices at branch points (and the one
+        that leads to ``always``, changed or not) for the store to remember."""
+        changed: list[tuple[str | None, str]] = []
+        upper: _Node | None = None
+        for lower in chain:
+            siblings = self._roots if upper is None else upper.children
+            shown = self._root_choice if upper is None else upper.choice
+            if shown is not lower or lower is always:
+                if upper is None:
+                    self._root_choice = lower
+                else:
+                    upper.choice = lower
+                if len(siblings) > 1 or lower is always:
+                    changed.append((None if upper is None else upper.msg.id, lower.msg.id))
+            upper = lower
+        self._path = chain
+        return changed
 
     def _descend(self, node: _Node) -> list[_Node]:
         """``node`` and the chain of choices below it down to a leaf: O(depth)."""

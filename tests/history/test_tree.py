@@ -28,7 +28,7 @@ def linear(*ids: str) -> ConversationTree:
 def test_appending_under_the_head_extends_the_active_branch_in_place() -> None:
     tree = linear("u1", "a1")
     branch = tree._path
-    tree.add(msg("u2", "a1"))
+    assert tree.add(msg("u2", "a1")) == []  # an only child: nothing to remember
     assert tree._path is branch  # the cached branch grew; nothing was rebuilt
     assert contents(tree) == ["u1", "a1", "u2"]
     assert tree.head_id == "u2"
@@ -37,14 +37,14 @@ def test_appending_under_the_head_extends_the_active_branch_in_place() -> None:
 
 def test_regenerate_adds_a_sibling_reply_and_keeps_the_old_one() -> None:
     tree = linear("u1", "a1")
-    assert tree.add(msg("a1b", "u1", "assistant")) == ("u1", "a1b")
+    assert tree.add(msg("a1b", "u1", "assistant")) == [("u1", "a1b")]
     assert contents(tree) == ["u1", "a1b"]
     versions = tree.versions("a1b")
     assert versions.ids == ("a1", "a1b")
     assert versions.index == 1
     assert versions.label == "2 / 2"
     assert tree.versions("a1").label == "2 / 2"  # asked through any sibling, same answer
-    assert tree.select_version("a1b", 0) == ("u1", "a1")
+    assert tree.select_version("a1b", 0) == [("u1", "a1")]
     assert contents(tree) == ["u1", "a1"]
     assert tree.versions("a1").label == "1 / 2"
 
@@ -84,6 +84,26 @@ def test_select_version_goes_to_the_leaf_last_shown_in_that_subtree() -> None:
     tree.select_version("a1", 0)  # ... and back: the leaf last shown is a2b now
     assert tree.head_id == "a2b"
     assert contents(tree) == ["u1", "a1", "u2", "a2b"]
+
+
+def restored(tree: ConversationTree) -> ConversationTree:
+    """The tree as a store rebuilds it: messages, choices at branch points, root choice."""
+    return ConversationTree.from_messages(tree.messages(), tree.choices(), tree.root_choice)
+
+
+def test_acting_on_a_message_off_the_active_branch_moves_every_choice_above_it() -> None:
+    tree = linear("u1", "a1", "u2", "a2")
+    tree.add(msg("a1b", "u1", "assistant"))  # head a1b: u2 and a2 are off the branch now
+    tree.add(msg("a2b", "u2", "assistant"))  # a reply on that other branch ...
+    assert contents(tree) == ["u1", "a1", "u2", "a2b"]  # ... brings it back
+    assert tree.versions("a1").index == 0
+    assert restored(tree).path() == tree.path()
+    tree.select_version("a1", 1)  # head a1b again
+    changed = tree.select_version("a2", 0)  # a version on the branch not shown
+    assert changed == [("u1", "a1"), ("u2", "a2")]
+    assert contents(tree) == ["u1", "a1", "u2", "a2"]
+    assert tree.versions("a1b").label == "1 / 2"
+    assert restored(tree).path() == tree.path()
 
 
 def test_a_subtree_without_a_remembered_choice_opens_at_its_newest_leaf() -> None:
