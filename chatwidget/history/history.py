@@ -28,6 +28,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -80,6 +81,7 @@ from chatwidget.history.types import (
 #: The setting that remembers the active conversation of a workspace.
 ACTIVE_KEY = "chatwidget.active_conversation"
 _MAX_TITLE = 200
+_DEFAULT_TITLE = re.compile(r"Chat [0-9]{1,9}")
 
 
 class _Head:
@@ -224,7 +226,7 @@ class History:
         """Start an empty conversation in this workspace."""
         with self._lock:
             now = time.time()
-            name = _clean_title(title) if title is not None else f"Chat {len(self._rows) + 1}"
+            name = _clean_title(title) if title is not None else self._next_default_title()
             row = ConversationRow(new_id("c"), self._workspace, name, model, None, now, now)
             self._rows[row.id] = row
             self._trees[row.id] = ConversationTree()
@@ -650,6 +652,13 @@ class History:
     def _submit(self, what: str, *ops: Op) -> None:
         """Caller holds the lock: changes reach the store in the order they were made."""
         self._store.submit(Change(what, ops))
+
+    def _next_default_title(self) -> str:
+        """``Chat N`` with N above every loaded ``Chat <number>`` (titles never repeat)."""
+        numbers = [
+            int(r.title[5:]) for r in self._rows.values() if _DEFAULT_TITLE.fullmatch(r.title)
+        ]
+        return f"Chat {max([len(self._rows), *numbers]) + 1}"
 
     def _require(self, conversation_id: str) -> ConversationRow:
         try:

@@ -63,6 +63,12 @@ def test_conversations_are_created_renamed_given_a_model_and_deleted(history: Hi
     with pytest.raises(ValueError, match="cannot be empty"):
         history.rename(first.id, "   ")
     assert history.rename(first.id, "x" * 500).title == "x" * 200
+    third = history.create_conversation()
+    assert third.title == "Chat 2"
+    history.delete(third.id)
+    assert history.create_conversation().title == "Chat 2"
+    history.rename(first.id, "Chat 7")
+    assert history.create_conversation().title == "Chat 8"  # never a title twice
 
 
 def test_a_turn_keeps_the_model_and_usage_of_the_reply(history: History) -> None:
