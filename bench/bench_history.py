@@ -7,8 +7,8 @@ Ratios against baselines measured in the same run:
 - **restore**: ``History.open`` on a file of 10,000 messages in 100 conversations (every tree
   built, every active branch ready) / reading the same rows with plain ``sqlite3``
   (connect, ``SELECT`` conversations, messages and settings, ``fetchall``). Goal ≤ 2.
-- **per token**: ``History.append_text`` into a reply at message 1,000 / at message 1
-  (flat cost: goal ≤ 1.1).
+- **per token**: ``History.append_text`` into a reply at message 1,000 / at message 1, the
+  fastest of the rounds of each (flat cost: goal ≤ 1.1).
 - **chat template at 1,000 messages**: ``History.chat_messages`` / the same list built from a
   plain Python list of messages (no SQL per message, O(turns)).
 - **two writers**: two processes writing 100 turns each (a commit per turn) at once / one
@@ -146,8 +146,10 @@ def bench_costs(folder: Path, rounds: int) -> dict[str, Any]:
                     time_call(lambda: [m.as_chat() for m in plain_messages if m.content])
                 )
     h.close()
-    at1 = statistics.median(token_times["at 1"])
-    at1000 = statistics.median(token_times["at 1000"])
+    # The least disturbed round: 20,000 sub-microsecond calls per sample, on a machine where
+    # other processes only ever add time.
+    at1 = min(token_times["at 1"])
+    at1000 = min(token_times["at 1000"])
     tpl = statistics.median(template_times["history"])
     plain = statistics.median(template_times["plain"])
     return {
@@ -338,7 +340,7 @@ def main() -> None:
         build_s = time.perf_counter() - started
         size_mb = path.stat().st_size / 1e6
         restore_result = bench_restore(path, args.rounds)
-        costs = bench_costs(folder, max(3, args.rounds // 2))
+        costs = bench_costs(folder, max(5, args.rounds))
         writers = two_writers(folder, args.turns)
         kills = durability(folder, args.kills)
 

@@ -24,7 +24,9 @@ Modules, one job each:
 - :mod:`~chatwidget.history.tree`: ``ConversationTree``, branches and the active branch.
 - :mod:`~chatwidget.history.history`: ``History``, the facade and its threading rules.
 - :mod:`~chatwidget.history.store`: the ``Store`` interface and ``MemoryStore``.
-- :mod:`~chatwidget.history.sqlite_store`: ``SQLiteStore``, the file and its bad states.
+- :mod:`~chatwidget.history.sqlite_store`: ``SQLiteStore``, the file, its writer thread and
+  its bad states; :mod:`~chatwidget.history.sql` its statements;
+  :mod:`~chatwidget.history.faults` what a failure means (warning kinds, moving a file aside).
 - :mod:`~chatwidget.history.checkpoint`: ``Checkpointer``, ≤ one save per second per reply.
 - :mod:`~chatwidget.history.schema`: tables, ``schema_version`` and migrations.
 - :mod:`~chatwidget.history.changes`: the rows and atomic changes stores commit.

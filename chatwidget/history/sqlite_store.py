@@ -34,9 +34,7 @@ constraint because another process deleted its conversation is dropped with a no
 from __future__ import annotations
 
 import atexit
-import errno
 import functools
-import json
 import logging
 import os
 import sqlite3
@@ -50,65 +48,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chatwidget.history.changes import (
-    Change,
-    ConversationRecord,
-    ConversationRow,
-    CreateConversation,
-    DeleteComparison,
-    DeleteConversation,
-    PutComparison,
-    PutMessage,
-    PutSettings,
-    SetChoice,
-    SetVote,
-    UpdateConversation,
-    UpdateText,
-    WorkspaceData,
+from chatwidget.history import sql
+from chatwidget.history.changes import Change, ConversationRecord, ConversationRow, WorkspaceData
+from chatwidget.history.faults import (
+    NewerSchemaError,
+    classify,
+    is_corrupt,
+    move_aside,
+    read_only_fs,
+    warning_message,
 )
-from chatwidget.history.schema import (
-    MESSAGE_COLUMNS,
-    SCHEMA_VERSION,
-    ForeignDatabaseError,
-    file_version,
-    migrate,
-)
+from chatwidget.history.schema import SCHEMA_VERSION, ForeignDatabaseError, file_version, migrate
 from chatwidget.history.store import Listener, Producer, Store
-from chatwidget.history.types import (
-    Comparison,
-    ComparisonResult,
-    Message,
-    StoreWarning,
-    Usage,
-    WarningKind,
-    WorkspaceInfo,
-)
+from chatwidget.history.types import Comparison, StoreWarning, WarningKind, WorkspaceInfo
 
 log = logging.getLogger("chatwidget.history")
 
-_SELECT_MESSAGES = (
-    f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE conversation_id = ? ORDER BY seq"
-)
-_CONVERSATION_SELECT = "id, workspace, title, model, root_choice, created_at, updated_at"
-_PUT_MESSAGE = (
-    f"INSERT INTO messages (conversation_id, {', '.join(MESSAGE_COLUMNS)}) "
-    f"VALUES (?, {', '.join('?' for _ in MESSAGE_COLUMNS)}) "
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in MESSAGE_COLUMNS[2:])
-)
-_PUT_CONVERSATION = (
-    f"INSERT INTO conversations ({_CONVERSATION_SELECT}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET title = excluded.title, model = excluded.model, "
-    "root_choice = excluded.root_choice, updated_at = excluded.updated_at"
-)
-_CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 _T = TypeVar("_T")
-
-
-class _NewerSchemaError(sqlite3.DatabaseError):
-    def __init__(self, version: int) -> None:
-        super().__init__(f"schema version {version}")
-        self.version = version
 
 
 class SQLiteStore(Store):
@@ -303,90 +259,27 @@ class SQLiteStore(Store):
     # ---------------------------------------------------------------- reads
 
     def load_workspace(self, workspace: str) -> WorkspaceData:
-        def read(conn: sqlite3.Connection, version: int) -> WorkspaceData:
-            conn.execute("BEGIN")  # one snapshot for every read below
-            rows = conn.execute(
-                f"SELECT {_CONVERSATION_SELECT} FROM conversations WHERE workspace = ? "
-                "ORDER BY created_at, rowid",
-                (workspace,),
-            ).fetchall()
-            choices: dict[str, dict[str, str]] = {}
-            for cid, mid, child in conn.execute(
-                "SELECT m.conversation_id, m.id, m.active_child FROM conversations c "
-                "JOIN messages m ON m.conversation_id = c.id "
-                "WHERE c.workspace = ? AND m.active_child IS NOT NULL",
-                (workspace,),
-            ):
-                choices.setdefault(cid, {})[mid] = child
-            records = [
-                ConversationRecord(
-                    ConversationRow._make(row),
-                    _messages_of(conn, row[0]),
-                    choices.get(row[0], {}),
-                )
-                for row in rows
-            ]
-            settings = conn.execute(
-                "SELECT key, value FROM settings WHERE workspace = ?", (workspace,)
-            ).fetchall()
-            comparisons = _read_comparisons(conn, version, "workspace = ?", (workspace,))
-            conn.execute("COMMIT")
-            return WorkspaceData(records, {k: json.loads(v) for k, v in settings}, comparisons)
-
-        return self._read(read, WorkspaceData([], {}, []))
+        return self._read(
+            lambda conn, version: sql.read_workspace(conn, version, workspace),
+            WorkspaceData([], {}, []),
+        )
 
     def load_conversation(self, conversation_id: str) -> ConversationRecord | None:
-        def read(conn: sqlite3.Connection, _version: int) -> ConversationRecord | None:
-            conn.execute("BEGIN")
-            row = conn.execute(
-                f"SELECT {_CONVERSATION_SELECT} FROM conversations WHERE id = ?",
-                (conversation_id,),
-            ).fetchone()
-            if row is None:
-                conn.execute("COMMIT")
-                return None
-            choices = dict(
-                conn.execute(
-                    "SELECT id, active_child FROM messages "
-                    "WHERE conversation_id = ? AND active_child IS NOT NULL",
-                    (conversation_id,),
-                ).fetchall()
-            )
-            record = ConversationRecord(
-                ConversationRow._make(row), _messages_of(conn, conversation_id), choices
-            )
-            conn.execute("COMMIT")
-            return record
-
-        return self._read(read, None)
+        return self._read(lambda conn, _: sql.read_conversation(conn, conversation_id), None)
 
     def list_workspaces(self) -> list[WorkspaceInfo]:
-        def read(conn: sqlite3.Connection, _version: int) -> list[WorkspaceInfo]:
-            rows = conn.execute(
-                "SELECT workspace, COUNT(*), MAX(updated_at) FROM conversations "
-                "GROUP BY workspace ORDER BY MAX(updated_at) DESC"
-            ).fetchall()
-            return [WorkspaceInfo(name, n, t) for name, n, t in rows]
-
-        return self._read(read, [])
+        return self._read(lambda conn, _: sql.read_workspaces(conn), [])
 
     def list_conversations(self, workspace: str) -> list[tuple[ConversationRow, int]]:
-        def read(conn: sqlite3.Connection, _version: int) -> list[tuple[ConversationRow, int]]:
-            rows = conn.execute(
-                "SELECT c.id, c.workspace, c.title, c.model, c.root_choice, c.created_at, "
-                "c.updated_at, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
-                "FROM conversations c WHERE c.workspace = ? ORDER BY c.created_at, c.rowid",
-                (workspace,),
-            ).fetchall()
-            return [(ConversationRow._make(r[:7]), int(r[7])) for r in rows]
-
-        return self._read(read, [])
+        return self._read(lambda conn, _: sql.read_conversations(conn, workspace), [])
 
     def list_comparisons(self, workspace: str) -> list[Comparison]:
-        def read(conn: sqlite3.Connection, version: int) -> list[Comparison]:
-            return _read_comparisons(conn, version, "workspace = ?", (workspace,))
-
-        return self._read(read, [])
+        return self._read(
+            lambda conn, version: sql.read_comparisons(
+                conn, version, "workspace = ?", (workspace,)
+            ),
+            [],
+        )
 
     def _read(self, fn: Callable[[sqlite3.Connection, int], _T], empty: _T) -> _T:
         """Run ``fn(conn, schema version)`` on a fresh read connection.
@@ -411,7 +304,7 @@ class SQLiteStore(Store):
             if conn is not None:
                 conn.close()
                 conn = None
-            if _is_corrupt(exc):
+            if is_corrupt(exc):
                 with self._db_lock:
                     self._recover(exc)
             else:
@@ -429,7 +322,7 @@ class SQLiteStore(Store):
         if not self._path.exists():
             return None
         attempts = [None, f"{self._path.as_uri()}?mode=ro"]
-        if _read_only_fs(self._path.parent):
+        if read_only_fs(self._path.parent):
             attempts.append(f"{self._path.as_uri()}?mode=ro&immutable=1")
         error: sqlite3.Error | None = None
         for uri in attempts:
@@ -458,7 +351,7 @@ class SQLiteStore(Store):
             try:
                 self._ensure_writable()
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc):
+                if is_corrupt(exc):
                     self._recover(exc)
                 else:
                     self._failed(exc)
@@ -491,13 +384,13 @@ class SQLiteStore(Store):
             # Look before touching anything: a newer or foreign file is left as it is.
             version = file_version(conn)
             if version > SCHEMA_VERSION:
-                raise _NewerSchemaError(version)
+                raise NewerSchemaError(version)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute("PRAGMA synchronous = NORMAL")
             before, after = migrate(conn)
             if before > after:
-                raise _NewerSchemaError(before)
+                raise NewerSchemaError(before)
             if before < after and before > 0:
                 log.info("Migrated %s from schema %d to %d", self._path, before, after)
         except BaseException:
@@ -580,7 +473,7 @@ class SQLiteStore(Store):
             except sqlite3.IntegrityError:
                 done_through, error = self._commit_one_by_one(batch, [p[3] for p in produced])
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc):
+                if is_corrupt(exc):
                     done_through = self._recover(exc)
                 else:
                     error = exc
@@ -615,7 +508,7 @@ class SQLiteStore(Store):
         try:
             for change in changes:
                 for op in change.ops:
-                    _apply(conn, op)
+                    sql.apply(conn, op)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -667,19 +560,20 @@ class SQLiteStore(Store):
 
     def _failed(self, exc: BaseException, *, flush_request: int | None = None) -> None:
         """Record a failed write (or open): set the warning, schedule a retry."""
-        kind, detail = _classify(exc, self._path)
+        kind, detail = classify(exc, self._path)
+        warning = StoreWarning(
+            kind=kind,
+            message=warning_message(kind, detail, self._path, self._busy_timeout),
+            path=str(self._path),
+        )
         with self._cond:
             if kind in ("newer_schema", "foreign"):
-                self._frozen = StoreWarning(
-                    kind=kind, message=self._message(kind, detail), path=str(self._path)
-                )
-                self._notices.append(self._frozen)
+                self._frozen = warning
+                self._notices.append(warning)
                 changed = True
             else:
                 changed = self._warning is None or self._warning.kind != kind
-                self._warning = StoreWarning(
-                    kind=kind, message=self._message(kind, detail), path=str(self._path)
-                )
+                self._warning = warning
                 self._next_retry = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, self._retry_max)
             self.stats["failures"] += 1
@@ -689,39 +583,6 @@ class SQLiteStore(Store):
         if changed:
             log.warning("History: %s", (self._frozen or self._warning or _unknown()).message)
             self._notify()
-
-    def _message(self, kind: WarningKind, detail: str) -> str:
-        where = str(self._path)
-        later = "The chat goes on in memory; changes will be saved"
-        match kind:
-            case "locked":
-                return (
-                    f"The history file {where} is locked by another program (waited "
-                    f"{self._busy_timeout:g} s). {later} when it is free."
-                )
-            case "read_only":
-                return (
-                    f"The history file {where} cannot be written ({detail}). {later} once it can."
-                )
-            case "disk_full":
-                return (
-                    f"The disk holding the history file {where} is full. {later} once space "
-                    "is freed."
-                )
-            case "newer_schema":
-                return (
-                    f"The history file {where} was written by a newer chatwidget ({detail}; this "
-                    f"one knows up to {SCHEMA_VERSION}). It is left untouched: this session's "
-                    "conversations are kept in memory only. Update chatwidget to save them."
-                )
-            case "foreign":
-                return (
-                    f"{where} is not a chatwidget history file ({detail}). It is left untouched: "
-                    "this session's conversations are kept in memory only. Pass another file "
-                    "with history=PATH."
-                )
-            case _:
-                return f"The history file {where} cannot be written ({detail}). {later} on retry."
 
     def _recover(self, exc: BaseException) -> int:
         """Move a corrupt file aside, start a new one, rewrite it from the owner's snapshot.
@@ -734,7 +595,7 @@ class SQLiteStore(Store):
                 self._conn.close()
             self._conn = None
         try:
-            moved_to = _move_aside(self._path)
+            moved_to = move_aside(self._path)
         except OSError as move_error:
             self._failed(move_error)
             return 0
@@ -757,51 +618,6 @@ class SQLiteStore(Store):
         return through
 
 
-def _read_comparisons(
-    conn: sqlite3.Connection, version: int, where: str, args: tuple[Any, ...]
-) -> list[Comparison]:
-    if version < 2:
-        return []
-    heads = conn.execute(
-        "SELECT id, workspace, prompt, blind, vote, created_at, conversation_id "
-        f"FROM comparisons WHERE {where} ORDER BY created_at, rowid",
-        args,
-    ).fetchall()
-    if not heads:
-        return []
-    results: dict[str, list[ComparisonResult]] = {}
-    for row in conn.execute(
-        "SELECT r.comparison_id, r.model, r.text, r.status, r.prompt_tokens, r.new_tokens, "
-        "r.time_to_first_token_s, r.tokens_per_s, r.duration_s, r.error "
-        "FROM comparison_results r JOIN comparisons c ON c.id = r.comparison_id "
-        f"WHERE c.{where} ORDER BY r.comparison_id, r.position",
-        args,
-    ):
-        usage = Usage(*row[4:9])
-        results.setdefault(row[0], []).append(
-            ComparisonResult(
-                model=row[1],
-                text=row[2],
-                status=row[3],
-                usage=None if usage == Usage() else usage,
-                error=row[9],
-            )
-        )
-    return [
-        Comparison(
-            id=h[0],
-            workspace=h[1],
-            prompt=h[2],
-            results=tuple(results.get(h[0], ())),
-            blind=bool(h[3]),
-            vote=h[4],
-            created_at=h[5],
-            conversation_id=h[6],
-        )
-        for h in heads
-    ]
-
-
 def _flush_at_exit(ref: weakref.ReferenceType[SQLiteStore]) -> None:
     store = ref()
     if store is not None:
@@ -811,129 +627,3 @@ def _flush_at_exit(ref: weakref.ReferenceType[SQLiteStore]) -> None:
 
 def _unknown() -> StoreWarning:
     return StoreWarning(kind="unavailable", message="unknown", path="")
-
-
-def _messages_of(conn: sqlite3.Connection, conversation_id: str) -> list[Message]:
-    """A conversation's messages in creation order (the index gives the order: no sort)."""
-    rows = conn.execute(_SELECT_MESSAGES, (conversation_id,)).fetchall()
-    return list(map(Message._make, rows))
-
-
-def _apply(conn: sqlite3.Connection, op: Any) -> None:
-    match op:
-        case CreateConversation(row):
-            conn.execute(_PUT_CONVERSATION, row)
-        case UpdateConversation(row):
-            conn.execute(
-                "UPDATE conversations SET title = ?, model = ?, updated_at = ? WHERE id = ?",
-                (row.title, row.model, row.updated_at, row.id),
-            )
-        case DeleteConversation(cid):
-            conn.execute("DELETE FROM conversations WHERE id = ?", (cid,))
-        case PutMessage(cid, message):
-            conn.execute(_PUT_MESSAGE, (cid, *message))
-        case UpdateText(mid, content, status):
-            conn.execute(
-                "UPDATE messages SET content = ?, status = ? WHERE id = ?", (content, status, mid)
-            )
-        case SetChoice(cid, None, child):
-            conn.execute("UPDATE conversations SET root_choice = ? WHERE id = ?", (child, cid))
-        case SetChoice(_, parent, child):
-            conn.execute("UPDATE messages SET active_child = ? WHERE id = ?", (child, parent))
-        case PutSettings(workspace, values):
-            conn.executemany(
-                "INSERT INTO settings (workspace, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (workspace, key) DO UPDATE SET value = excluded.value",
-                [(workspace, k, v) for k, v in values],
-            )
-        case PutComparison(c):
-            conn.execute(
-                "INSERT INTO comparisons (id, workspace, conversation_id, prompt, blind, vote, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "prompt = excluded.prompt, blind = excluded.blind, vote = excluded.vote",
-                (
-                    c.id,
-                    c.workspace,
-                    c.conversation_id,
-                    c.prompt,
-                    int(c.blind),
-                    c.vote,
-                    c.created_at,
-                ),
-            )
-            conn.execute("DELETE FROM comparison_results WHERE comparison_id = ?", (c.id,))
-            conn.executemany(
-                "INSERT INTO comparison_results (comparison_id, position, model, text, status, "
-                "prompt_tokens, new_tokens, time_to_first_token_s, tokens_per_s, duration_s, "
-                "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (c.id, i, r.model, r.text, r.status, *(r.usage or Usage()), r.error)
-                    for i, r in enumerate(c.results)
-                ],
-            )
-        case SetVote(xid, vote):
-            conn.execute("UPDATE comparisons SET vote = ? WHERE id = ?", (vote, xid))
-        case DeleteComparison(xid):
-            conn.execute("DELETE FROM comparisons WHERE id = ?", (xid,))
-        case _:  # pragma: no cover - every Op is matched above
-            raise TypeError(f"Unknown change operation {op!r}")
-
-
-def _is_corrupt(exc: BaseException) -> bool:
-    if isinstance(exc, (ForeignDatabaseError, _NewerSchemaError)):
-        return False
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith(_CORRUPT)
-
-
-def _classify(exc: BaseException, path: Path) -> tuple[WarningKind, str]:
-    """What a failed write means for the user: a warning kind and a short detail."""
-    if isinstance(exc, _NewerSchemaError):
-        return "newer_schema", str(exc)
-    if isinstance(exc, ForeignDatabaseError):
-        return "foreign", str(exc)
-    if isinstance(exc, sqlite3.Error):
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-            return "locked", str(exc)
-        if name.startswith("SQLITE_READONLY"):
-            return "read_only", str(exc)
-        if name == "SQLITE_FULL":
-            return "disk_full", str(exc)
-    elif isinstance(exc, OSError):
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return "read_only", exc.strerror or str(exc)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "disk_full", exc.strerror or str(exc)
-    # An open or I/O error: look at the folder to say why.
-    folder = path.parent
-    if _read_only_fs(folder):
-        return "read_only", "the file system is read-only"
-    with suppress(OSError):
-        if os.statvfs(folder).f_bavail == 0:
-            return "disk_full", "no space left"
-    return "unavailable", str(exc)
-
-
-def _read_only_fs(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _move_aside(path: Path) -> Path:
-    """Rename a damaged file (and its -wal/-shm) to ``<name>.corrupt-<time>``; never delete."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    if path.exists():
-        path.replace(target)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.replace(target.with_name(target.name + suffix))
-    return target
