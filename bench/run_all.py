@@ -29,6 +29,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
     "bench_widget.py": ("widget", [], ["--messages", "100"]),
     "bench_remote.py": ("bench_remote", [], ["--rounds", "3", "--stops", "3"]),
+    "bench_history.py": (
+        "bench_history",
+        [],
+        ["--rounds", "3", "--kills", "3", "--turns", "30"],
+    ),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -43,6 +48,10 @@ GOALS: dict[str, str] = {
     "tokens_per_s_engine_over_direct": ">= 0.97",
     "ttft_engine_over_direct": "<= 1.05",
     "stop_latency_over_chunk_interval_plus_50ms": "<= 1.0",
+    "restore 10,000 messages / plain sqlite3 read": "<= 2.0",
+    "append_text per token at 1,000 messages / at 1": "<= 1.10",
+    "rows lost (two writers)": "== 0",
+    "SIGKILL runs losing more than the turn in flight": "== 0",
 }
 
 
