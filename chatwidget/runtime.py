@@ -37,6 +37,7 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.downloads import Downloader, DownloadPlan
 from chatwidget.downloads.cache import remove_all_incomplete
 from chatwidget.engine import Engine
+from chatwidget.engine.remote import RemoteEngine, RoutingDownloader, RoutingEngine
 from chatwidget.orchestrator import Orchestrator
 from chatwidget.orchestrator.orchestrator import UnloadResult
 from chatwidget.orchestrator.policy import MemoryPolicy, parse_duration, parse_max_loaded_models
@@ -66,12 +67,17 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Runtime:
-    """The downloader, engine and orchestrator that widgets share."""
+    """The downloader, engines and orchestrator that widgets share.
+
+    ``engine`` runs local models; ``remote`` reaches models on servers (its ``servers`` is
+    the registry); the orchestrator drives both through routing ports.
+    """
 
     key: tuple[str, str]
     downloader: Downloader
     engine: Engine
     orchestrator: Orchestrator
+    remote: RemoteEngine = field(default_factory=RemoteEngine)
     policy: MemoryPolicy = field(default_factory=MemoryPolicy)
     users: int = 0
     closed: bool = False
@@ -136,7 +142,13 @@ class Runtime:
             if self.closed:
                 return
             self.closed = True
-        for step in (self.orchestrator.close, self.downloader.close, self.engine.close):
+        steps = (
+            self.orchestrator.close,
+            self.downloader.close,
+            self.engine.close,
+            self.remote.close,
+        )
+        for step in steps:
             try:
                 step()
             except Exception:
@@ -182,8 +194,13 @@ def acquire(
                 memory_budget_bytes=policy.memory_budget_bytes,
                 max_loaded_models=policy.max_loaded_models,
             )
-            orchestrator = Orchestrator(downloader, engine, keep_alive_s=policy.keep_alive_s)
-            rt = Runtime(key, downloader, engine, orchestrator, policy=policy)
+            remote = RemoteEngine()
+            orchestrator = Orchestrator(
+                RoutingDownloader(downloader),
+                RoutingEngine(engine, remote),
+                keep_alive_s=policy.keep_alive_s,
+            )
+            rt = Runtime(key, downloader, engine, orchestrator, remote, policy=policy)
             _runtimes[key] = rt
         elif token is not None and group is None:
             rt.downloader.set_token(token)

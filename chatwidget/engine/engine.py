@@ -225,8 +225,12 @@ class Engine:
         keep: Names = (),
         busy: Names = (),
         prefer: Names = (),
+        cancel: threading.Event | None = None,
     ) -> LoadReport:
         """Load ``spec`` from the local cache ("Compiling"); one load runs at a time.
+
+        ``cancel`` is accepted for the port's sake: ``from_pretrained`` cannot be interrupted,
+        so a canceled load runs to its end and the caller unloads it.
 
         ``keep``: never evicted (no room beside them: ModelTooLargeError). ``busy``: never
         evicted, but worth waiting for (ModelBusyError names them), as are models a reply is

@@ -650,8 +650,10 @@ class Orchestrator:
             if job.canceled:
                 return True
             entry = self._models[repo_id]
-            if entry.state is not ModelState.COMPILING:
-                self._move(entry, ModelState.COMPILING)
+            # a remote model is not compiled: its load is one request that proves it answers
+            loading = ModelState.CONNECTING if job.spec.is_remote else ModelState.COMPILING
+            if entry.state is not loading:
+                self._move(entry, loading)
             self._loading = job
         try:
             # window: the engine decides what to evict when it runs; it asks for the latest
@@ -662,6 +664,7 @@ class Orchestrator:
                     keep=lambda: self._keep_for(job),
                     busy=self._busy_now,
                     prefer=lambda: self._prefer_for(job),
+                    cancel=job.cancel,
                 )
             )
         except ModelBusyError as busy:
@@ -968,8 +971,13 @@ class Orchestrator:
             return self._usage.busy()
 
     def _idle_candidates(self) -> list[str]:
+        """Ready local models keep_alive may unload (a remote model takes no memory here)."""
         loading = self._loading.repo_id if self._loading is not None else None
-        return [r for r, m in self._models.items() if m.state is ModelState.READY and r != loading]
+        return [
+            r
+            for r, m in self._models.items()
+            if m.state is ModelState.READY and r != loading and not m.spec.is_remote
+        ]
 
     def _expired(self, repo_id: str) -> bool:
         keep_alive = self._keep_alive_s

@@ -67,13 +67,15 @@ class EnginePort(Protocol):
         keep: Names = (),
         busy: Names = (),
         prefer: Names = (),
+        cancel: threading.Event | None = None,
     ) -> LoadReport:
-        """Load from the local cache only ("Compiling").
+        """Load from the local cache only ("Compiling"), or connect ("Connecting").
 
         Never evicts models in ``keep`` (no room beside them: ModelTooLargeError) nor in
         ``busy`` or in use by a reply (room only once they are free: ModelBusyError, with
         ``waiting_for``, and nothing evicted); evicts models in ``prefer`` last. Each may be
-        a function, evaluated when the engine decides.
+        a function, evaluated when the engine decides. ``cancel`` ends a load that can be
+        interrupted (connecting); a local load runs to its end and the caller discards it.
         """
         ...
 

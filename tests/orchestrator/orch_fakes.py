@@ -235,7 +235,13 @@ class FakeEngine(_Hooks):
         return evict, ()
 
     def load(
-        self, spec: ModelSpec, *, keep: Names = (), busy: Names = (), prefer: Names = ()
+        self,
+        spec: ModelSpec,
+        *,
+        keep: Names = (),
+        busy: Names = (),
+        prefer: Names = (),
+        cancel: threading.Event | None = None,
     ) -> LoadReport:
         repo_id = spec.repo_id
         self.run("load", repo_id)
