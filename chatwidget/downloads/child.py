@@ -17,7 +17,10 @@ pool, verifying each one. It writes JSON lines to its stdout channel:
 Before any weights it checks that ``config.json`` describes them (from the safetensors
 headers, read with range requests), so a hostile config is refused early. It runs at a lower
 CPU and I/O priority than the kernel, so replies stay fast while it downloads. It never
-imports torch, and it exits when its parent goes away (stdin closes). The parent stops it by
+imports torch, and it exits when its parent goes away (stdin closes). After the job, the
+parent may write ``pause`` and ``resume`` lines on stdin: while paused the transfer waits
+between chunks (at most :data:`MAX_PAUSE_S` at a time), so a reply's first token does not
+compete with the download for the CPU. The parent stops it by
 terminating it; cleaning the cache after that is the parent's job.
 """
 
@@ -42,6 +45,8 @@ DEFAULT_CHUNK_SIZE = 256 * 1024  # the parent normally sends its own
 _HASH_BLOCK = 4 * 1024 * 1024
 #: How much nicer (lower CPU priority) than its parent the download process runs (19: the most).
 NICE_INCREMENT = 19
+#: The longest one pause lasts if the parent never says ``resume`` (a safety valve).
+MAX_PAUSE_S = 10.0
 #: How often the process looks whether another process holds the lock of a file it waits for.
 LOCK_PROBE_S = 0.25
 
@@ -63,6 +68,29 @@ def lower_priority() -> None:
             psutil.Process().ionice(psutil.IOPRIO_CLASS_BE, value=7)
     except Exception:  # any platform quirk: keep the normal I/O priority
         pass
+
+
+class Gate:
+    """Paused or open; the transfer waits at a paused gate, never longer than ``max_s``."""
+
+    def __init__(self, max_s: float = MAX_PAUSE_S) -> None:
+        self.max_s = max_s
+        self._open = threading.Event()
+        self._open.set()
+
+    def pause(self) -> None:
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+
+    def wait_open(self) -> None:
+        if not self._open.wait(self.max_s):
+            self._open.set()  # the parent forgot: go on rather than stall
+
+
+#: Opened and closed by the parent's ``pause``/``resume`` lines.
+GATE = Gate()
 
 
 class Channel:
@@ -134,6 +162,7 @@ def make_progress_class(
 
         def update(self, n: float | None = 1) -> bool | None:
             counters.add(path, int(n or 0))
+            GATE.wait_open()  # between chunks: a pause holds the transfer here
             return None
 
         # Having these makes huggingface_hub use this one bar for both counters, on the plain
@@ -165,6 +194,7 @@ class TailHasher:
 
     def _run(self) -> None:
         while True:
+            GATE.wait_open()
             block = self._fh.read(_HASH_BLOCK)
             if block:
                 self._digest.update(block)
@@ -476,8 +506,15 @@ def _report_loop(
         channel.send(message)
 
 
-def _exit_when_parent_goes(stdin: IO[str], on_gone: Callable[[], None]) -> None:
-    stdin.read()  # returns at EOF: the parent closed the pipe or died
+def _listen_to_parent(stdin: IO[str], gate: Gate, on_gone: Callable[[], None]) -> None:
+    """Follow ``pause``/``resume`` lines; at EOF (the parent closed the pipe or died) leave."""
+    for line in stdin:
+        command = line.strip()
+        if command == "pause":
+            gate.pause()
+        elif command == "resume":
+            gate.resume()
+    gate.resume()
     on_gone()
 
 
@@ -500,8 +537,8 @@ def main() -> None:
     job = json.loads(line)
     token = job.pop("token", None)
     threading.Thread(
-        target=_exit_when_parent_goes,
-        args=(sys.stdin, lambda: os._exit(3)),
+        target=_listen_to_parent,
+        args=(sys.stdin, GATE, lambda: os._exit(3)),
         name="chatwidget-parent-watch",
         daemon=True,
     ).start()

@@ -158,6 +158,11 @@ class _Run:
             self._tracker.touch()
             self._tracker.set_note(f"Waiting for another download of {self._repo_id}")
 
+    def touch(self) -> None:
+        """Count now as activity (the download was paused on purpose)."""
+        if self._tracker is not None:
+            self._tracker.touch()
+
     def finish(self) -> None:
         """Send the final update (once the totals are known)."""
         if self._tracker is not None:
@@ -203,6 +208,8 @@ class Downloader:
         self._children: set[_Child] = set()
         self._busy: set[str] = set()  # repos being downloaded (one download per repo at a time)
         self._spares: list[_Process] = []  # at most one idle, already-imported process
+        self._holds = 0  # replies starting now: downloads pause until they release
+        self._released_at = 0.0
         self._finalizer = weakref.finalize(
             self, _stop_all, self._children, self._spares, self._lock
         )
@@ -214,6 +221,35 @@ class Downloader:
             f"Downloader(endpoint={self.endpoint!r}, cache_dir={str(self.cache_dir)!r}, "
             f"stall_timeout_s={self.stall_timeout_s})"
         )
+
+    def hold(self) -> Callable[[], None]:
+        """Pause every running download until the returned function is called.
+
+        For a reply that is about to start: its first token then does not share the CPU with
+        the download (the download process waits between chunks; it resumes on its own after
+        ``child.MAX_PAUSE_S`` if it is never released). Holds nest; the release is idempotent,
+        and the stall timer does not count the paused time.
+        """
+        with self._lock:
+            self._holds += 1
+            if self._holds == 1:
+                for child in self._children:
+                    _tell(child.proc, "pause")
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._holds -= 1
+                if self._holds == 0:
+                    self._released_at = time.monotonic()
+                    for child in self._children:
+                        _tell(child.proc, "resume")
+
+        return release
 
     def set_token(self, token: str | bool | None) -> None:
         """Use ``token`` from the next hub request on (None: huggingface_hub's usual sources)."""
@@ -364,6 +400,9 @@ class Downloader:
         # The token travels only through this pipe: never argv, env or logs.
         proc.stdin.write(json.dumps({**job, "token": self._token(token)}) + "\n")
         proc.stdin.flush()
+        with self._lock:
+            if self._holds:  # a reply is starting: this download waits for it too
+                _tell(proc, "pause")
         child.reader = threading.Thread(
             target=_read_messages, args=(child,), name="chatwidget-download-reader", daemon=True
         )
@@ -426,6 +465,8 @@ class Downloader:
                 log.debug("Download of %s failed: %s", spec.repo_id, message.get("detail"))
                 raise fail(errors_map.rebuild(message["error"], message["message"]))
             run.handle(message)
+            if self._holds or time.monotonic() - self._released_at < 1.0:
+                run.touch()  # paused on purpose: not a stall
             idle = run.idle_for(time.monotonic())
             if idle is None and run.waited(time.monotonic()) > _STARTUP_TIMEOUT_S:
                 raise fail(DownloadError("The download process did not start in time; retry."))
@@ -506,6 +547,15 @@ def _read_messages(child: _Child) -> None:
         pass  # the pipe closed under us: the process is gone
     finally:
         child.messages.put(None)
+
+
+def _tell(proc: subprocess.Popen[str], command: str) -> None:
+    """Write one command line to a download process (ignored once it is gone)."""
+    if proc.stdin is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
 
 
 def _terminate(child: _Child) -> None:

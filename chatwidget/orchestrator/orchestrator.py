@@ -478,15 +478,26 @@ class Orchestrator:
             for _attempt in range(_MAX_WAKES):
                 if not self._wait_until_ready(conversation_id, lease, stop, on_phase):
                     return _stopped_before_start(lease.repo_id)
+                # downloads pause until the first token (prefill is what a download slows);
+                # a remote model's reply takes no CPU here
+                with self._locked():
+                    remote = self._models[lease.repo_id].spec.is_remote
+                release = _NO_HOLD if remote else self._downloader.hold()
                 try:
                     return self._engine.generate(
-                        lease.repo_id, messages, settings, on_text=on_text, stop=stop
+                        lease.repo_id,
+                        messages,
+                        settings,
+                        on_text=_released_at_first_text(release, on_text),
+                        stop=stop,
                     )
                 except ModelNotLoadedError:
                     # unloaded between Ready and the reply's start (idle timer, eviction, a
                     # direct engine call): it is Downloaded again; load it and go on
                     with self._changing():
                         self._mark_not_loaded(lease.repo_id)
+                finally:
+                    release()
             raise ModelUnavailableError(
                 f"{lease.repo_id} was unloaded {_MAX_WAKES} times before the reply could "
                 "start; send the message again.",
@@ -1203,6 +1214,23 @@ def _checked_keep_alive(seconds: float | None) -> float | None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise ValueError(f"keep_alive_s must be zero or more seconds, or None; got {seconds!r}")
     return float(seconds)
+
+
+def _NO_HOLD() -> None:  # noqa: N802 - a constant release that does nothing
+    return None
+
+
+def _released_at_first_text(
+    release: Callable[[], None], on_text: Callable[[str], None] | None
+) -> Callable[[str], None]:
+    """``on_text`` that first releases the downloads' hold (the first token is out)."""
+
+    def first(piece: str) -> None:
+        release()
+        if on_text is not None:
+            on_text(piece)
+
+    return first
 
 
 def _stopped_before_start(repo_id: str) -> GenerationResult:

@@ -54,6 +54,10 @@ class DownloaderPort(Protocol):
         """
         ...
 
+    def hold(self) -> Callable[[], None]:
+        """Pause running downloads while a reply starts; returns the (idempotent) release."""
+        ...
+
 
 class EnginePort(Protocol):
     def check_fit(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> FitReport:

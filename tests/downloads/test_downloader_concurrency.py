@@ -15,6 +15,7 @@ from dl_helpers import Background, ProgressRecorder, download_children, incomple
 
 from chatwidget.downloads import Downloader, DownloadProgress
 from chatwidget.engine import Engine
+from chatwidget.errors import DownloadCanceledError
 from chatwidget.orchestrator import ModelState, Orchestrator
 from chatwidget.testing.hub import LocalHub
 from chatwidget.testing.models import DEMO_TINY_REPO as TINY_REPO
@@ -145,3 +146,34 @@ def test_the_download_process_runs_at_a_lower_cpu_and_io_priority(
         assert ionice.value == 7
     finally:
         downloader.close()
+
+
+def test_a_hold_pauses_a_running_download_without_a_stall_and_release_resumes_it(
+    local_hub: LocalHub, small_repo: str, hf_cache: Path
+) -> None:
+    local_hub.rate = 2_000_000  # ~14 s for the model: it is mid-file throughout
+    downloader = Downloader(
+        endpoint=local_hub.url, cache_dir=hf_cache, token=False, stall_timeout_s=1.0
+    )
+    progress = ProgressRecorder()
+    cancel = threading.Event()
+    job = Background(lambda: downloader.download(small_repo, on_progress=progress, cancel=cancel))
+    try:
+        assert progress.wait_for(lambda p: p.bytes_done > 500_000, WAIT_S)
+        release = downloader.hold()  # a reply starts
+        held_at = len(progress.updates)
+        pause = threading.Event()
+        pause.wait(0.5)  # in-flight chunks land
+        settled = progress.updates[-1].bytes_done
+        pause.wait(2.0)  # twice the stall timeout: a pause is not a stall
+        assert job.thread.is_alive(), f"the held download ended: {job.error!r}"
+        assert progress.updates[-1].bytes_done - settled < 600_000, "it kept downloading"
+        assert len(progress.updates) >= held_at
+        release()
+        release()  # idempotent
+        assert progress.wait_for(lambda p: p.bytes_done > settled + 1_000_000, WAIT_S)
+    finally:
+        cancel.set()
+        job.join(10)
+        downloader.close()
+    assert isinstance(job.error, DownloadCanceledError)

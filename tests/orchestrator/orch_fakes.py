@@ -83,6 +83,8 @@ class FakeDownloader(_Hooks):
         self.canceled: list[str] = []
         self.planned: list[str] = []  # repo ids whose listing was asked for
         self.disk_free: dict[str, int] = {}  # free disk the listing reports, per repo
+        self.holds = 0
+        self.held = 0
 
     def gate(self, repo_id: str) -> threading.Event:
         """Make the next downloads of ``repo_id`` block until the returned event is set."""
@@ -91,6 +93,19 @@ class FakeDownloader(_Hooks):
 
     def fail_next(self, repo_id: str, exc: Exception) -> None:
         self.failures.setdefault(repo_id, []).append(exc)
+
+    def hold(self) -> Callable[[], None]:
+        """Counts the holds a reply takes (``held`` now, ``holds`` in all)."""
+        self.holds += 1
+        self.held += 1
+        released = [False]
+
+        def release() -> None:
+            if not released[0]:
+                released[0] = True
+                self.held -= 1
+
+        return release
 
     def is_downloaded(self, spec: ModelSpec) -> bool:
         self.run("is_downloaded", spec.repo_id)

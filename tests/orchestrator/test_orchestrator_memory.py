@@ -593,3 +593,16 @@ def test_a_subscriber_calling_back_in_from_inside_an_engine_call_does_not_deadlo
     drain(orch)
     assert seen == [S.DOWNLOADED]
     assert orch.active_model("c1") == B
+
+
+def test_a_reply_pauses_downloads_until_its_first_token(
+    orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine
+) -> None:
+    ready(orch, "c1", A)
+    seen: list[int] = []
+    engine.at("generate", A, lambda: seen.append(downloader.held))
+    pieces: list[str] = []
+    orch.generate("c1", HELLO, SETTINGS, on_text=pieces.append)
+    assert seen == [1]  # held while the reply was starting
+    assert (downloader.holds, downloader.held) == (1, 0)  # released at the first text
+    assert pieces == ["reply from org/a to hello"]

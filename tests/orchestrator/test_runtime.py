@@ -83,7 +83,8 @@ def test_defaults_are_as_before(hf_endpoint: str, hf_cache: Path) -> None:
 def test_a_garbage_collected_owner_stops_pinning_its_models(
     hf_endpoint: str, hf_cache: Path
 ) -> None:
-    keeper = runtime.connect(Owner(), endpoint=hf_endpoint, cache_dir=hf_cache)  # stays
+    stays = Owner()
+    keeper = runtime.connect(stays, endpoint=hf_endpoint, cache_dir=hf_cache)
     owner = Owner()
     consumer = runtime.connect(owner, endpoint=hf_endpoint, cache_dir=hf_cache, token="hf_x")
     rt = consumer.runtime
@@ -106,6 +107,7 @@ def test_a_garbage_collected_owner_stops_pinning_its_models(
     finally:
         keeper.close()
     assert rt.closed  # the last consumer went: the runtime closed
+    del stays
 
 
 def test_closing_a_consumer_twice_and_after_its_owner_went_is_harmless(

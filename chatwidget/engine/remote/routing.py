@@ -124,6 +124,9 @@ class RoutingDownloader:
             raise ValueError(f"{spec.repo_id} is served remotely: there is nothing to download.")
         return self.local.download(spec, on_progress=on_progress, cancel=cancel, token=token)
 
+    def hold(self) -> Callable[[], None]:
+        return self.local.hold()
+
 
 def _local(names: Names) -> Callable[[], tuple[str, ...]]:
     """The local keys of ``names``, when asked (so a function stays live)."""
