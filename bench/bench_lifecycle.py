@@ -16,7 +16,8 @@ download. Three ratios, each against a baseline measured in the same run:
    median over rounds of busy / idle within the round (both see the same machine load). The
    local hub runs in its own process at the lowest CPU priority (nice 19, ``SCHED_IDLE``),
    standing in for a server on another machine, and sends at ``--rate`` bytes/s (default
-   50 MB/s, a fast connection).
+   20 MB/s, a fast home connection; each 200 MB download lasts about 10 s and is then
+   deleted and started again, so every reply of the busy phase runs during one).
 
     .venv/bin/python bench/bench_lifecycle.py [--rounds 5] [--samples 3] [--rate 50000000]
 
@@ -337,7 +338,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=3, help="replies per phase and round")
-    parser.add_argument("--rate", type=float, default=50_000_000, help="hub bytes/s")
+    parser.add_argument("--rate", type=float, default=20_000_000, help="hub bytes/s (0: no limit)")
     args = parser.parse_args()
 
     root = hub_root()
@@ -345,7 +346,8 @@ def main() -> None:
         print("memory: cold swap under a 1.6x budget, then unload...", flush=True)
         mem = memory_phases(url, cache)
     with lowest_priority_hub(root, args.rate) as url, fresh_dir(prefix="bench-life-") as cache:
-        print(f"time to first token while a 200 MB model downloads at {args.rate:,.0f} B/s...")
+        rate = f"{args.rate:,.0f} B/s" if args.rate else "full speed"
+        print(f"time to first token while a 200 MB model downloads at {rate}...", flush=True)
         ttft = ttft_phase(url, cache, args.rounds, args.samples)
 
     ratios = {

@@ -57,7 +57,8 @@ def lower_priority() -> None:
     lowest best-effort I/O class where Linux has ``ioprio``. Failures are ignored (the
     download still works, only less politely)."""
     with contextlib.suppress(OSError):
-        os.nice(NICE_INCREMENT)
+        if os.nice(0) < NICE_INCREMENT:  # the bootstrap may have done it already
+            os.nice(NICE_INCREMENT)
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

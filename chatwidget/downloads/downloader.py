@@ -78,6 +78,11 @@ class _Child:
 # the widget stack: the download process stays lean (huggingface_hub, no torch) and starts fast.
 _BOOTSTRAP = """
 import os, sys, types
+try:  # below the kernel from the first import on (child.lower_priority() completes it)
+    os.nice(19)
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+    pass
 root = sys.argv[1]
 for name in ("chatwidget", "chatwidget.downloads"):
     package = types.ModuleType(name)
