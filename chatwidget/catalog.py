@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from chatwidget.errors import InvalidRepoIdError
+from chatwidget.errors import InvalidModelSpecError, InvalidRepoIdError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -34,6 +34,12 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
 )
 
 
+#: Precisions a model can be loaded in (``ModelSpec.dtype``); "auto" keeps the checkpoint's.
+DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
+#: Weight quantizations (``ModelSpec.quantization``), through bitsandbytes on CUDA.
+QUANTIZATIONS: tuple[str | None, ...] = (None, "8bit", "4bit")
+
+
 def validate_repo_id(repo_id: object) -> str:
     """Return ``repo_id`` if it looks like ``org/name``, else raise :class:`InvalidRepoIdError`."""
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id.strip()):
@@ -55,6 +61,11 @@ class ModelSpec:
 
     ``trust_remote_code`` and ``allow_pickle`` are per-model opt-ins and default off:
     only safetensors weights are loaded, and no code from the repo runs.
+
+    ``dtype`` is the precision the weights are loaded in: ``"auto"`` (the checkpoint's own),
+    ``"bfloat16"``, ``"float16"`` or ``"float32"``. ``quantization`` is ``None``, ``"8bit"``
+    or ``"4bit"`` (bitsandbytes, CUDA only). :mod:`chatwidget.fit` lists the options that
+    apply on this machine and what each one needs.
     """
 
     repo_id: str
@@ -66,10 +77,22 @@ class ModelSpec:
     allow_pickle: bool = False
     allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE_PATTERNS
+    dtype: str = "auto"
+    quantization: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo_id", validate_repo_id(self.repo_id))
+        if self.dtype not in DTYPES:
+            raise InvalidModelSpecError(
+                f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}: use 'auto' for the "
+                "checkpoint's own precision."
+            )
+        if self.quantization not in QUANTIZATIONS:
+            raise InvalidModelSpecError(
+                f"quantization {self.quantization!r} is not one of None, "
+                f"{', '.join(repr(q) for q in QUANTIZATIONS if q)}."
+            )
         if not self.name:
             object.__setattr__(self, "name", self.repo_id.split("/", 1)[1])
 

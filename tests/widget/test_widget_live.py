@@ -210,7 +210,7 @@ def test_send_without_model_says_what_it_waits_for(
     make_chat: Callable[..., ChatWidget], local_hub: LocalHub
 ) -> None:
     chat = make_chat()
-    stall = local_hub.inject("*.safetensors", method="GET", stall_after=0)
+    stall = local_hub.inject("*.safetensors", method="GET", stall_after=0, ranged=False)
     chat.select_model(TINY)
     assert stall.wait_triggered(30)
     with pytest.raises(RuntimeError, match=f"waiting for {TINY}"):
