@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "bench_downloader.py": ("bench_downloader", [], ["--rounds", "1"]),
     "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
     "bench_widget.py": ("widget", [], ["--messages", "100"]),
+    "bench_fit.py": ("bench_fit", [], ["--sizes", "tiny", "small"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -39,6 +40,12 @@ GOALS: dict[str, str] = {
     "prestarted_downloader_over_snapshot_download (4 shards)": ">= 0.95",
     "download trait updates per s (/10 goal)": "<= 1.0",
     "cancel latency (/0.5 s goal)": "<= 1.0",
+    **{
+        f"fit estimate / measured ({size} {dtype})": "0.85 .. 1.15"
+        for size in ("tiny", "small", "bench")
+        for dtype in ("bfloat16", "float32")
+    },
+    "fit second model estimate / measured (bench bfloat16 after tiny)": "0.85 .. 1.15",
 }
 
 

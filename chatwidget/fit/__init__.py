@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chatwidget.catalog import ModelSpec
 from chatwidget.fit.devices import Devices, Gpu, probe, require_quantization, runtime_loaded
 from chatwidget.fit.estimator import (
     DEFAULT_CONTEXT_TOKENS,
@@ -35,10 +36,11 @@ from chatwidget.fit.estimator import (
     ModelEstimate,
     OptionEstimate,
     estimate,
+    together,
 )
 from chatwidget.fit.facts import ModelFacts, ModelShape, Weights, shape_from_config
 from chatwidget.fit.sources import facts_from_files, facts_from_hub, remember, remembered
-from chatwidget.fit.verdict import AbsentOption, FitTable, OptionFit, Verdict, judge
+from chatwidget.fit.verdict import AbsentOption, FitTable, OptionFit, Verdict, judge, judge_option
 
 
 def fit_table(
@@ -71,6 +73,22 @@ def estimate_files(
     return estimate(facts, context_tokens=context_tokens)
 
 
+def estimate_cached(
+    spec: ModelSpec, cache_dir: str | Path | None, *, context_tokens: int | None = None
+) -> ModelEstimate | None:
+    """:func:`estimate` of ``spec`` from the local HF cache; None when it is not downloaded."""
+    from chatwidget.engine.loader import find_in_cache
+    from chatwidget.errors import ModelNotDownloadedError
+
+    try:
+        cached = find_in_cache(spec, cache_dir)
+    except ModelNotDownloadedError:
+        return None
+    return estimate_files(
+        spec.repo_id, cached.config_path, cached.weight_files, context_tokens=context_tokens
+    )
+
+
 def estimate_size(repo_id: str, size_bytes: int) -> ModelEstimate:
     """A coarse estimate from the weights' size alone (no config: no KV cache counted)."""
     facts = ModelFacts(repo_id, Weights({}, 0, size_bytes, "size"), None)
@@ -94,16 +112,19 @@ __all__ = [
     "Verdict",
     "Weights",
     "estimate",
+    "estimate_cached",
     "estimate_files",
     "estimate_size",
     "facts_from_files",
     "facts_from_hub",
     "fit_table",
     "judge",
+    "judge_option",
     "probe",
     "remember",
     "remembered",
     "require_quantization",
     "runtime_loaded",
     "shape_from_config",
+    "together",
 ]

@@ -19,7 +19,7 @@ any one model, and the same values serve every model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chatwidget.catalog import ModelSpec
@@ -281,4 +281,22 @@ def estimate(facts: ModelFacts, *, context_tokens: int | None = None) -> ModelEs
         unsupported=unsupported,
         notes=tuple(notes),
         facts=facts,
+    )
+
+
+def together(options: Sequence[OptionEstimate]) -> OptionEstimate:
+    """Several models loaded at once, as one estimate: their parts add up, the runtime counts
+    once. ``judge_option(together([...]), devices)`` says whether they all fit side by side."""
+    if not options:
+        raise ValueError("together() needs at least one estimate")
+    return OptionEstimate(
+        option=" + ".join(o.option for o in options),
+        dtype=options[0].dtype if len({o.dtype for o in options}) == 1 else "mixed",
+        quantization=None,
+        weights_bytes=sum(o.weights_bytes for o in options),
+        kv_cache_bytes=sum(o.kv_cache_bytes for o in options),
+        activation_bytes=sum(o.activation_bytes for o in options),
+        tokenizer_bytes=sum(o.tokenizer_bytes for o in options),
+        overhead_bytes=sum(o.overhead_bytes for o in options),
+        runtime_bytes=max(o.runtime_bytes for o in options),
     )

@@ -145,7 +145,6 @@ def test_plan_reports_disk_and_memory_needs_before_any_byte(
     downloader = _downloader(local_hub, hf_cache)
     plan = downloader.plan(small_repo)
     folder = local_hub.root / small_repo
-    shards = sorted(folder.glob("*.safetensors"))
     index = json.loads((folder / "model.safetensors.index.json").read_text())
 
     assert plan.missing_bytes == plan.total_bytes > 0

@@ -167,3 +167,17 @@ def test_quantization_is_refused_before_load_where_it_cannot_run_and_configured_
     assert four["quantization_config"].load_in_4bit
     assert str(four["quantization_config"].bnb_4bit_compute_dtype) == "torch.float16"
     assert str(precision_kwargs(ModelSpec("org/m", dtype="bfloat16"))["dtype"]) == "torch.bfloat16"
+
+
+def test_two_models_side_by_side_count_the_runtime_once() -> None:
+    one = _estimate().option("bfloat16")
+    pair = fit.together([one, one])
+    assert pair.model_bytes == 2 * one.model_bytes
+    assert pair.required_bytes(runtime_loaded=False) == 2 * one.model_bytes + RUNTIME_BYTES
+    ram = int((one.required_bytes(runtime_loaded=False) + one.model_bytes // 2) / HEADROOM_FRACTION)
+    assert fit.judge_option(one, Devices(ram)).verdict is Verdict.CPU
+    both = fit.judge_option(pair, Devices(ram))
+    assert both.verdict is Verdict.NONE
+    assert both.option == "bfloat16 + bfloat16"
+    with pytest.raises(ValueError, match="at least one"):
+        fit.together([])
