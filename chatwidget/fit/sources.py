@@ -39,6 +39,8 @@ log = logging.getLogger("chatwidget.fit.sources")
 
 #: Seconds each metadata request may wait for the server before it counts as failed.
 HUB_TIMEOUT_S = 10.0
+#: The index of a sharded checkpoint: the files it names are the ones transformers loads.
+SAFETENSORS_INDEX = "model.safetensors.index.json"
 #: Headers read at once for a sharded model.
 MAX_PARALLEL_HEADERS = 8
 
@@ -84,16 +86,33 @@ def facts_from_hub(
 
     ``files`` are the (path, size) of the files a download would fetch; ``parameters`` the
     hub's per-dtype counts from the repo info (the fallback when headers cannot be read).
-    Network: one GET of ``config.json`` and one or two Range GETs per safetensors file.
+    Network: one GET of ``config.json`` (and of the shard index, if any) and one or two Range
+    GETs per safetensors file the index names.
     Failures are logged and degrade the facts (``weights.source``, ``notes``); nothing raises.
     """
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
     notes: list[str] = []
-    config = _hub_config(api.endpoint, token, repo_id, commit, timeout_s=timeout_s, notes=notes)
+    config = _hub_json(
+        api.endpoint, token, repo_id, commit, "config.json", timeout_s=timeout_s, notes=notes
+    )
     shape = shape_from_config(config) if config is not None else None
     weight_files = [(p, s) for p, s in files if p.endswith(".safetensors") and "/" not in p]
+    if any(p == SAFETENSORS_INDEX for p, _s in files):
+        # transformers loads what the index names (not, say, a consolidated.safetensors beside)
+        index = _hub_json(
+            api.endpoint,
+            token,
+            repo_id,
+            commit,
+            SAFETENSORS_INDEX,
+            timeout_s=timeout_s,
+            notes=notes,
+        )
+        named = _indexed_files(index)
+        if named:
+            weight_files = [(p, s) for p, s in weight_files if p in named]
     file_bytes = sum(size for _path, size in weight_files)
     try:
         tensors = _hub_tensors(api, repo_id, commit, [p for p, _s in weight_files], timeout_s)
@@ -108,29 +127,39 @@ def facts_from_hub(
     return ModelFacts(repo_id, weights, shape, commit=commit, notes=tuple(notes))
 
 
-def _hub_config(
+def _hub_json(
     endpoint: str,
     token: str | bool | None,
     repo_id: str,
     commit: str,
+    filename: str,
     *,
     timeout_s: float,
     notes: list[str],
 ) -> dict[str, Any] | None:
+    """A small JSON file of the repo (config, index), or None (logged, noted) on failure."""
     from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
-    url = hf_hub_url(repo_id, "config.json", revision=commit, endpoint=endpoint)
+    url = hf_hub_url(repo_id, filename, revision=commit, endpoint=endpoint)
     try:
         headers = build_hf_headers(token=token)
         response = get_session().get(url, headers=headers, timeout=timeout_s)
         hf_raise_for_status(response)
         data = response.json()
     except Exception as exc:
-        log.warning("reading config.json of %s failed: %s", repo_id, exc)
-        notes.append(f"config.json could not be read ({type(exc).__name__}).")
+        log.warning("reading %s of %s failed: %s", filename, repo_id, exc)
+        notes.append(f"{filename} could not be read ({type(exc).__name__}).")
         return None
     return data if isinstance(data, dict) else None
+
+
+def _indexed_files(index: Mapping[str, Any] | None) -> set[str]:
+    """The shard names a safetensors index maps tensors to (empty when unusable)."""
+    weight_map = index.get("weight_map") if index is not None else None
+    if not isinstance(weight_map, dict):
+        return set()
+    return {str(name) for name in weight_map.values()}
 
 
 def _hub_tensors(

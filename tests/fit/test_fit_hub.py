@@ -3,6 +3,7 @@ the plan's figures, and the refusals before the first byte and before a load."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,29 @@ def test_engine_refuses_a_precision_that_does_not_fit_before_loading_and_loads_o
         assert engine.loaded_models() == [small_repo]
     finally:
         engine.close()
+
+
+def test_a_sharded_checkpoint_counts_only_the_shards_its_index_names(
+    local_hub: LocalHub, small_repo: str, hf_cache: Path
+) -> None:
+    repo = "fit-org/shards-and-consolidated"
+    source, folder = local_hub.root / small_repo, local_hub.root / repo
+    shutil.copytree(source, folder)
+    try:
+        first = sorted(folder.glob("model-*.safetensors"))[0]
+        shutil.copyfile(first, folder / "consolidated.safetensors")  # Mistral-style duplicate
+        downloader = _downloader(local_hub, hf_cache)
+        try:
+            plan = downloader.plan(repo)
+        finally:
+            downloader.close()
+        assert plan.fit is not None
+        assert any(f.path == "consolidated.safetensors" for f in plan.files)
+        read = {r.path.rsplit("/", 1)[1] for r in _weights_requests(local_hub)}
+        assert "consolidated.safetensors" not in read
+        snapshot_download(repo, cache_dir=hf_cache, endpoint=local_hub.url)
+        after = fit.estimate_cached(ModelSpec(repo), hf_cache)
+        assert after is not None
+        assert after.option("auto").weights_bytes == plan.fit.option("auto").weights_bytes
+    finally:
+        shutil.rmtree(folder)
