@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# The whole suite: lint, types, JS unit tests, Python tests (unit, integration, browser),
-# and the notebooks under nbval. Extra arguments go to pytest.
+# Every test, on any machine: sets up whatever is missing first (./scripts/setup.sh
+# --if-needed: a second or less when nothing changed), then lint, types, JS unit tests,
+# Python tests (unit, integration, browser in JupyterLab, Notebook 7 and marimo) and every
+# notebook under nbval. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-export PATH="$PWD/.venv/bin:$PATH"
 
 step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
 
+step "set-up check"
+./scripts/setup.sh --if-needed
+
+PY=.venv/bin/python
+export PATH="$PWD/.venv/bin:$PATH"
+
 step "ruff"
-$PY -m ruff check chatwidget tests bench
+$PY -m ruff check chatwidget tests bench notebooks/marimo_quickstart.py
 $PY -m ruff format --check chatwidget tests bench
 
 step "mypy (strict on chatwidget/)"
 $PY -m mypy
 
-step "tsc --noEmit"
-(cd js && npx tsc --noEmit)
+step "tsc --noEmit and prettier"
+(cd js && npx tsc --noEmit && npx prettier --check --log-level warn src tests dev vitest.config.ts build.mjs)
 
 step "JS unit tests (vitest + jsdom)"
 (cd js && npx vitest run)
