@@ -15,7 +15,7 @@ PY=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
 
 step "ruff"
-$PY -m ruff check chatwidget tests bench notebooks/marimo_quickstart.py
+$PY -m ruff check chatwidget tests bench
 $PY -m ruff format --check chatwidget tests bench
 
 step "mypy (strict on chatwidget/)"
