@@ -68,7 +68,8 @@ def test_demo_marimo_opens_the_marimo_quickstart_and_ctrl_c_leaves_no_process(
     marimo_demo: Demo, browser_page: Page
 ) -> None:
     url = marimo_demo.wait_for_line(_URL_LINE, timeout=STARTUP_S).group(1)
-    assert url.startswith("http://127.0.0.1:") and "access_token=" in url, url
+    assert url.startswith("http://127.0.0.1:"), url
+    assert "access_token=" in url, url
     mo = MarimoPage(browser_page)
     mo.open_url(url)
     mo.select_model("demo/tiny-chat")
@@ -79,4 +80,5 @@ def test_demo_marimo_opens_the_marimo_quickstart_and_ctrl_c_leaves_no_process(
         "title", "demo/tiny-chat"
     )
     browser_page.close()  # a page left open on a stopped server logs refused connections
+    # marimo's kernel is a multiprocessing child of the server (there is no ipykernel).
     _ctrl_c(marimo_demo, kernel_marker="multiprocessing")
