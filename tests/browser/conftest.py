@@ -80,6 +80,9 @@ def jupyter(
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",  # two cores, shared: keep the kernels' torch modest
+        # The shipped notebooks (quickstart.ipynb) run offline on this hub, as in the demo.
+        "CHATWIDGET_OFFLINE": "1",
+        "CHATWIDGET_HUB_URL": _session_hub.url,
     }
     server = JupyterServer(base, env)
     server.start()
