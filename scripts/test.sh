@@ -2,7 +2,8 @@
 # Every test, on any machine: sets up whatever is missing first (./scripts/setup.sh
 # --if-needed: a second or less when nothing changed), then lint, types, JS unit tests,
 # Python tests (unit, integration, browser in JupyterLab, Notebook 7 and marimo) and every
-# notebook under nbval. Extra arguments go to pytest.
+# notebook under nbval. The browser tests run in a second pytest process beside the rest.
+# Extra arguments go to pytest (then a single run, with your selection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +28,37 @@ step "tsc --noEmit and prettier"
 step "JS unit tests (vitest + jsdom)"
 (cd js && npx vitest run)
 
-step "Python tests and notebooks (pytest, nbval)"
 # The notebooks run offline, on the bundled local hub with tiny models.
 export CHATWIDGET_OFFLINE=1
 # One math thread per process: on a small machine the suite runs hubs, download children and
 # kernels beside torch, and OpenMP's spinning threads then slow everything down.
 export OMP_NUM_THREADS=1
-# pytest exits 5 when it collects nothing; that is a failure here, as is any other non-zero.
-$PY -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg "$@"
+NBVAL=(--nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg)
+
+if [ "$#" -gt 0 ]; then
+  # A selection of your own (a file, -k, -m ...): one pytest run, as you asked for it.
+  step "pytest $*"
+  exec $PY -m pytest tests notebooks "${NBVAL[@]}" "$@"
+fi
+
+# The whole suite in two processes side by side: the browser tests spend most of their time
+# waiting (kernels starting, throttled downloads), the rest mostly computes. Every test runs
+# in exactly one of them (-m browser / -m "not browser"). Each pytest exits non-zero when it
+# fails or collects nothing (5), and then so does this script.
+step "Python tests and notebooks (pytest, nbval): browser tests in a second process beside the rest"
+mkdir -p test-artifacts
+BROWSER_LOG=test-artifacts/pytest-browser.log
+$PY -m pytest tests -m browser -p no:cacheprovider >"$BROWSER_LOG" 2>&1 &
+browser_pid=$!
+trap 'kill -INT "$browser_pid" 2>/dev/null || true' EXIT
+set +e
+$PY -m pytest tests notebooks -m "not browser" "${NBVAL[@]}"
+rest=$?
+wait "$browser_pid"
+browser=$?
+set -e
+trap - EXIT
+step "browser tests (pytest -m browser, output from $BROWSER_LOG)"
+cat "$BROWSER_LOG"
+printf '\n==> [%s] pytest exit status: %s (not browser), %s (browser)\n' "$(date +%T)" "$rest" "$browser"
+[ "$rest" -eq 0 ] && [ "$browser" -eq 0 ]
