@@ -203,8 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # SIGTERM is handled like Ctrl+C so the children are always cleaned up.
+    # SIGTERM is handled like Ctrl+C so the children are always cleaned up; SIGINT is set
+    # too, as a process started in the background of a script inherits it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     return run_demo(args)
 
 

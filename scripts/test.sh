@@ -48,16 +48,22 @@ fi
 step "Python tests and notebooks (pytest, nbval): browser tests in a second process beside the rest"
 mkdir -p test-artifacts
 BROWSER_LOG=test-artifacts/pytest-browser.log
+# With job control on (set -m), the background job gets SIGINT like a foreground one: without
+# it, bash starts background jobs with SIGINT ignored, and the tests that press Ctrl+C on a
+# process they start (`chatwidget demo`) would see it ignored too. It then has its own
+# process group, so Ctrl+C here is passed on to it by the trap.
+set -m
 $PY -m pytest tests -m browser -p no:cacheprovider >"$BROWSER_LOG" 2>&1 &
 browser_pid=$!
-trap 'kill -INT "$browser_pid" 2>/dev/null || true' EXIT
+set +m
+trap 'kill -INT "$browser_pid" 2>/dev/null || true' INT EXIT
 set +e
 $PY -m pytest tests notebooks -m "not browser" "${NBVAL[@]}"
 rest=$?
 wait "$browser_pid"
 browser=$?
 set -e
-trap - EXIT
+trap - INT EXIT
 step "browser tests (pytest -m browser, output from $BROWSER_LOG)"
 cat "$BROWSER_LOG"
 printf '\n==> [%s] pytest exit status: %s (not browser), %s (browser)\n' "$(date +%T)" "$rest" "$browser"

@@ -31,6 +31,7 @@ from typing import Literal
 
 from browser_jupyter import free_port
 from browser_notebook import RENDER_TIMEOUT_MS, NotebookPage
+from browser_notebook import _rgba as rgba
 from playwright.sync_api import Locator, Page, expect
 
 from chatwidget.offline import stop_tree
@@ -78,21 +79,26 @@ DEEP_RECORDER_JS = """
 """
 
 
-def _marimo_project_config() -> str:
-    """A pyproject.toml holding only the repository's ``[tool.marimo]`` settings."""
+def _marimo_project_config(theme: str) -> str:
+    """A pyproject.toml holding only the repository's ``[tool.marimo]`` settings, and
+    marimo's display theme ("light" or "dark")."""
     with (REPO_ROOT / "pyproject.toml").open("rb") as f:
         runtime = tomllib.load(f)["tool"]["marimo"]["runtime"]
     lines = ["[tool.marimo.runtime]"]
     lines += [f"{key} = {str(value).lower()}" for key, value in runtime.items()]
+    lines += ["[tool.marimo.display]", f'theme = "{theme}"']
     return "\n".join(lines) + "\n"
 
 
 class MarimoServer:
     """``marimo edit|run <notebook>`` in a child process on a free loopback port."""
 
-    def __init__(self, base: Path, mode: Mode, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, base: Path, mode: Mode, env: Mapping[str, str], theme: str = "light"
+    ) -> None:
         self.base = base
         self.mode = mode
+        self.theme = theme
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self._extra_env = dict(env)
@@ -111,7 +117,7 @@ class MarimoServer:
             path.mkdir(parents=True, exist_ok=True)
         copy = folder / notebook.name
         shutil.copyfile(notebook, copy)
-        (folder / "pyproject.toml").write_text(_marimo_project_config(), encoding="utf-8")
+        (folder / "pyproject.toml").write_text(_marimo_project_config(self.theme), encoding="utf-8")
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("MARIMO", "XDG_"))},
             "HOME": str(home),
@@ -199,3 +205,14 @@ class MarimoPage(NotebookPage):
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.widget.first.screenshot(path=str(path), animations="disabled")
+
+    def colors(self) -> dict[str, tuple[float, ...]]:
+        """Computed colours: the widget's background and its first reply's text."""
+        raw = self.widget.first.evaluate(
+            """(root) => {
+              const text = root.querySelector('.cw-msg-assistant .cw-msg-body') || root;
+              return { background: getComputedStyle(root).backgroundColor,
+                       text: getComputedStyle(text).color };
+            }"""
+        )
+        return {name: rgba(value) for name, value in raw.items()}

@@ -2,8 +2,9 @@
 the README's screenshots, taken on the way.
 
 Three states each: idle (a finished Markdown reply with a code block and a table on the
-screen), downloading with the cancel confirmation open, and a failed download. axe-core runs
-all of its rules on the widget and must find zero violations of any impact.
+screen, the settings open), downloading with the cancel confirmation open, and a failed
+download. axe-core runs all of its rules on the widget and must find zero violations of any
+impact.
 
 The reply comes from ``demo/markdown-parrot``, a deterministic "parrot" model whose one reply
 is :data:`MARKDOWN_REPLY`. With a second model downloading beside it, the widget is saved as
@@ -104,7 +105,11 @@ def test_axe_finds_no_violations_idle_downloading_with_dialog_and_failed(
     expect(body.locator("pre code")).to_contain_text("return text[::-1]")
     expect(body.locator("table tr")).to_have_count(4)
     expect(nb.toasts).to_have_count(0, timeout=10_000)
+    settings = nb.widget.locator("summary", has_text="Settings")
+    settings.click()  # the settings too (greedy: temperature and top p are disabled)
+    expect(nb.widget.get_by_label("Temperature")).to_be_disabled()
     assert_no_violations(nb, f"{theme}-idle")
+    settings.click()
 
     hub.rate = 400_000  # a download in progress beside the reply
     nb.select_model(SMALL)

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_axe import audit, describe
 from browser_marimo import MarimoPage, MarimoServer, Mode
+from browser_notebook import luminance
 from playwright.sync_api import Page, expect
 
 from chatwidget.testing.hub import LocalHub
@@ -29,23 +31,33 @@ STEP_MS = 30_000
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
+def offline_env(hub: LocalHub, tmp_path: Path) -> dict[str, str]:
+    """The notebook's environment: offline, on the test hub, with a fresh HF cache."""
+    return {
+        "CHATWIDGET_OFFLINE": "1",
+        "CHATWIDGET_HUB_URL": hub.url,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
 @pytest.fixture(params=["edit", "run"])
 def marimo(request: pytest.FixtureRequest, hub: LocalHub, tmp_path: Path) -> Iterator[MarimoServer]:
     """The marimo quickstart served by ``marimo edit`` or ``marimo run`` on the test hub."""
     mode: Mode = request.param
-    server = MarimoServer(
-        tmp_path,
-        mode,
-        {
-            "CHATWIDGET_OFFLINE": "1",
-            "CHATWIDGET_HUB_URL": hub.url,
-            "HF_ENDPOINT": hub.url,
-            "HF_HOME": str(tmp_path / "hf-home"),
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1",
-        },
-    )
+    server = MarimoServer(tmp_path, mode, offline_env(hub, tmp_path))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def marimo_dark(hub: LocalHub, tmp_path: Path) -> Iterator[MarimoServer]:
+    """The marimo quickstart in ``marimo edit`` with marimo's dark theme."""
+    server = MarimoServer(tmp_path, "edit", offline_env(hub, tmp_path), theme="dark")
     server.start()
     yield server
     server.stop()
@@ -136,6 +148,34 @@ def test_marimo_selector_progress_streaming_stop_cancel_and_switch(
     expect(row.get_by_role("button", name="Retry", exact=True)).to_be_visible()
     assert f"Switched to {TINY_B}" not in mo.toasts_seen()
     mo.screenshot(shot.with_name(f"{shot.name}-canceled.png"))
+    assert_no_violations(mo, f"marimo-{marimo.mode}-light-canceled")
+
+
+@pytest.mark.browser
+def test_marimo_dark_theme_gives_a_dark_widget_with_no_axe_violations(
+    marimo_dark: MarimoServer, browser_page: Page
+) -> None:
+    """marimo has no JupyterLab theme variables: the widget follows its color-scheme."""
+    mo = MarimoPage(browser_page)
+    mo.open_url(marimo_dark.url)
+    mo.select_model(TINY)
+    expect(mo.download_row(TINY)).to_contain_text("Ready", timeout=READY_MS)
+    mo.send_message("Hello in the dark")
+    expect(mo.assistant_messages.last).to_have_attribute("data-status", "done", timeout=STEP_MS)
+    colors = mo.colors()
+    assert luminance(colors["background"]) < 0.1, f"not a dark background: {colors}"
+    assert luminance(colors["text"]) > 0.5, f"not light text: {colors}"
+    expect(mo.toasts).to_have_count(0, timeout=10_000)
+    mo.screenshot(SCREENSHOTS / "test_marimo-edit-dark.png")
+    assert_no_violations(mo, "marimo-edit-dark-idle")
+
+
+def assert_no_violations(mo: MarimoPage, name: str) -> None:
+    result = audit(mo.page, mo.widget, name)
+    assert result["passes"] > 0, result
+    assert not result["violations"], (
+        f"axe-core {result['version']} found violations in {name}:\n{describe(result)}"
+    )
 
 
 def streamed_lengths(mo: MarimoPage, reply_id: str | None) -> int:
