@@ -90,6 +90,15 @@ def jupyter(
     server.stop()
 
 
+@pytest.fixture
+def notebook_server(jupyter: JupyterServer) -> Iterator[JupyterServer]:
+    """The session's Jupyter server, for a test that opens its own notebook (not through
+    ``open_widget``): every kernel is shut down when the test ends, as ``open_widget`` does,
+    so no loaded model is left running into the next test."""
+    yield jupyter
+    jupyter.shutdown_kernels()
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Browser]:
     with sync_playwright() as pw:

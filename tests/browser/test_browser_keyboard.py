@@ -34,10 +34,10 @@ CELLS_TO_THE_WIDGET = 4
 
 @pytest.mark.browser
 def test_quickstart_with_the_keyboard_alone(
-    browser_page: Page, jupyter: JupyterServer, hub: LocalHub, screenshot: Screenshot
+    browser_page: Page, notebook_server: JupyterServer, hub: LocalHub, screenshot: Screenshot
 ) -> None:
-    shutil.copyfile(QUICKSTART, jupyter.root_dir / "keyboard-quickstart.ipynb")
-    nb = NotebookPage(browser_page, jupyter, "keyboard-quickstart.ipynb", "lab")
+    shutil.copyfile(QUICKSTART, notebook_server.root_dir / "keyboard-quickstart.ipynb")
+    nb = NotebookPage(browser_page, notebook_server, "keyboard-quickstart.ipynb", "lab")
     nb.open()
     page = nb.page
     keys = page.keyboard

@@ -42,7 +42,7 @@ def toasts_saying(nb: NotebookPage, text: str) -> int:
 @pytest.mark.browser
 def test_shown_twice_and_rerun_every_view_works_and_nothing_is_handled_twice(
     browser_page: Page,
-    jupyter: JupyterServer,
+    notebook_server: JupyterServer,
     hub: LocalHub,
     tmp_path: Path,
     screenshot: Screenshot,
@@ -53,8 +53,8 @@ def test_shown_twice_and_rerun_every_view_works_and_nothing_is_handled_twice(
         f"chat = ChatWidget(models=[{TINY!r}, {TINY_B!r}], cache_dir={cache!r})\n"
         "chat"
     )
-    write_notebook(jupyter.root_dir / "redisplay.ipynb", [make, "chat", "# kernel probes"])
-    nb = NotebookPage(browser_page, jupyter, "redisplay.ipynb", "lab")
+    write_notebook(notebook_server.root_dir / "redisplay.ipynb", [make, "chat", "# kernel probes"])
+    nb = NotebookPage(browser_page, notebook_server, "redisplay.ipynb", "lab")
     nb.open()
     nb.run_all()
     nb.wait_for_widget()
