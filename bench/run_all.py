@@ -28,6 +28,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "bench_downloader.py": ("bench_downloader", [], ["--rounds", "1"]),
     "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
     "bench_widget.py": ("widget", [], ["--messages", "100"]),
+    "bench_remote.py": ("bench_remote", [], ["--rounds", "3", "--stops", "3"]),
+    "bench_history.py": (
+        "bench_history",
+        [],
+        ["--rounds", "3", "--kills", "3", "--turns", "30"],
+    ),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -39,6 +45,13 @@ GOALS: dict[str, str] = {
     "prestarted_downloader_over_snapshot_download (4 shards)": ">= 0.95",
     "download trait updates per s (/10 goal)": "<= 1.0",
     "cancel latency (/0.5 s goal)": "<= 1.0",
+    "tokens_per_s_engine_over_direct": ">= 0.97",
+    "ttft_engine_over_direct": "<= 1.05",
+    "stop_latency_over_chunk_interval_plus_50ms": "<= 1.0",
+    "restore 10,000 messages / plain sqlite3 read": "<= 2.0",
+    "append_text per token at 1,000 messages / at 1": "<= 1.10",
+    "rows lost (two writers)": "== 0",
+    "SIGKILL runs losing more than the turn in flight": "== 0",
 }
 
 
