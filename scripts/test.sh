@@ -36,9 +36,14 @@ export OMP_NUM_THREADS=1
 NBVAL=(--nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg)
 
 if [ "$#" -gt 0 ]; then
-  # A selection of your own (a file, -k, -m ...): one pytest run, as you asked for it.
-  step "pytest $*"
-  exec $PY -m pytest tests notebooks "${NBVAL[@]}" "$@"
+  # A selection of your own (-k, -m, a file ...): one pytest run, as you asked for it. With
+  # no path among the arguments it runs over tests/ and notebooks/.
+  paths=(tests notebooks)
+  for arg in "$@"; do
+    if [ -e "${arg%%::*}" ]; then paths=(); break; fi
+  done
+  step "pytest ${paths[*]} $*"
+  exec $PY -m pytest "${paths[@]}" "${NBVAL[@]}" "$@"
 fi
 
 # The whole suite in two processes side by side: the browser tests spend most of their time
