@@ -222,17 +222,19 @@ class Fault:
     It fires on the ``nth`` request whose path matches ``pattern`` (``fnmatch``, against the
     decoded URL path) and on the following ones, ``times`` times in all (None: forever).
     Body faults (``drop_after``, ``stall_after``, ``corrupt``) only match GET requests.
+    ``ranged`` narrows it to requests with (True) or without (False) a ``Range`` header:
+    False holds a file transfer but lets header reads (safetensors metadata) through.
     """
 
     pattern: str
     method: str | None = None
+    ranged: bool | None = None
     status: int | None = None
     error_code: str | None = None
     delay: float | None = None
     drop_after: int | None = None
     stall_after: int | None = None
     corrupt: bool = False
-    ranged: bool | None = None
     listing_extra: tuple[str, ...] = ()
     commit: str | None = None
     nth: int = 1
@@ -260,12 +262,12 @@ class Fault:
         """Wait until the fault has fired at least once; False on timeout."""
         return self.triggered.wait(timeout)
 
-    def _matches(self, method: str, path: str, has_range: bool) -> bool:
+    def _matches(self, method: str, path: str, *, ranged: bool) -> bool:
         if self.method is not None and method != self.method.upper():
             return False
-        if self.touches_body and method != "GET":
+        if self.ranged is not None and ranged != self.ranged:
             return False
-        if self.ranged is not None and has_range != self.ranged:
+        if self.touches_body and method != "GET":
             return False
         return fnmatch.fnmatchcase(path, self.pattern)
 
@@ -398,7 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         segments = [unquote(s) for s in split.path.split("/")[1:]]
         path = "/" + "/".join(segments)
-        faults = hub._fire_faults(method, path, self.headers.get("Range") is not None)
+        faults = hub._fire_faults(method, path, ranged=self.headers.get("Range") is not None)
         token = self._token()
         self._entry = hub._open_record(
             method=method,
@@ -893,7 +895,8 @@ class LocalHub:
         - ``drop_after``: send the headers and this many body bytes, then drop the connection;
         - ``stall_after``: send this many body bytes, then stop until ``fault.release()`` or
           :meth:`stop`;
-        - ``corrupt``: flip the first 16 bytes of the body.
+        - ``corrupt``: flip the first 16 bytes of the body;
+        - ``ranged``: only requests with (True) or without (False) a ``Range`` header.
 
         Hostile answers, for requests about the repo the path names:
 
@@ -902,9 +905,7 @@ class LocalHub:
         - ``commit``: the commit id the hub claims (``sha``, ``X-Repo-Commit``), e.g. one that
           is not 40 hex digits; match every request of the repo (``"*org/name*"``).
 
-        ``ranged`` limits it to requests with (True) or without (False) a ``Range`` header, e.g.
-        the whole-file transfer rather than a safetensors header read. It fires on the ``nth``
-        matching request and the next ones, ``times`` in all.
+        It fires on the ``nth`` matching request and the next ones, ``times`` in all.
         """
         if nth < 1 or (times is not None and times < 1):
             raise ValueError("nth and times must be at least 1 (times=None: every time).")
@@ -987,11 +988,11 @@ class LocalHub:
         self.store.clear_overrides()
         self.rate = None
 
-    def _fire_faults(self, method: str, path: str, has_range: bool = False) -> list[Fault]:
+    def _fire_faults(self, method: str, path: str, *, ranged: bool = False) -> list[Fault]:
         fired = []
         with self._lock:
             for fault in self._faults:
-                if fault.exhausted or not fault._matches(method, path, has_range):
+                if fault.exhausted or not fault._matches(method, path, ranged=ranged):
                     continue
                 fault.matched += 1
                 if fault.matched >= fault.nth:

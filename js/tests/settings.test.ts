@@ -77,3 +77,19 @@ describe("settings", () => {
     );
   });
 });
+
+describe("greedy decoding", () => {
+  it("disables temperature and top p while sampling is off, and enables them with it", () => {
+    const { model, el } = open();
+    const temperature = within(el).getByLabelText("Temperature");
+    const topP = within(el).getByLabelText("Top p");
+    expect(temperature).toBeEnabled();
+    model.update({ settings: { ...model.state.settings, do_sample: false } });
+    expect(temperature).toBeDisabled();
+    expect(topP).toBeDisabled();
+    expect(within(el).getByLabelText("Max new tokens")).toBeEnabled();
+    model.update({ settings: { ...model.state.settings, do_sample: true } });
+    expect(temperature).toBeEnabled();
+    expect(topP).toBeEnabled();
+  });
+});

@@ -1,4 +1,4 @@
-"""``chatwidget demo`` hands JupyterLab its token through a private file, never argv."""
+"""``chatwidget demo`` hands JupyterLab (or marimo) its token through a private file, never argv."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCRIPT = REPO_ROOT / ".venv" / "bin" / "chatwidget"
 STARTUP_S = 180.0
-_URL_LINE = re.compile(r"JupyterLab is running: (\S+)")
+_URL_LINE = re.compile(r"(?:JupyterLab|marimo) is running: (\S+)")
 _FOREIGN_ENV = ("HF_", "HUGGINGFACE_", "CHATWIDGET_", "JUPYTER", "TRANSFORMERS_", "IPYTHONDIR")
 
 
@@ -56,10 +57,20 @@ def _status(port: int, token: str | None) -> int:
         return exc.code
 
 
-def test_the_demo_passes_the_jupyterlab_token_outside_argv(tmp_path: Path) -> None:
+def _page(port: int, query: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{query}", timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("app", ["jupyterlab", "marimo"])
+def test_the_demo_passes_the_server_token_outside_argv(tmp_path: Path, app: str) -> None:
     port = _free_port()
+    flags = ["--marimo"] if app == "marimo" else []
     proc = subprocess.Popen(
-        [str(DEMO_SCRIPT), "demo", "--no-browser", "--port", str(port)],
+        [str(DEMO_SCRIPT), "demo", "--no-browser", "--port", str(port), *flags],
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -83,16 +94,20 @@ def test_the_demo_passes_the_jupyterlab_token_outside_argv(tmp_path: Path) -> No
             printed.append(line)
             match = _URL_LINE.search(line)
         assert match is not None, "the demo never printed its URL:\n" + "".join(printed)
-        token = match.group(1).rsplit("token=", 1)[1]
+        token = re.split(r"(?:access_)?token=", match.group(1))[-1]
         seen = psutil.Process(proc.pid).children(recursive=True)
-        labs = [p for p in seen if f"--ServerApp.port={port}" in p.cmdline()]
+        port_flag = f"--port={port}" if app == "marimo" else f"--ServerApp.port={port}"
+        labs = [p for p in seen if port_flag in p.cmdline()]
         assert labs, [p.cmdline() for p in seen]
         for child in [psutil.Process(proc.pid), *seen]:
             raw = Path(f"/proc/{child.pid}/cmdline").read_bytes().decode(errors="replace")
             assert token not in raw, f"the token is on the command line of {child.cmdline()}"
             assert token not in " ".join(child.environ().values())
-        assert _status(port, token) == 200  # the server has the token ...
-        assert _status(port, None) == 403  # ... and wants it
+        if app == "jupyterlab":
+            assert _status(port, token) == 200  # the server has the token ...
+            assert _status(port, None) == 403  # ... and wants it
+        else:
+            assert _page(port, f"?access_token={token}") == 200
         assert not (Path(labs[0].environ()["JUPYTER_TOKEN_FILE"])).exists()  # read, then gone
     finally:
         os.killpg(proc.pid, signal.SIGINT)

@@ -3,7 +3,7 @@
 // Messages are keyed by id and updated in place: while a reply streams, only that
 // message's body is re-rendered. The list stays pinned to the bottom when it was there.
 
-import { h, setAttr, setText, uid } from "../dom";
+import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatRate } from "../format";
 import { enableCodeCopy, setMarkdown } from "../markdown";
 import type { ConversationRow, MessageRow } from "../protocol";
@@ -293,6 +293,7 @@ export class ChatPanel {
           ? `${pending.label}…`
           : "Choose a model to start chatting…";
 
+    const focused = activeElementOf(this.el);
     this.stopButton.hidden = !generating;
     const messages = conv?.messages ?? [];
     const last = messages[messages.length - 1];
@@ -303,6 +304,13 @@ export class ChatPanel {
       last.role === "assistant" &&
       last.status !== "streaming"
     );
+    // A keyboard user whose button went away keeps a place to act from: Regenerate starts
+    // a reply (on to Stop), Stop ends it (back to the message box).
+    if (focused === this.regenerateButton && this.regenerateButton.hidden) {
+      (this.stopButton.hidden ? this.textbox : this.stopButton).focus();
+    } else if (focused === this.stopButton && this.stopButton.hidden) {
+      this.textbox.focus();
+    }
   }
 
   private async send(): Promise<void> {
