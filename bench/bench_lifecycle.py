@@ -3,10 +3,11 @@ download. Three ratios, each against a baseline measured in the same run:
 
 1. ``cold_swap_peak_rss_over_larger_model_alone`` (goal <= 1.1): two bench-sized models
    (SmolLM2-135M's shape, fp32, about 540 MB each) with a memory budget of 1.6x one model's
-   weights, enough for one model with its overhead, not two. Baseline: the peak resident
-   memory while the first model loads and answers alone. Measured: the peak while a reply
-   streams on it and the second model is selected, then loads (it must wait for the reply and
-   evict the first) and answers. RSS is sampled every 10 ms.
+   weights, enough for one model with its overhead, not two (raised to 1.02x the estimate
+   when :mod:`chatwidget.fit` counts more than that for one model). Baseline: the peak
+   resident memory while the first model loads and answers alone. Measured: the peak while a
+   reply streams on it and the second model is selected, then loads (it must wait for the
+   reply and evict the first) and answers. RSS is sampled every 10 ms.
 2. ``rss_after_unload_over_before_first_load`` (goal <= 1.05): resident memory after
    ``unload`` of the model, against before it was first loaded. The process imported and
    warmed up transformers on a tiny model first, so the baseline holds the libraries' own
@@ -50,9 +51,10 @@ from typing import Any
 import psutil
 from _common import fresh_dir, print_table, run_hub_process, work_dir, write_results
 
-from chatwidget import runtime
+from chatwidget import fit, runtime
 from chatwidget.catalog import ModelSpec
 from chatwidget.engine import Engine, memory
+from chatwidget.engine.loader import find_in_cache
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import NoteChanged, Orchestrator
 from chatwidget.testing.models import bench_model_path, build_model, build_weights_repo
@@ -153,12 +155,22 @@ def memory_phases(url: str, cache: Path) -> dict[str, Any]:
     for repo_id in (REPO_A, REPO_B, TINY):
         snapshot_download(repo_id, cache_dir=cache, endpoint=url)
     probe = Engine(cache_dir=cache, memory_budget_bytes=1)
-    weights = probe.estimate_memory(ModelSpec(REPO_A))  # weights plus overhead
-    from chatwidget.engine.loader import find_in_cache
-
+    weights = probe.estimate_memory(ModelSpec(REPO_A))  # what the budget counts for one model
     cached = find_in_cache(ModelSpec(REPO_A), cache)
-    weight_bytes = memory.weights_bytes(cached.weight_files, cached.config_path)
-    budget = int(1.6 * weight_bytes)
+    weight_bytes = (
+        fit.estimate_files(REPO_A, cached.config_path, cached.weight_files)
+        .for_spec(ModelSpec(REPO_A))
+        .weights_bytes
+    )
+    # 1.6x one model's weights, as issue 11 sets it; but never below what the estimate counts
+    # for one model (chatwidget.fit's counts the KV cache of the default context too), so one
+    # model fits and two never do
+    budget = max(int(1.6 * weight_bytes), int(1.02 * weights))
+    print(
+        f"  weights {weight_bytes / 2**20:,.0f} MiB, estimate {weights / 2**20:,.0f} MiB, "
+        f"budget {budget / 2**20:,.0f} MiB ({budget / weight_bytes:.2f}x the weights)",
+        flush=True,
+    )
     rt = runtime.acquire(endpoint=url, cache_dir=cache, memory_budget=budget)
     orch = rt.orchestrator
     notes: list[str] = []

@@ -58,8 +58,13 @@ from chatwidget.format import format_bytes
 
 logger = logging.getLogger("chatwidget.engine")
 
+_MIB = 1024 * 1024
 #: How often a generation waiting for its model's lock checks its stop event.
 _LOCK_POLL_S = 0.05
+
+
+def _mib(n: int) -> str:
+    return f"{n / _MIB:,.0f} MiB"
 
 
 class Engine:
@@ -489,10 +494,10 @@ class Engine:
                     f"models are loaded already{kept_text}. Unload a model (chat.unload(...)) "
                     "or raise ChatWidget(max_loaded_models=...)."
                 )
-            budget = format_bytes(self.memory_budget_bytes)
+            budget = _mib(self.memory_budget_bytes)
             return (
-                f"{spec.repo_id} needs about {format_bytes(required)} of memory but at most "
-                f"{format_bytes(plan.available_bytes)} can be made free (memory budget "
+                f"{spec.repo_id} needs about {_mib(required)} of memory but at most "
+                f"{_mib(plan.available_bytes)} can be made free (memory budget "
                 f"{budget}){kept_text}. Free memory by unloading a model (chat.unload(...)), "
                 "pick a smaller model, or raise ChatWidget(memory_budget=...)."
             )
