@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--rounds", "3", "--kills", "3", "--turns", "30"],
     ),
     "bench_fit.py": ("bench_fit", [], ["--sizes", "tiny", "small"]),
+    "bench_lifecycle.py": ("bench_lifecycle", [], ["--rounds", "2", "--samples", "2"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -59,6 +60,9 @@ GOALS: dict[str, str] = {
         for dtype in ("bfloat16", "float32")
     },
     "fit second model estimate / measured (bench bfloat16 after tiny)": "0.85 .. 1.15",
+    "cold_swap_peak_rss_over_larger_model_alone": "<= 1.1",
+    "rss_after_unload_over_before_first_load": "<= 1.05",
+    "ttft_during_download_over_idle": "<= 1.2",
 }
 
 

@@ -5,6 +5,7 @@ Offline by default: it builds tiny demo models, serves them from the bundled loc
 with ``CHATWIDGET_OFFLINE=1``. ``--hub`` uses the real Hugging Face Hub instead, and
 ``--marimo`` opens marimo on ``marimo_quickstart.py`` instead of JupyterLab.
 Ctrl+C stops JupyterLab, its kernels and the hub, and leaves no process behind.
+JupyterLab's token reaches it through a private file, never the command line.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def run_demo(args: argparse.Namespace) -> int:
         else:
             cmd, url = _lab_command(workdir / "notebooks", port, token, args.no_browser)
             app = "JupyterLab"
+        # The token never goes on a command line, where `ps` shows it to every user: the server
+        # reads it from a private file (JUPYTER_TOKEN_FILE / marimo's password file), removed
+        # once it is up.
+        token_file = _write_private(workdir / "server-token", token)
+        env["JUPYTER_TOKEN_FILE"] = str(token_file)
+        env.pop("JUPYTER_TOKEN", None)
+        if args.marimo:
+            cmd.append(f"--token-password-file={token_file}")
         lab = subprocess.Popen(
             cmd,
             env=env,
@@ -92,7 +101,9 @@ def run_demo(args: argparse.Namespace) -> int:
             stderr=subprocess.DEVNULL,
         )
         children.append(lab)
-        if not _wait_for_server(port, token, lab, timeout=120, marimo=args.marimo):
+        started = _wait_for_server(port, token, lab, timeout=120, marimo=args.marimo)
+        token_file.unlink(missing_ok=True)  # read at start-up; kernels need not see it
+        if not started:
             print(
                 f"{app} did not start on port {port}: is the port free? Pick another with --port.",
                 file=sys.stderr,
@@ -115,6 +126,14 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file only this user can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
 def _lab_command(notebooks: Path, port: int, token: str, no_browser: bool) -> tuple[list[str], str]:
     """JupyterLab on the quickstart notebook; returns the command and the URL to open."""
     cmd = [
@@ -127,7 +146,6 @@ def _lab_command(notebooks: Path, port: int, token: str, no_browser: bool) -> tu
         f"--ServerApp.port={port}",
         # A busy port must fail, not move to the next one: the URL printed uses it.
         "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
         "--LabApp.default_url=/lab/tree/quickstart.ipynb",
     ]
     if no_browser:
@@ -155,7 +173,6 @@ def _marimo_command(
         str(notebooks / "marimo_quickstart.py"),
         "--host=127.0.0.1",
         f"--port={port}",
-        f"--token-password={token}",
         "--no-sandbox",
         "--skip-update-check",
     ]

@@ -31,6 +31,21 @@ class InvalidRepoIdError(ChatWidgetError, ValueError):
     retryable = False
 
 
+class InvalidSettingError(ChatWidgetError, ValueError):
+    """A memory setting (budget, model limit, keep-alive) or its environment variable is bad."""
+
+    kind = "invalid_setting"
+    retryable = False
+    action = "Fix the setting"
+
+
+class SpecConflictError(ChatWidgetError, ValueError):
+    """A model was asked for with another revision or other load flags while it is in use."""
+
+    kind = "spec_conflict"
+    retryable = False
+
+
 class InvalidModelSpecError(ChatWidgetError, ValueError):
     """A :class:`~chatwidget.catalog.ModelSpec` names an unknown dtype or quantization."""
 
@@ -112,6 +127,15 @@ class CorruptedFileError(DownloadError, ValueError):
 
     kind = "corrupted"
     retryable = True
+
+
+class UnsafeRepoError(DownloadError, ValueError):
+    """The hub served something unsafe or inconsistent (a file name that escapes the cache, a
+    malformed commit id, a config that does not match its weights); nothing was downloaded."""
+
+    kind = "unsafe_repo"
+    retryable = False
+    action = "Pick another model"
 
 
 class DownloadCanceledError(DownloadError):
@@ -197,6 +221,48 @@ class InvalidGenerationRequestError(EngineError, ValueError):
     """The messages or generation settings are malformed; fix them and send again."""
 
     kind = "invalid_request"
+    retryable = False
+
+
+class ModelBusyError(EngineError, RuntimeError):
+    """A reply still uses a model that would have to be unloaded; it waits for that reply.
+
+    ``waiting_for`` names the models whose replies must end (or be stopped) first.
+    """
+
+    kind = "busy"
+    retryable = True
+
+    def __init__(self, message: str, waiting_for: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.waiting_for = waiting_for
+
+
+class ModelUnavailableError(EngineError, RuntimeError):
+    """A reply waited for its conversation's model to load again, and that load failed.
+
+    It carries the load's own ``kind``, ``retryable`` and ``action``, so the reply shows the
+    same way out as the model's row.
+    """
+
+    kind = "unavailable"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, kind: str | None = None, retryable: bool = True,
+        action: str | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+        self.retryable = retryable
+        self.action = action
+
+
+class EngineClosedError(EngineError, RuntimeError):
+    """The engine was closed (the widget or kernel is shutting down); nothing more is loaded."""
+
+    kind = "closed"
     retryable = False
 
 

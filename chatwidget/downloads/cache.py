@@ -180,6 +180,21 @@ def remove_incomplete(cache_dir: Path, repo_id: str) -> list[Path]:
     return removed
 
 
+def remove_all_incomplete(cache_dir: Path) -> list[Path]:
+    """:func:`remove_incomplete` for every model repo in the cache (at start-up: what dead
+    processes left behind). Offline and cheap: it only lists ``models--*/blobs``."""
+    removed: list[Path] = []
+    if not cache_dir.is_dir():
+        return removed
+    for folder in sorted(cache_dir.glob("models--*")):
+        blobs = folder / "blobs"
+        if not blobs.is_dir() or not any(_INCOMPLETE.match(p.name) for p in blobs.iterdir()):
+            continue
+        repo_id = folder.name.removeprefix("models--").replace("--", "/", 1)
+        removed += remove_incomplete(cache_dir, repo_id)
+    return removed
+
+
 def remove_dangling_links(cache_dir: Path, repo_id: str) -> list[Path]:
     """Delete snapshot entries of ``repo_id`` that point at missing blobs. Returns them."""
     snapshots = repo_folder(cache_dir, repo_id) / "snapshots"

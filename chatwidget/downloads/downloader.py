@@ -78,6 +78,11 @@ class _Child:
 # the widget stack: the download process stays lean (huggingface_hub, no torch) and starts fast.
 _BOOTSTRAP = """
 import os, sys, types
+try:  # below the kernel from the first import on (child.lower_priority() completes it)
+    os.nice(19)
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+    pass
 root = sys.argv[1]
 for name in ("chatwidget", "chatwidget.downloads"):
     package = types.ModuleType(name)
@@ -152,6 +157,16 @@ class _Run:
         elif kind == "file_done" and self._tracker is not None:
             self._tracker.mark_done(str(message["path"]))
             self._tracker.update({})
+        elif kind == "waiting" and self._tracker is not None:
+            # another process (a second kernel) is downloading these files into this cache:
+            # waiting for it is not a stall, and the user is told why nothing moves
+            self._tracker.touch()
+            self._tracker.set_note(f"Waiting for another download of {self._repo_id}")
+
+    def touch(self) -> None:
+        """Count now as activity (the download was paused on purpose)."""
+        if self._tracker is not None:
+            self._tracker.touch()
 
     def finish(self) -> None:
         """Send the final update (once the totals are known)."""
@@ -198,6 +213,8 @@ class Downloader:
         self._children: set[_Child] = set()
         self._busy: set[str] = set()  # repos being downloaded (one download per repo at a time)
         self._spares: list[_Process] = []  # at most one idle, already-imported process
+        self._holds = 0  # replies starting now: downloads pause until they release
+        self._released_at = 0.0
         self._finalizer = weakref.finalize(
             self, _stop_all, self._children, self._spares, self._lock
         )
@@ -209,6 +226,35 @@ class Downloader:
             f"Downloader(endpoint={self.endpoint!r}, cache_dir={str(self.cache_dir)!r}, "
             f"stall_timeout_s={self.stall_timeout_s})"
         )
+
+    def hold(self) -> Callable[[], None]:
+        """Pause every running download until the returned function is called.
+
+        For a reply that is about to start: its first token then does not share the CPU with
+        the download (the download process waits between chunks; it resumes on its own after
+        ``child.MAX_PAUSE_S`` if it is never released). Holds nest; the release is idempotent,
+        and the stall timer does not count the paused time.
+        """
+        with self._lock:
+            self._holds += 1
+            if self._holds == 1:
+                for child in self._children:
+                    _tell(child.proc, "pause")
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._holds -= 1
+                if self._holds == 0:
+                    self._released_at = time.monotonic()
+                    for child in self._children:
+                        _tell(child.proc, "resume")
+
+        return release
 
     def set_token(self, token: str | bool | None) -> None:
         """Use ``token`` from the next hub request on (None: huggingface_hub's usual sources)."""
@@ -243,15 +289,18 @@ class Downloader:
 
     # --- network ------------------------------------------------------------------------
 
-    def plan(self, spec: ModelSpec | str) -> DownloadPlan:
-        """List what a download would fetch, with disk and memory needs. Raises DownloadError."""
+    def plan(self, spec: ModelSpec | str, *, token: str | bool | None = None) -> DownloadPlan:
+        """List what a download would fetch, with disk and memory needs. Raises DownloadError.
+
+        ``token``: the requesting consumer's token (None: this downloader's own).
+        """
         spec = ModelSpec.coerce(spec)
         try:
             listing = plan.fetch_listing(
                 spec,
                 cache_dir=self.cache_dir,
                 endpoint=self.endpoint,
-                token=self._token(),
+                token=self._token(token),
                 read_fit=True,
             )
         except Exception as exc:
@@ -264,10 +313,17 @@ class Downloader:
         *,
         on_progress: Callable[[DownloadProgress], None],
         cancel: threading.Event,
+        token: str | bool | None = None,
     ) -> Path:
         """Download into the HF cache and return the snapshot folder. Blocks.
 
+        ``token`` is the requesting consumer's token (None: this downloader's own); it travels
+        to the download process through a pipe only.
         A model already complete in the cache returns at once, with no request to the hub.
+        Partial files that a dead process left for this repo are removed first (only those
+        whose lock is free: never a live download's). If another process (a second kernel)
+        is downloading the same files into this cache, progress says "Waiting for another
+        download of ..." and the download ends when that one does, never as a stall.
         A second download of a repo that is already downloading raises
         DownloadInProgressError. Setting ``cancel`` stops the transfer within 0.5 s and raises
         DownloadCanceledError;
@@ -289,7 +345,8 @@ class Downloader:
                 )
             self._busy.add(spec.repo_id)
         try:
-            return self._download_in_child(spec, on_progress, cancel)
+            self._clean_orphans(spec.repo_id)
+            return self._download_in_child(spec, on_progress, cancel, token)
         finally:
             with self._lock:
                 self._busy.discard(spec.repo_id)
@@ -301,8 +358,9 @@ class Downloader:
         spec: ModelSpec,
         on_progress: Callable[[DownloadProgress], None],
         cancel: threading.Event,
+        token: str | bool | None,
     ) -> Path:
-        child = self._spawn(spec)
+        child = self._spawn(spec, token)
         finished = False
         try:
             result = self._supervise(child, spec, on_progress, cancel)
@@ -321,15 +379,15 @@ class Downloader:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _token(self) -> str | bool | None:
-        token = self.__token
+    def _token(self, override: str | bool | None = None) -> str | bool | None:
+        token = override if override is not None else self.__token
         if isinstance(token, str):
             return token
         if token is False:
             return False
         return get_token()
 
-    def _spawn(self, spec: ModelSpec) -> _Child:
+    def _spawn(self, spec: ModelSpec, token: str | bool | None = None) -> _Child:
         job = {
             "repo_id": spec.repo_id,
             "revision": spec.revision,
@@ -349,8 +407,11 @@ class Downloader:
             self._children.add(child)
         assert proc.stdin is not None
         # The token travels only through this pipe: never argv, env or logs.
-        proc.stdin.write(json.dumps({**job, "token": self._token()}) + "\n")
+        proc.stdin.write(json.dumps({**job, "token": self._token(token)}) + "\n")
         proc.stdin.flush()
+        with self._lock:
+            if self._holds:  # a reply is starting: this download waits for it too
+                _tell(proc, "pause")
         child.reader = threading.Thread(
             target=_read_messages, args=(child,), name="chatwidget-download-reader", daemon=True
         )
@@ -413,6 +474,8 @@ class Downloader:
                 log.debug("Download of %s failed: %s", spec.repo_id, message.get("detail"))
                 raise fail(errors_map.rebuild(message["error"], message["message"]))
             run.handle(message)
+            if self._holds or time.monotonic() - self._released_at < 1.0:
+                run.touch()  # paused on purpose: not a stall
             idle = run.idle_for(time.monotonic())
             if idle is None and run.waited(time.monotonic()) > _STARTUP_TIMEOUT_S:
                 raise fail(DownloadError("The download process did not start in time; retry."))
@@ -434,6 +497,11 @@ class Downloader:
             f"The download process for {spec.repo_id} exited unexpectedly (code {code}). "
             "Retry; if it keeps failing, see the 'chatwidget' log for details."
         )
+
+    def _clean_orphans(self, repo_id: str) -> None:
+        removed = cache.remove_incomplete(self.cache_dir, repo_id)
+        if removed:
+            log.info("Removed %d partial file(s) a dead download of %s left", len(removed), repo_id)
 
     def _clean_after_stop(self, repo_id: str) -> None:
         removed = cache.remove_incomplete(self.cache_dir, repo_id)
@@ -488,6 +556,15 @@ def _read_messages(child: _Child) -> None:
         pass  # the pipe closed under us: the process is gone
     finally:
         child.messages.put(None)
+
+
+def _tell(proc: subprocess.Popen[str], command: str) -> None:
+    """Write one command line to a download process (ignored once it is gone)."""
+    if proc.stdin is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
 
 
 def _terminate(child: _Child) -> None:

@@ -25,6 +25,7 @@ _BY_NAME: dict[str, type[DownloadError]] = {
         errors.ServerError,
         errors.DiskFullError,
         errors.CorruptedFileError,
+        errors.UnsafeRepoError,
         errors.DownloadCanceledError,
     )
 }
@@ -86,12 +87,12 @@ def classify(exc: BaseException, *, repo_id: str, revision: str = "main") -> Dow
         if "GatedRepoError" in names:
             return errors.GatedRepoError(
                 f"{repo_id} is gated: accept its terms on the hub with your account, then pass a "
-                "token with access (Downloader(token=...), `hf auth login` or HF_TOKEN)."
+                "token with access: ChatWidget(token=...), `hf auth login` or HF_TOKEN."
             )
         if "RepositoryNotFoundError" in names:
             return errors.RepoNotFoundError(
                 f"{repo_id} was not found on the hub. Check the spelling; if it is private, pass a "
-                "token that can see it (Downloader(token=...), `hf auth login` or HF_TOKEN)."
+                "token that can see it: ChatWidget(token=...), `hf auth login` or HF_TOKEN."
             )
         if "RevisionNotFoundError" in names:
             return errors.RevisionNotFoundError(

@@ -18,7 +18,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from chatwidget import fit
 from chatwidget.catalog import ModelSpec
-from chatwidget.downloads import cache
+from chatwidget.downloads import cache, validate
 from chatwidget.downloads.types import DownloadPlan, RemoteFile
 from chatwidget.fit.facts import ModelFacts, read_config, shape_from_config, weights_from_summary
 from chatwidget.fit.sources import remembered_commit
@@ -51,7 +51,8 @@ def fetch_listing(
     """Resolve ``spec.revision`` to a commit and list the files ``spec`` selects.
 
     Network: one revision request, plus one tree request unless the listing of that commit is
-    already cached. Raises huggingface_hub / HTTP errors unchanged (callers classify them).
+    already cached. Raises huggingface_hub / HTTP errors unchanged (callers classify them), and
+    UnsafeRepoError for a malformed commit id or a file name that could escape the cache.
     The listing is written to the cache so later offline completeness checks are exact.
     ``read_fit`` also reads ``config.json`` and the safetensors headers (Range requests; once
     per commit in this process, see :func:`chatwidget.fit.remembered`); their failures only
@@ -59,17 +60,21 @@ def fetch_listing(
     """
     api = HfApi(endpoint=endpoint, token=token)
     info = api.repo_info(spec.repo_id, revision=spec.revision, timeout=LISTING_TIMEOUT_S)
-    commit = info.sha
-    if not commit:
-        raise ValueError(f"The hub returned no commit for {spec.repo_id}@{spec.revision}")
+    # the commit becomes a folder name and the paths file names in the cache: refuse anything
+    # that could land outside it, before any request for files
+    commit = validate.check_commit(spec.repo_id, info.sha)
+    fresh = False
     try:
-        entries = get_cached_repo_tree(spec.repo_id, revision=commit, cache_dir=cache_dir)
+        entries = _cached_tree(cache_dir, spec.repo_id, commit)
     except (CachedRepoTreeNotFoundError, OSError, ValueError):
         entries = [
             f
             for f in api.list_repo_tree(spec.repo_id, recursive=True, revision=commit)
             if isinstance(f, RepoFile)
         ]
+        fresh = True
+    validate.check_paths(spec.repo_id, (e.path for e in entries))
+    if fresh:
         _write_tree_cache(cache_dir, spec.repo_id, commit, entries)
     safetensors = getattr(info, "safetensors", None)
     parameters = dict(getattr(safetensors, "parameters", None) or {})
@@ -86,6 +91,34 @@ def fetch_listing(
         )
         fit.remember(cache_dir, spec.repo_id, spec.revision, facts)
     return Listing(commit, files, parameters, facts)
+
+
+def _cached_tree(cache_dir: Path, repo_id: str, commit: str) -> list[RepoFile]:
+    """The cached listing of ``commit``, with the sha256 of LFS files kept.
+
+    ``get_cached_repo_tree`` drops the LFS part, so a second download of a listed repo could
+    neither verify its weights nor find another process's lock on them; huggingface_hub's
+    own reader keeps it. Raises CachedRepoTreeNotFoundError when nothing is cached.
+    """
+    try:
+        from huggingface_hub._tree_cache import read_tree_cache
+    except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+        return get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)
+    found = read_tree_cache(str(cache.repo_folder(cache_dir, repo_id)), commit)
+    if found is None:
+        return get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)
+    return [
+        RepoFile(  # type: ignore[no-untyped-call]
+            path=path,
+            size=entry.size,
+            oid=entry.blob_id,
+            xetHash=entry.xet_hash,
+            lfs={"size": entry.lfs_size or entry.size, "oid": entry.lfs_sha256, "pointerSize": 0}
+            if entry.lfs_sha256
+            else None,
+        )
+        for path, entry in found.items()
+    ]
 
 
 def select_files(entries: Iterable[RepoFile], spec: ModelSpec) -> tuple[RemoteFile, ...]:

@@ -41,6 +41,7 @@ class ProgressTracker:
         self._smoothing = smoothing_s
         self._clock = clock
         self._current = ""
+        self._note = ""
         self._speed = 0.0
         self._last_emit: float | None = None
         self._last_sample_time = clock()
@@ -65,6 +66,14 @@ class ProgressTracker:
         """Re-arm the stall timer without counting bytes (e.g. the child just started)."""
         self._last_activity = self._clock()
 
+    def set_note(self, note: str) -> None:
+        """Show ``note`` (e.g. waiting for another process) from the next update on; a change
+        is sent at once. Bytes arriving clear it."""
+        if note != self._note:
+            self._note = note
+            now = self._clock()
+            self._send(now, final=False)
+
     def update(self, file_bytes: Mapping[str, int], *, current: str = "") -> None:
         """Record the latest byte counts of some files; emit if the interval has passed."""
         advanced = False
@@ -83,6 +92,7 @@ class ProgressTracker:
         now = self._clock()
         if advanced:
             self._last_activity = now
+            self._note = ""
         self._resample(now)
         if self._last_emit is None or now - self._last_emit >= self._interval:
             self._send(now, final=False)
@@ -137,6 +147,7 @@ class ProgressTracker:
             speed_bps=max(self._speed, 0.0),
             eta_s=eta,
             final=final,
+            note="" if final else self._note,
         )
         self._last_emit = now
         self._emit(progress)

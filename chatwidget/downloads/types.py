@@ -56,6 +56,7 @@ class DownloadProgress:
     speed_bps: float = 0.0  # smoothed
     eta_s: float | None = None
     final: bool = False
+    note: str = ""  # e.g. "Waiting for another download of org/name" (another process has it)
 
 
 @dataclass(frozen=True)

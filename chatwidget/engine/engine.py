@@ -5,22 +5,30 @@ Threading:
 * ``_load_lock`` lets one load run at a time. A load may run while generations run.
 * ``_state_lock`` guards the pool and callbacks; it is held only for bookkeeping, never
   while loading or generating, so ``is_loaded``/``loaded_models``/``check_fit`` answer
-  at once from the kernel's main thread while the worker thread loads.
+  at once from the kernel's main thread while the worker thread loads. Callbacks
+  (``on_evict``) are called with no engine lock but the load lock held.
 * Each loaded model has its own generate lock: two generations on one model run one
-  after the other, never interleaved. A generation holds its own reference to the model,
-  so unloading or evicting it mid-reply lets the reply finish; the memory is freed when
-  the reply ends.
+  after the other, never interleaved. A generation holds its own reference to the model
+  and pins it: the pool never evicts a model in use, and a model unloaded mid-reply stays
+  accounted (retired) until the reply ends, when its memory is freed.
+* :meth:`close` never waits for a load: a load that is still in ``from_pretrained`` when
+  the engine closes discards its result and frees it when it returns.
 
 Memory policy (see :mod:`chatwidget.engine.pool` for the eviction rule): models in
 ``keep`` are never evicted, and a model that cannot fit beside them is refused with
-:class:`ModelTooLargeError` before anything is loaded or evicted. ``LoadReport.cold_swap``
-is True when the most recently used model had to be unloaded to make room.
+:class:`ModelTooLargeError` before anything is loaded or evicted. A model that would fit
+once replies in flight end is refused with :class:`ModelBusyError` (nothing evicted), so
+the caller can wait: two models never sit in memory above the budget.
+``LoadReport.cold_swap`` is True when the most recently used model had to be unloaded.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +39,22 @@ from chatwidget.catalog import ModelSpec
 from chatwidget.engine import memory
 from chatwidget.engine.loader import LoadedModel, find_in_cache, load_from_cache
 from chatwidget.engine.pool import EvictionPlan, WarmPool
-from chatwidget.engine.types import FitReport, GenerationResult, GenerationSettings, LoadReport
-from chatwidget.errors import ModelNotDownloadedError, ModelNotLoadedError, ModelTooLargeError
+from chatwidget.engine.types import (
+    FitReport,
+    GenerationResult,
+    GenerationSettings,
+    LoadReport,
+    Names,
+    resolve_names,
+)
+from chatwidget.errors import (
+    EngineClosedError,
+    ModelBusyError,
+    ModelNotDownloadedError,
+    ModelNotLoadedError,
+    ModelTooLargeError,
+)
+from chatwidget.format import format_bytes
 
 logger = logging.getLogger("chatwidget.engine")
 
@@ -50,6 +72,7 @@ class Engine:
 
     ``memory_budget_bytes`` caps the warm pool (the summed estimates of loaded models);
     by default it is half of the RAM (plus GPU memory) free when the engine is created.
+    ``max_loaded_models`` caps how many models are in memory at once (None: no cap).
     ``device_map`` is passed to ``from_pretrained`` ("auto": accelerate places the model).
     """
 
@@ -58,22 +81,68 @@ class Engine:
         *,
         cache_dir: str | Path | None = None,
         memory_budget_bytes: int | None = None,
+        max_loaded_models: int | None = None,
         device_map: str | dict[str, Any] = "auto",
     ) -> None:
-        if memory_budget_bytes is not None and memory_budget_bytes <= 0:
-            raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
         self.cache_dir = cache_dir
         self.device_map = device_map
-        self.memory_budget_bytes = (
-            memory_budget_bytes
-            if memory_budget_bytes is not None
-            else memory.default_budget_bytes()
-        )
+        self.memory_budget_bytes = self._checked_budget(memory_budget_bytes)
+        self.max_loaded_models = self._checked_count(max_loaded_models)
         self._pool = WarmPool()
         self._load_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._evict_callbacks: list[Callable[[str], None]] = []
         self._active_stops: set[threading.Event] = set()
+        self._closed = False
+
+    # --- settings ---------------------------------------------------------------------
+
+    @staticmethod
+    def _checked_budget(budget: int | None) -> int:
+        if budget is None:
+            return memory.default_budget_bytes()
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+            raise ValueError(f"memory_budget_bytes must be a positive int, got {budget!r}")
+        return budget
+
+    @staticmethod
+    def _checked_count(count: int | None) -> int | None:
+        bad = isinstance(count, bool) or not isinstance(count, int) or count < 1
+        if count is not None and bad:
+            raise ValueError(f"max_loaded_models must be at least 1 or None, got {count!r}")
+        return count
+
+    def set_limits(
+        self, *, memory_budget_bytes: int | None = None, max_loaded_models: int | None = None
+    ) -> tuple[str, ...]:
+        """Change the budget (None: the default) and the model cap (None: none) now.
+
+        Models beyond the new limits are unloaded, least recently used first, except those
+        a reply is using (they stay until it ends). Returns the unloaded repo ids; the
+        ``on_evict`` callbacks hear of each.
+        """
+        budget = self._checked_budget(memory_budget_bytes)
+        count = self._checked_count(max_loaded_models)
+        with self._state_lock:
+            self.memory_budget_bytes = budget
+            self.max_loaded_models = count
+            evicted: list[LoadedModel] = []
+            for repo_id in self._pool.repo_ids():  # least recently used first
+                over_budget = self._pool.used_bytes() > budget
+                over_count = count is not None and self._pool.resident_count() > count
+                if not (over_budget or over_count):
+                    break
+                entry = self._pool.get(repo_id)
+                if entry is not None and entry.users == 0:
+                    self._pool.remove(repo_id)
+                    evicted.append(entry)
+        ids = tuple(e.repo_id for e in evicted)
+        del evicted
+        if ids:
+            logger.info("unloaded %s to meet the new memory limits", ids)
+            self._release_memory()
+            self._notify_evicted(ids)
+        return ids
 
     # --- queries ----------------------------------------------------------------------
 
@@ -87,6 +156,17 @@ class Engine:
         with self._state_lock:
             return self._pool.repo_ids()
 
+    def used_bytes(self) -> int:
+        """Memory the pool accounts now: loaded models plus those a reply still holds."""
+        with self._state_lock:
+            return self._pool.used_bytes()
+
+    def device_map_of(self, repo_id: str) -> dict[str, str] | None:
+        """Where a loaded model's modules sit (``hf_device_map``), or None if not loaded."""
+        with self._state_lock:
+            entry = self._pool.get(repo_id)
+            return dict(entry.device_map) if entry is not None else None
+
     def model_and_tokenizer(self, repo_id: str) -> tuple[Any, Any]:
         """The loaded model and tokenizer objects, for inspection.
 
@@ -99,7 +179,8 @@ class Engine:
         return entry.model, entry.tokenizer
 
     def on_evict(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(repo_id)`` whenever the warm pool evicts a model to make room."""
+        """Call ``callback(repo_id)`` whenever the warm pool evicts a model to make room
+        (or to meet new limits). Explicit :meth:`unload` calls do not call it."""
         with self._state_lock:
             self._evict_callbacks.append(callback)
 
@@ -119,14 +200,17 @@ class Engine:
         return memory.cached_model_bytes(cached)
 
     def check_fit(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> FitReport:
-        """Whether ``spec`` fits while the models in ``keep`` stay loaded. Changes nothing."""
+        """Whether ``spec`` fits while the models in ``keep`` stay loaded. Changes nothing.
+
+        Replies in flight count as temporary: a model that fits once they end fits.
+        """
         required = self.estimate_memory(spec)
         device = self._target_device(required)
         with self._state_lock:
-            plan = self._plan(required, keep)
+            plan = self._plan(required, frozenset(keep))
             loaded = spec.repo_id in self._pool
             message = self._fit_message(spec, required, plan, keep, loaded)
-        fits = loaded or plan.fits
+        fits = loaded or plan.fits or bool(plan.waiting_for)
         beside = loaded or (plan.fits and not plan.evict)
         return FitReport(
             repo_id=spec.repo_id,
@@ -140,13 +224,32 @@ class Engine:
 
     # --- load / unload ----------------------------------------------------------------
 
-    def load(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> LoadReport:
+    def load(
+        self,
+        spec: ModelSpec,
+        *,
+        keep: Names = (),
+        busy: Names = (),
+        prefer: Names = (),
+        cancel: threading.Event | None = None,
+    ) -> LoadReport:
         """Load ``spec`` from the local cache ("Compiling"); one load runs at a time.
 
+        ``cancel`` is accepted for the port's sake: ``from_pretrained`` cannot be interrupted,
+        so a canceled load runs to its end and the caller unloads it.
+
+        ``keep``: never evicted (no room beside them: ModelTooLargeError). ``busy``: never
+        evicted, but worth waiting for (ModelBusyError names them), as are models a reply is
+        using now. ``prefer``: evicted only after every other candidate. Each may be a
+        function, called under the engine's lock when it decides. Nothing is evicted unless
+        the load then goes ahead.
+
         A model already in the pool is only marked most recently used (``already_loaded``).
-        Raises ModelNotDownloadedError, ModelTooLargeError (nothing evicted) or ModelLoadError.
+        Raises ModelNotDownloadedError, ModelTooLargeError, ModelBusyError, ModelLoadError,
+        or EngineClosedError when the engine was closed before or during the load.
         """
         with self._load_lock:
+            self._check_open()
             started_at = time.time()
             with self._state_lock:
                 entry = self._pool.get(spec.repo_id)
@@ -166,9 +269,12 @@ class Engine:
             cached = find_in_cache(spec, self.cache_dir)
             required = memory.cached_model_bytes(cached)
             with self._state_lock:
-                plan = self._plan(required, keep)
+                kept = resolve_names(keep)
+                plan = self._plan(required, kept, resolve_names(busy), resolve_names(prefer))
+                if plan.waiting_for:
+                    raise ModelBusyError(self._busy_message(spec, plan), plan.waiting_for)
                 if not plan.fits:
-                    raise ModelTooLargeError(self._fit_message(spec, required, plan, keep, False))
+                    raise ModelTooLargeError(self._fit_message(spec, required, plan, kept, False))
                 most_recent = self._pool.most_recent()
                 # drop the pool's references at once: nothing here may keep them alive
                 evicted_ids = tuple(r for r in plan.evict if self._pool.remove(r) is not None)
@@ -187,43 +293,69 @@ class Engine:
             gpu_delta = memory.cuda_allocated_bytes() - gpu0
             taken = gpu_delta if gpu_delta > 0 else memory.process_rss_bytes() - rss0
             with self._state_lock:
-                self._pool.add(loaded)
-            logger.info("loaded %s in %.2fs (%s)", spec.repo_id, duration, _mib(max(0, taken)))
+                closed = self._closed
+                if not closed:
+                    self._pool.add(loaded)
+            device_map = dict(loaded.device_map)
+            if closed:
+                del loaded
+                self._release_memory()
+                logger.info("the engine closed while %s loaded; it was discarded", spec.repo_id)
+                raise EngineClosedError(
+                    f"The engine closed while {spec.repo_id} was loading; it was discarded."
+                )
+            del loaded
+            logger.info(
+                "loaded %s in %.2fs (%s)", spec.repo_id, duration, format_bytes(max(0, taken))
+            )
             return LoadReport(
                 repo_id=spec.repo_id,
                 started_at=started_at,
                 duration_s=duration,
                 memory_bytes=max(0, taken),
-                device_map=dict(loaded.device_map),
+                device_map=device_map,
                 cold_swap=cold_swap,
                 evicted=evicted_ids,
                 estimated_bytes=required,
             )
 
-    def unload(self, repo_id: str) -> None:
-        """Drop the model and free its memory. Unknown ids are ignored.
+    def unload(self, repo_id: str, *, if_idle: bool = False, busy: Names = ()) -> int:
+        """Drop the model and free its memory; returns the bytes freed (its accounted
+        estimate), 0 if it was not loaded.
 
         A generation in flight on it finishes first on its own reference; the memory is
-        released when that reply ends.
+        released (and counted as used until then) when that reply ends. With ``if_idle``,
+        a model a reply is using, or named in ``busy`` (a function is called under the
+        engine's lock, when it decides), is left loaded and ModelBusyError is raised instead.
         """
         with self._state_lock:
-            entry = self._pool.remove(repo_id)
-        if entry is None:
-            return
+            entry = self._pool.get(repo_id)
+            if entry is None:
+                return 0
+            if if_idle and (entry.users > 0 or repo_id in resolve_names(busy)):
+                raise ModelBusyError(
+                    f"{repo_id} is answering right now: stop the reply, then unload it.",
+                    (repo_id,),
+                )
+            self._pool.remove(repo_id)
+            freed = entry.memory_bytes
+            deferred = entry.users > 0
         del entry
-        self._release_memory()
-        logger.info("unloaded %s", repo_id)
+        if not deferred:
+            self._release_memory()
+        logger.info("unloaded %s%s", repo_id, " (freed when its reply ends)" if deferred else "")
+        return freed
 
     def close(self) -> None:
-        """Stop generations in flight, unload every model and free the memory."""
+        """Stop generations in flight, unload every model and free the memory. Never waits
+        for a load in progress: its result is discarded and freed when it returns."""
         with self._state_lock:
+            self._closed = True
             for event in self._active_stops:
                 event.set()
-        with self._load_lock:  # wait for a load in progress, then empty the pool
-            with self._state_lock:
-                repo_ids = self._pool.repo_ids()
-            for repo_id in repo_ids:
-                self.unload(repo_id)
+            entries = self._pool.drain()
+        del entries
+        self._release_memory()
 
     # --- generate ---------------------------------------------------------------------
 
@@ -242,7 +374,7 @@ class Engine:
         reply within one decoding step; the partial text is returned with
         ``stopped=True``. Errors in ``generate`` surface as GenerationError.
         """
-        from chatwidget.engine.streaming import stream_reply, validate_request
+        from chatwidget.engine.streaming import validate_request
 
         validate_request(messages, settings)
         with self._state_lock:
@@ -253,26 +385,51 @@ class Engine:
                     "load it before generating."
                 )
             self._pool.touch(repo_id)
+            entry.users += 1  # pinned: never evicted while this reply runs
             internal_stop = threading.Event()
             self._active_stops.add(internal_stop)
-        stops = [internal_stop] if stop is None else [stop, internal_stop]
+        try:
+            return self._generate_on(
+                entry, messages, settings, on_text=on_text, stops=(stop, internal_stop)
+            )
+        finally:
+            with self._state_lock:
+                self._active_stops.discard(internal_stop)
+                freed = self._pool.release(entry)
+            del entry
+            if freed:  # it was unloaded mid-reply: its memory goes now
+                self._release_memory()
+
+    def _generate_on(
+        self,
+        entry: LoadedModel,
+        messages: Sequence[Mapping[str, str]],
+        settings: GenerationSettings,
+        *,
+        on_text: Callable[[str], None] | None,
+        stops: tuple[threading.Event | None, threading.Event],
+    ) -> GenerationResult:
+        from chatwidget.engine.streaming import stream_reply
+
+        events = [e for e in stops if e is not None]
         lock = entry.generate_lock
         try:
-            if any(e.is_set() for e in stops) or not self._acquire(lock, stops):
-                return _stopped_before_start(repo_id)
+            if any(e.is_set() for e in events) or not self._acquire(lock, events):
+                return _stopped_before_start(entry.repo_id)
             try:
-                return stream_reply(entry, messages, settings, on_text=on_text, stop_events=stops)
+                return stream_reply(entry, messages, settings, on_text=on_text, stop_events=events)
             finally:
                 lock.release()
         except BaseException as exc:
             del entry  # an error held by the caller must not keep this model alive
             memory.drop_frame_references(exc)
             raise
-        finally:
-            with self._state_lock:
-                self._active_stops.discard(internal_stop)
 
     # --- internals --------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("The engine is closed; create a new one (a new widget).")
 
     @staticmethod
     def _acquire(lock: threading.Lock, stops: Sequence[threading.Event]) -> bool:
@@ -282,10 +439,22 @@ class Engine:
                 return False
         return True
 
-    def _plan(self, required: int, keep: Sequence[str]) -> EvictionPlan:
+    def _plan(
+        self,
+        required: int,
+        keep: frozenset[str],
+        busy: frozenset[str] = frozenset(),
+        prefer: frozenset[str] = frozenset(),
+    ) -> EvictionPlan:
         physical = self._physical_free_bytes()
         return self._pool.plan(
-            required, budget=self.memory_budget_bytes, physical_free=physical, keep=set(keep)
+            required,
+            budget=self.memory_budget_bytes,
+            physical_free=physical,
+            keep=keep,
+            busy=busy,
+            prefer=prefer,
+            max_models=self.max_loaded_models,
         )
 
     @staticmethod
@@ -300,24 +469,37 @@ class Engine:
                 return f"cuda:{index}"
         return "cpu"
 
+    def _busy_message(self, spec: ModelSpec, plan: EvictionPlan) -> str:
+        return f"waiting for the reply on {', '.join(plan.waiting_for)} to finish"
+
     def _fit_message(
         self,
         spec: ModelSpec,
         required: int,
         plan: EvictionPlan,
-        keep: Sequence[str],
+        keep: Sequence[str] | frozenset[str],
         loaded: bool,
     ) -> str:
         """Explain a fit decision; call with the state lock held."""
         if loaded:
             return f"{spec.repo_id} is already loaded."
+        if plan.waiting_for:
+            return f"{spec.repo_id} fits once the replies on {', '.join(plan.waiting_for)} end."
         if not plan.fits:
             kept = [k for k in keep if k in self._pool]
+            kept_text = f" (kept loaded for other conversations: {', '.join(kept)})" if kept else ""
+            if plan.limit == "count":
+                return (
+                    f"{spec.repo_id} cannot load: max_loaded_models={self.max_loaded_models} "
+                    f"models are loaded already{kept_text}. Unload a model (chat.unload(...)) "
+                    "or raise ChatWidget(max_loaded_models=...)."
+                )
+            budget = _mib(self.memory_budget_bytes)
             return (
-                f"{spec.repo_id} needs about {_mib(required)} but at most "
-                f"{_mib(plan.available_bytes)} is available (budget "
-                f"{_mib(self.memory_budget_bytes)}, kept loaded: {kept or 'none'}). "
-                "Unload a model, pick a smaller one, or raise memory_budget_bytes."
+                f"{spec.repo_id} needs about {_mib(required)} of memory but at most "
+                f"{_mib(plan.available_bytes)} can be made free (memory budget "
+                f"{budget}){kept_text}. Free memory by unloading a model (chat.unload(...)), "
+                "pick a smaller model, or raise ChatWidget(memory_budget=...)."
             )
         if plan.evict:
             return f"{spec.repo_id} fits after unloading {', '.join(plan.evict)}."
@@ -340,6 +522,18 @@ class Engine:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        _trim_malloc()
+
+
+def _trim_malloc() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS stays high)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass
 
 
 def _stopped_before_start(repo_id: str) -> GenerationResult:

@@ -42,7 +42,9 @@ class LoadedModel:
     """A model and tokenizer in memory, plus what the pool needs to account for them.
 
     ``generate_lock`` serializes generations on this model. A generation holds its own
-    reference to this object, so it finishes even if the pool drops the model mid-way.
+    reference to this object, so it finishes even if the pool drops the model mid-way;
+    ``users`` counts those generations (the pool never evicts a model in use, and keeps an
+    unloaded one accounted until its last reply ends).
     """
 
     spec: ModelSpec
@@ -51,6 +53,7 @@ class LoadedModel:
     memory_bytes: int  # the estimate the pool accounts with
     device_map: dict[str, str]
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
     @property
     def repo_id(self) -> str:
@@ -124,6 +127,30 @@ def _device_map_of(model: Any) -> dict[str, str]:
     if isinstance(hf_map, dict) and hf_map:  # accelerate names GPUs by bare index
         return {str(k): f"cuda:{v}" if isinstance(v, int) else str(v) for k, v in hf_map.items()}
     return {"": str(getattr(model, "device", "cpu"))}
+
+
+def placement_of(device_map: dict[str, str]) -> tuple[str, ...]:
+    """Where a loaded model sits, for people: ``("GPU 0", "CPU", "disk offload")``.
+
+    ``device_map`` is :attr:`LoadedModel.device_map` (accelerate's ``hf_device_map`` with GPUs
+    as ``cuda:N``). GPUs come first in index order, then CPU, then disk.
+    """
+    gpus: set[int] = set()
+    others: set[str] = set()
+    for device in device_map.values():
+        name = str(device)
+        if name.startswith("cuda"):
+            _, _, index = name.partition(":")
+            gpus.add(int(index) if index.isdigit() else 0)
+        elif name == "cpu":
+            others.add("CPU")
+        elif name == "disk":
+            others.add("disk offload")
+        else:
+            others.add(name.upper() if name == "mps" else name)
+    order = {"CPU": 0, "disk offload": 2}
+    rest = sorted(others, key=lambda label: (order.get(label, 1), label))
+    return (*(f"GPU {i}" for i in sorted(gpus)), *rest)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+
+#: A set of repo ids, or a function that returns one when the engine decides (under its lock),
+#: so a caller's latest intent counts, not the intent of when it called.
+Names = Collection[str] | Callable[[], Collection[str]]
+
+
+def resolve_names(names: Names) -> frozenset[str]:
+    """The repo ids ``names`` stands for now."""
+    return frozenset(names() if callable(names) else names)
 
 
 @dataclass(frozen=True)

@@ -56,18 +56,38 @@ class Switched(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ErrorReported(Event):
-    """Something failed and was contained. ``source``: download, load, subscriber, worker."""
+    """Something failed and was contained. ``source``: download, load, subscriber, worker.
+
+    ``failure`` is the structured form (kind, retryable, action) when a model failed.
+    """
 
     source: str
     repo_id: str | None
     message: str
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Evicted(Event):
-    """The engine's warm pool unloaded ``repo_id``; it is DOWNLOADED again."""
+    """``repo_id`` was unloaded and is DOWNLOADED again; ``freed_bytes`` is what it took.
+
+    ``reason``: "evicted" (room for another model, or lowered memory limits), "idle"
+    (unused for ``keep_alive``) or "unload" (an explicit unload). Conversations that chatted
+    on it keep it as their model: it loads again on their next message.
+    """
 
     repo_id: str
+    reason: str = "evicted"
+    freed_bytes: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoteChanged(Event):
+    """A status text of ``repo_id`` changed (None: cleared), e.g. "waiting for the reply on X
+    to finish" while it waits in Compiling, or "Waiting for another download of X"."""
+
+    repo_id: str
+    note: str | None
 
 
 Subscriber = Callable[[Event], None]

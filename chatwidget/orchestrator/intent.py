@@ -4,6 +4,11 @@ Pure bookkeeping with no locking and no I/O; the orchestrator calls it under its
 state lock. A conversation's ``target`` equals its ``active`` model when nothing is
 pending. ``announced`` is the last model a Switched event told the UI about, so a
 conversation that got its model while off screen is announced when it comes back.
+
+A conversation keeps its ``active`` model when that model is unloaded (evicted for room,
+idle past ``keep_alive``, or unloaded by the user): the model is *asleep* and loads again
+on the conversation's next message, so an unload never leaves a conversation without a
+model.
 """
 
 from __future__ import annotations
@@ -86,6 +91,18 @@ class IntentBook:
         """The on-screen conversation of ``group``, if any."""
         return self._active_by_group.get(group)
 
+    def in_group(self, group: str) -> tuple[Conversation, ...]:
+        """The conversations of ``group``, in the order they were opened."""
+        return tuple(c for c in self._conversations.values() if c.group == group)
+
+    def close_group(self, group: str) -> tuple[str, ...]:
+        """Close every conversation of ``group`` and forget the group; returns their ids."""
+        ids = tuple(c.conversation_id for c in self.in_group(group))
+        for conversation_id in ids:
+            del self._conversations[conversation_id]
+        self._active_by_group.pop(group, None)
+        return ids
+
     def is_on_screen(self, conversation: Conversation) -> bool:
         """Whether ``conversation`` is its group's active conversation."""
         return self._active_by_group.get(conversation.group) == conversation.conversation_id
@@ -106,6 +123,15 @@ class IntentBook:
             c for c in self._conversations.values() if c.target == repo_id and c.active != repo_id
         )
 
+    def targeting(self, repo_id: str) -> tuple[Conversation, ...]:
+        """Conversations whose target is ``repo_id``, whether or not it is their active model
+        already (while ``repo_id`` is not loaded, both want it loaded)."""
+        return tuple(c for c in self._conversations.values() if c.target == repo_id)
+
+    def using(self, repo_id: str) -> tuple[Conversation, ...]:
+        """Conversations whose active model is ``repo_id`` (loaded or asleep)."""
+        return tuple(c for c in self._conversations.values() if c.active == repo_id)
+
     def activate(self, repo_id: str) -> tuple[Conversation, ...]:
         """``repo_id`` is Ready: make it active wherever it is the pending target.
 
@@ -121,20 +147,6 @@ class IntentBook:
         for conversation in self._conversations.values():
             if conversation.target == repo_id and conversation.active != repo_id:
                 conversation.target = conversation.active
-
-    def drop_model(self, repo_id: str) -> tuple[Conversation, ...]:
-        """``repo_id`` is no longer loaded: conversations chatting on it lose it.
-
-        A conversation whose target was that model (nothing pending) is left with no
-        active model and no target; one with a pending target keeps waiting for it.
-        """
-        affected = tuple(c for c in self._conversations.values() if c.active == repo_id)
-        for conversation in affected:
-            conversation.active = None
-            if conversation.target == repo_id:
-                conversation.target = None
-            conversation.announced = None  # whatever it gets next must be announced
-        return affected
 
     def owed_announcement(self, conversation: Conversation) -> str | None:
         """The model to announce for ``conversation`` now, if it is on screen and changed."""

@@ -44,9 +44,11 @@ TRANSITIONS: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
             {_S.DOWNLOADING, _S.COMPILING, _S.CONNECTING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}
         ),
         _S.DOWNLOADING: frozenset({_S.COMPILING, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}),
-        _S.COMPILING: frozenset({_S.READY, _S.FAILED, _S.CANCELED}),
+        # A load nobody wants any more that stops before loading (e.g. it waited for a reply
+        # and the user switched back meanwhile) is DOWNLOADED again.
+        _S.COMPILING: frozenset({_S.READY, _S.DOWNLOADED, _S.FAILED, _S.CANCELED}),
         _S.CONNECTING: frozenset({_S.READY, _S.FAILED, _S.CANCELED}),
-        # The engine's warm pool evicted it: it is still in the cache.
+        # Unloaded (evicted for room, idle for keep_alive, or by the user): still cached.
         _S.READY: frozenset({_S.DOWNLOADED}),
         _S.FAILED: frozenset({_S.QUEUED}),
         _S.CANCELED: frozenset({_S.QUEUED}),

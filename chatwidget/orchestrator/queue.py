@@ -18,8 +18,11 @@ class Job:
     """
 
     spec: ModelSpec
+    group: str | None = None  # whose request queued it: that group's token downloads it
+    wake: bool = False  # it loads again a model conversations chat with (asleep models)
     cancel: threading.Event = field(default_factory=threading.Event)
     canceled: bool = False
+    evicted: list[str] = field(default_factory=list)  # models its load unloaded to make room
 
     @property
     def repo_id(self) -> str:
@@ -35,6 +38,11 @@ class WorkQueue:
     def push(self, job: Job) -> None:
         """Add ``job`` at the back."""
         self._jobs.append(job)
+
+    def push_front(self, job: Job) -> None:
+        """Add ``job`` at the front (a reply waits for it), or move it there if queued."""
+        self.remove(job)
+        self._jobs.appendleft(job)
 
     def pop(self) -> Job | None:
         """Take the job at the front, or None when empty."""

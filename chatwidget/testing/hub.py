@@ -14,7 +14,10 @@ Errors carry ``X-Error-Code`` (``RepoNotFound``, ``GatedRepo``, ``RevisionNotFou
 ``main`` or its commit sha, a hash of its files' contents.
 
 Tests can throttle it (:attr:`LocalHub.rate`), inject faults (:meth:`LocalHub.inject`) and read
-what it served (:attr:`LocalHub.requests`). In process::
+what it served (:attr:`LocalHub.requests`). It can also play a hostile hub: list file names that
+escape the cache (``inject(..., listing_extra=["../x.json"])``), answer with a commit id that is
+not one (``inject(..., commit="..")``), or serve other bytes for a file, e.g. a ``config.json``
+that does not match its weights (:meth:`LocalHub.override_file`). In process::
 
     with LocalHub(root) as hub:
         snapshot_download("demo/tiny-chat", endpoint=hub.url)
@@ -33,11 +36,13 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -119,6 +124,19 @@ class RepoStore:
         self.root = root
         self._lock = threading.Lock()
         self._hashes: dict[Path, tuple[int, int, str, str]] = {}
+        self._overrides: dict[tuple[str, str], Path] = {}  # (repo id, path) -> served file
+
+    def override(self, repo_id: str, path: str, local: Path | None) -> None:
+        """Serve ``local`` as ``path`` of ``repo_id`` (None: the file on disk again)."""
+        with self._lock:
+            if local is None:
+                self._overrides.pop((repo_id, path), None)
+            else:
+                self._overrides[(repo_id, path)] = local
+
+    def clear_overrides(self) -> None:
+        with self._lock:
+            self._overrides.clear()
 
     def get(self, org: str, name: str) -> Repo | None:
         """The repo ``org/name``, or None when there is no such folder."""
@@ -127,17 +145,26 @@ class RepoStore:
         folder = self.root / org / name
         if not folder.is_dir():
             return None
+        repo_id = f"{org}/{name}"
+        with self._lock:
+            overrides = {p: f for (r, p), f in self._overrides.items() if r == repo_id}
         files = []
         for local in sorted(folder.rglob("*")):
             rel = local.relative_to(folder)
             if not local.is_file() or any(part.startswith(".") for part in rel.parts):
                 continue
-            size, git_oid, sha256 = self._hash(local)
-            files.append(FileEntry(rel.as_posix(), local, size, git_oid, sha256))
+            path = rel.as_posix()
+            served = overrides.pop(path, local)
+            size, git_oid, sha256 = self._hash(served)
+            files.append(FileEntry(path, served, size, git_oid, sha256))
+        for path, served in sorted(overrides.items()):  # overrides may add files too
+            size, git_oid, sha256 = self._hash(served)
+            files.append(FileEntry(path, served, size, git_oid, sha256))
+        files.sort(key=lambda e: e.path)
         commit = hashlib.sha1(usedforsecurity=False)
         for entry in files:
             commit.update(f"{entry.path}\0{entry.sha256}\n".encode())
-        return Repo(f"{org}/{name}", folder, tuple(files), commit.hexdigest())
+        return Repo(repo_id, folder, tuple(files), commit.hexdigest())
 
     def _hash(self, local: Path) -> tuple[int, str, str]:
         stat = local.stat()
@@ -208,6 +235,8 @@ class Fault:
     drop_after: int | None = None
     stall_after: int | None = None
     corrupt: bool = False
+    listing_extra: tuple[str, ...] = ()
+    commit: str | None = None
     nth: int = 1
     times: int | None = 1
     matched: int = 0
@@ -423,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
         faults: list[Fault],
     ) -> None:
         if seg[:2] == ["api", "models"] and len(seg) >= 4 and method == "GET":
-            repo = self._repo(seg[2], seg[3], token)
+            repo = self._repo(seg[2], seg[3], token, faults)
             rest = seg[4:]
             if not rest:
                 self._send_json(method, self._info(repo, "main", query), faults)
@@ -435,7 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _HubError(404, None, f"no such endpoint: {self.path}")
         elif len(seg) >= 5 and seg[2] == "resolve":
-            repo = self._repo(seg[0], seg[1], token)
+            repo = self._repo(seg[0], seg[1], token, faults)
             commit = self._resolve_rev(repo, seg[3])
             entry = repo.file("/".join(seg[4:]))
             if entry is None:
@@ -446,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise _HubError(404, None, f"no such endpoint: {self.path}")
 
-    def _repo(self, org: str, name: str, token: str | None) -> Repo:
+    def _repo(self, org: str, name: str, token: str | None, faults: list[Fault]) -> Repo:
         hub = self.server.hub
         repo = hub.store.get(org, name)
         if repo is None:
@@ -458,7 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "GatedRepo",
                 f"Access to model {repo.repo_id} is restricted. Pass a token that has access.",
             )
-        return repo
+        return hub._hostile(repo, faults)
 
     @staticmethod
     def _resolve_rev(repo: Repo, rev: str) -> str:
@@ -767,6 +796,7 @@ class LocalHub:
         self._closing = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._scratch: Path | None = None  # files the hostile faults serve
 
     @property
     def rate(self) -> float | None:
@@ -829,6 +859,9 @@ class LocalHub:
             handler_thread.join(max(0.0, deadline - time.monotonic()))
         server.server_close()
         self._server = self._thread = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> LocalHub:
         return self.start()
@@ -849,9 +882,11 @@ class LocalHub:
         drop_after: int | None = None,
         stall_after: int | None = None,
         corrupt: bool = False,
+        ranged: bool | None = None,
+        listing_extra: tuple[str, ...] | list[str] = (),
+        commit: str | None = None,
         nth: int = 1,
         times: int | None = 1,
-        ranged: bool | None = None,
     ) -> Fault:
         """Arm a fault for requests whose decoded path matches the glob ``path``.
 
@@ -862,6 +897,13 @@ class LocalHub:
           :meth:`stop`;
         - ``corrupt``: flip the first 16 bytes of the body;
         - ``ranged``: only requests with (True) or without (False) a ``Range`` header.
+
+        Hostile answers, for requests about the repo the path names:
+
+        - ``listing_extra``: file names added to the repo's listings (tree and siblings) and
+          served (a small JSON body), e.g. ``"../../escape.json"`` or ``"/tmp/abs.json"``;
+        - ``commit``: the commit id the hub claims (``sha``, ``X-Repo-Commit``), e.g. one that
+          is not 40 hex digits; match every request of the repo (``"*org/name*"``).
 
         It fires on the ``nth`` matching request and the next ones, ``times`` in all.
         """
@@ -876,9 +918,11 @@ class LocalHub:
             drop_after=drop_after,
             stall_after=stall_after,
             corrupt=corrupt,
+            ranged=ranged,
+            listing_extra=tuple(listing_extra),
+            commit=commit,
             nth=nth,
             times=times,
-            ranged=ranged,
         )
         with self._lock:
             self._faults.append(fault)
@@ -906,10 +950,42 @@ class LocalHub:
         with self._lock:
             self._requests.clear()
 
+    def override_file(self, repo_id: str, path: str, data: bytes | str | None) -> None:
+        """Serve ``data`` as ``path`` of ``repo_id`` (listing, sizes, hashes and commit follow);
+        None serves the file on disk again. :meth:`reset` undoes every override."""
+        if data is None:
+            self.store.override(repo_id, path, None)
+            return
+        local = self._scratch_dir() / hashlib.sha256(f"{repo_id}/{path}".encode()).hexdigest()
+        local.write_bytes(data.encode() if isinstance(data, str) else data)
+        self.store.override(repo_id, path, local)
+
+    def _scratch_dir(self) -> Path:
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="chatwidget-hub-scratch-"))
+            return self._scratch
+
+    def _hostile(self, repo: Repo, faults: list[Fault]) -> Repo:
+        """``repo`` as the hostile faults of this request present it."""
+        extra = [p for f in faults for p in f.listing_extra]
+        commits = [f.commit for f in faults if f.commit is not None]
+        if not extra and not commits:
+            return repo
+        files = list(repo.files)
+        body = self._scratch_dir() / "escaped.json"
+        body.write_text('{"escaped": true}\n')
+        size, git_oid, sha256 = self.store._hash(body)
+        for path in extra:
+            files.append(FileEntry(path, body, size, git_oid, sha256))
+        commit = commits[-1] if commits else repo.commit
+        return Repo(repo.repo_id, repo.folder, tuple(files), commit)
+
     def reset(self) -> None:
         """Back to a clean state between tests: no faults, empty log, no rate limit."""
         self.clear_faults()
         self.clear_requests()
+        self.store.clear_overrides()
         self.rate = None
 
     def _fire_faults(self, method: str, path: str, *, ranged: bool = False) -> list[Fault]:

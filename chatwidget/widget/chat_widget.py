@@ -89,7 +89,9 @@ class ChatWidget(anywidget.AnyWidget):
         self._reply_thread: threading.Thread | None = None
         self._subscriptions: list[Callable[[], None]] = []
 
-        self._runtime = runtime.acquire(endpoint=endpoint, cache_dir=cache_dir, token=token)
+        self._runtime = runtime.acquire(
+            endpoint=endpoint, cache_dir=cache_dir, token=token, group=self._group
+        )
         self._orch = self._runtime.orchestrator
         for spec in models if models is not None else DEFAULT_CATALOG:
             self._add_spec(ModelSpec.coerce(spec))
@@ -288,7 +290,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._publisher.close()
         for cid in self._store.ids():
             self._orch.close_conversation(cid)
-        runtime.release(self._runtime)
+        runtime.release(self._runtime, group=self._group)
         super().close()
 
     # ------------------------------------------------------------------ display

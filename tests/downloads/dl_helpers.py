@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from chatwidget.downloads import DownloadProgress
-from chatwidget.testing.hub import LocalHub
+from chatwidget.testing.hub import LocalHub, RequestRecord
 
 CHILD_MODULE = "chatwidget.downloads.child import main"
 
@@ -85,12 +85,21 @@ def snapshot_files(cache: Path, repo_id: str) -> set[str]:
     }
 
 
+def is_header_read(record: RequestRecord) -> bool:
+    """A range request for a safetensors header (huggingface_hub reads the first 100 kB, then
+    the rest of a bigger header), which the download process makes before any weights."""
+    return record.range is not None and (
+        record.range == "bytes=0-100000" or record.range.startswith("bytes=8-")
+    )
+
+
 def file_gets(hub: LocalHub, repo_id: str) -> list[str]:
-    """File paths the hub served with GET on ``resolve`` URLs for ``repo_id``, in order."""
+    """File paths the hub served with GET on ``resolve`` URLs for ``repo_id``, in order
+    (safetensors header reads left out)."""
     prefix = f"/{repo_id}/resolve/"
     out = []
     for record in hub.requests:
-        if record.method == "GET" and record.path.startswith(prefix):
+        if record.method == "GET" and record.path.startswith(prefix) and not is_header_read(record):
             out.append(record.path[len(prefix) :].split("/", 1)[1])
     return out
 

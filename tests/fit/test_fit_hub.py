@@ -133,7 +133,7 @@ def test_plan_refuses_a_model_too_big_for_the_budget_before_the_first_byte(
         )
         error = orch.snapshot().models[small_repo].error or ""
         assert f"needs about {_mib(expected.memory_estimate_bytes)}" in error
-        assert "memory_budget_bytes" in error
+        assert "ChatWidget(memory_budget=" in error  # the user's API, not the engine's
         assert [e.repo_id for e in recorder.of(ErrorReported)] == [small_repo]
         assert all(r.range is not None for r in _weights_requests(local_hub)), "headers only"
         assert not list(hf_cache.glob("**/*.safetensors"))

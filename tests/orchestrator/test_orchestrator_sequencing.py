@@ -17,6 +17,7 @@ from chatwidget.errors import (
     ModelLoadError,
     NetworkError,
     NoActiveModelError,
+    SpecConflictError,
     UnknownConversationError,
     UnknownModelError,
 )
@@ -333,7 +334,7 @@ def test_wanted_load_may_cold_swap_the_conversations_own_active_model(
     assert orch.snapshot().models[A].cold_swap is True
 
 
-def test_wanted_load_keeps_other_conversations_active_models(
+def test_wanted_load_evicts_other_conversations_models_last(
     orch: Orchestrator, downloader: FakeDownloader, engine: FakeEngine
 ) -> None:
     engine.capacity = 2
@@ -343,7 +344,10 @@ def test_wanted_load_keeps_other_conversations_active_models(
     drain(orch)
     orch.request_model("c1", A)
     drain(orch)
-    assert engine.loads[-1] == (A, (B,))
+    decision = engine.decisions[-1]
+    assert decision["repo_id"] == A
+    assert decision["prefer"] == {B}  # c2's model goes last
+    assert decision["evict"] == (BASE,)  # c1's own old model goes first (a cold swap)
     assert engine.is_loaded(B)
     assert not engine.is_loaded(BASE)
     assert orch.active_model("c2") == B
@@ -516,20 +520,21 @@ def test_unsubscribed_callback_gets_no_more_events(orch: Orchestrator) -> None:
     assert len(got) == 1
 
 
-def test_eviction_of_a_ready_model_makes_it_downloaded_and_clears_it_as_active(
+def test_eviction_of_a_ready_model_makes_it_downloaded_and_leaves_it_asleep(
     orch: Orchestrator, engine: FakeEngine, recorder: Recorder
 ) -> None:
     orch.request_model("c1", A)
     drain(orch)
     engine.evict(A)
     assert orch.state(A) is S.DOWNLOADED
-    assert orch.active_model("c1") is None
-    assert [e.repo_id for e in recorder.of(Evicted)] == [A]
-    with pytest.raises(NoActiveModelError, match="pick a model"):
-        orch.generate("c1", HELLO, GenerationSettings())
+    assert orch.active_model("c1") == A  # still its model: it loads again on the next send
+    assert orch.snapshot().is_asleep("c1")
+    assert [(e.repo_id, e.reason) for e in recorder.of(Evicted)] == [(A, "evicted")]
     orch.request_model("c1", A)
     drain(orch)
-    assert orch.active_model("c1") == A
+    assert orch.state(A) is S.READY
+    assert not orch.snapshot().is_asleep("c1")
+    assert switches(recorder) == [("c1", A)]  # it never changed model: announced once
 
 
 # --- chat and input errors --------------------------------------------------------------
@@ -656,10 +661,15 @@ def test_a_new_spec_for_a_model_at_rest_is_used_by_the_next_download(
     orch.register(ModelSpec(A, revision="v1"))
     orch.request_model("c1", ModelSpec(A, revision="v2"))
     assert orch.spec(A).revision == "v2"
-    orch.request_model("c1", ModelSpec(A, revision="v3"))  # queued: the spec stays
-    assert orch.spec(A).revision == "v2"
+    orch.request_model("c1", ModelSpec(A, revision="v3"))  # still queued: v3 applies
+    assert orch.spec(A).revision == "v3"
     drain(orch)
-    assert downloader.specs[-1].revision == "v2"
+    assert downloader.specs[-1].revision == "v3"
+    with pytest.raises(SpecConflictError, match=r"chat.unload\('org/a'\)"):
+        orch.request_model("c1", ModelSpec(A, revision="v4"))  # Ready: refused, not dropped
+    assert orch.spec(A).revision == "v3"
+    orch.request_model("c1", ModelSpec(A, revision="v3", name="A, renamed"))  # names apply
+    assert orch.spec(A).name == "A, renamed"
     with pytest.raises(UnknownModelError):
         orch.spec(B)
 
@@ -675,12 +685,15 @@ def test_off_screen_conversation_that_lost_its_model_is_told_when_it_gets_one_ag
     orch.request_model("c2", A)  # c2 on screen: told A
     orch.set_active_conversation("c1")
     orch.request_model("c2", B)  # c2 off screen: now on B, not yet told
-    engine.evict(B)  # c2 loses B before it was told
-    assert orch.active_model("c2") is None
+    engine.evict(B)  # B unloaded before c2 was told: c2 keeps it, asleep
+    assert orch.active_model("c2") == B
     orch.request_model("c2", A)  # off screen again, back on A (Ready)
     orch.set_active_conversation("c2")
-    # told again, although A was the last model c2 was told about: it had none meanwhile
-    assert switches(recorder) == [("c1", A), ("c2", A), ("c2", A)]
+    # c2 was last told A, and it is on A: nothing to announce
+    assert switches(recorder) == [("c1", A), ("c2", A)]
+    orch.request_model("c2", B)  # on screen: B is asleep, so it is queued, then announced
+    drain(orch)
+    assert switches(recorder) == [("c1", A), ("c2", A), ("c2", B)]
 
 
 def test_model_that_cannot_fit_in_memory_fails_before_the_first_byte(

@@ -301,4 +301,7 @@ def test_removing_a_server_evicts_its_ready_models(mixed: Mixed) -> None:
     assert mixed.remote.remove_server(SERVER) == (mixed.r,)
     assert [e.repo_id for e in recorder.of(Evicted)] == [mixed.r]
     assert orch.state(mixed.r) is S.DOWNLOADED
-    assert orch.active_model("c1") is None  # as when the warm pool evicts a local model
+    # as when the warm pool evicts a local model: c1 keeps it, asleep (its next reply
+    # connects again, and says "Add the server" if the server is still gone)
+    assert orch.active_model("c1") == mixed.r
+    assert orch.snapshot().is_asleep("c1")

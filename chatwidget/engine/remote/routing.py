@@ -16,8 +16,15 @@ from pathlib import Path
 from chatwidget.catalog import ModelSpec, split_remote_key
 from chatwidget.downloads.types import DownloadPlan, DownloadProgress
 from chatwidget.engine.remote.engine import RemoteEngine
-from chatwidget.engine.types import FitReport, GenerationResult, GenerationSettings, LoadReport
-from chatwidget.orchestrator.ports import DownloaderPort, EnginePort, Message
+from chatwidget.engine.types import (
+    FitReport,
+    GenerationResult,
+    GenerationSettings,
+    LoadReport,
+    Names,
+    resolve_names,
+)
+from chatwidget.orchestrator.ports import DownloaderPort, EnginePort, Message, Token
 
 
 def is_remote(key: str) -> bool:
@@ -35,28 +42,39 @@ class RoutingEngine:
     def __repr__(self) -> str:
         return f"RoutingEngine(local={self.local!r}, remote={self.remote!r})"
 
-    def _for(self, key: str) -> EnginePort:
+    def _for(self, key: str) -> EnginePort | RemoteEngine:
         return self.remote if is_remote(key) else self.local
 
     def check_fit(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> FitReport:
         if spec.is_remote:
             return self.remote.check_fit(spec, keep=keep)
-        return self.local.check_fit(spec, keep=_local(keep))
+        return self.local.check_fit(spec, keep=_local(keep)())
 
     def load(
         self,
         spec: ModelSpec,
         *,
-        keep: Sequence[str] = (),
+        keep: Names = (),
+        busy: Names = (),
+        prefer: Names = (),
         cancel: threading.Event | None = None,
     ) -> LoadReport:
-        """Load locally, or connect; ``cancel`` (if the caller has one) interrupts Connecting."""
-        if spec.is_remote:
-            return self.remote.load(spec, keep=keep, cancel=cancel)
-        return self.local.load(spec, keep=_local(keep))
+        """Load locally, or connect; ``cancel`` (if the caller has one) interrupts Connecting.
 
-    def unload(self, repo_id: str) -> None:
-        self._for(repo_id).unload(repo_id)
+        The local engine gets only local keys in ``keep``/``busy``/``prefer``, still evaluated
+        when it decides (they may be functions)."""
+        if spec.is_remote:
+            return self.remote.load(spec, cancel=cancel)
+        return self.local.load(
+            spec, keep=_local(keep), busy=_local(busy), prefer=_local(prefer), cancel=cancel
+        )
+
+    def unload(self, repo_id: str, *, if_idle: bool = False, busy: Names = ()) -> int:
+        """Unload (or disconnect); returns the bytes freed (a remote model frees none here)."""
+        if is_remote(repo_id):
+            self.remote.unload(repo_id)
+            return 0
+        return self.local.unload(repo_id, if_idle=if_idle, busy=_local(busy))
 
     def is_loaded(self, repo_id: str) -> bool:
         return self._for(repo_id).is_loaded(repo_id)
@@ -89,10 +107,10 @@ class RoutingDownloader:
     def is_downloaded(self, spec: ModelSpec) -> bool:
         return True if spec.is_remote else self.local.is_downloaded(spec)
 
-    def plan(self, spec: ModelSpec) -> DownloadPlan:
+    def plan(self, spec: ModelSpec, *, token: Token = None) -> DownloadPlan:
         if spec.is_remote:
             return DownloadPlan(spec.repo_id, spec.revision, "", (), 0, 0, 0, 0)
-        return self.local.plan(spec)
+        return self.local.plan(spec, token=token)
 
     def download(
         self,
@@ -100,11 +118,16 @@ class RoutingDownloader:
         *,
         on_progress: Callable[[DownloadProgress], None],
         cancel: threading.Event,
+        token: Token = None,
     ) -> Path:
         if spec.is_remote:
             raise ValueError(f"{spec.repo_id} is served remotely: there is nothing to download.")
-        return self.local.download(spec, on_progress=on_progress, cancel=cancel)
+        return self.local.download(spec, on_progress=on_progress, cancel=cancel, token=token)
+
+    def hold(self) -> Callable[[], None]:
+        return self.local.hold()
 
 
-def _local(keep: Sequence[str]) -> tuple[str, ...]:
-    return tuple(k for k in keep if not is_remote(k))
+def _local(names: Names) -> Callable[[], tuple[str, ...]]:
+    """The local keys of ``names``, when asked (so a function stays live)."""
+    return lambda: tuple(k for k in resolve_names(names) if not is_remote(k))
