@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from chatwidget.engine.context import fit_chat, token_counts
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.memory import drop_frame_references, format_error
 from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage
@@ -61,14 +62,23 @@ def validate_request(messages: Sequence[Mapping[str, str]], settings: Generation
                 f"message {i} must be {{'role': one of {sorted(_ROLES)}, 'content': str}}, "
                 f"got {dict(message)!r}."
             )
+    validate_settings(settings)
+
+
+def validate_settings(settings: GenerationSettings) -> None:
+    """Raise :class:`InvalidGenerationRequestError` for settings generation would refuse.
+
+    The one rule for both: the widget's settings check calls this too, so a setting it
+    accepts is one generation accepts (``temperature=0`` with sampling is refused by both).
+    """
     if settings.max_new_tokens < 1:
         raise InvalidGenerationRequestError(
             f"max_new_tokens must be at least 1, got {settings.max_new_tokens}."
         )
     if settings.do_sample and not settings.temperature > 0:
         raise InvalidGenerationRequestError(
-            f"temperature must be > 0 when sampling, got {settings.temperature}; "
-            "turn sampling off for greedy replies."
+            f"temperature must be above 0 when sampling, got {settings.temperature}; "
+            "raise it, or turn sampling off for greedy replies."
         )
     if settings.do_sample and not 0 < settings.top_p <= 1:
         raise InvalidGenerationRequestError(f"top_p must be in (0, 1], got {settings.top_p}.")
@@ -87,7 +97,12 @@ def build_chat(messages: Sequence[Mapping[str, str]], system_prompt: str) -> lis
 def encode_chat(
     loaded: LoadedModel, messages: Sequence[Mapping[str, str]], settings: GenerationSettings
 ) -> Any:
-    """Tokenize the history through the chat template, ready for ``model.generate(**enc)``."""
+    """Tokenize the history through the chat template, ready for ``model.generate(**enc)``.
+
+    The oldest turns are dropped to fit the model's context (see
+    :mod:`chatwidget.engine.context`): never the system prompt or the last message, until
+    the prompt and room for a useful reply (at least a quarter of the context) fit.
+    """
     tokenizer = loaded.tokenizer
     if not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplateError(
@@ -97,28 +112,23 @@ def encode_chat(
         )
     chat = build_chat(messages, settings.system_prompt)
     limit = context_length(loaded)
-    # Leave room for a useful reply: drop the oldest turns (never the system prompt or the
-    # last message) until the prompt and at least a quarter of the context fit.
-    reserve = min(settings.max_new_tokens, limit // 4)
-    dropped = 0
-    while True:
-        enc = _apply_template(loaded, chat)
-        prompt_tokens = int(enc["input_ids"].shape[-1])
-        first = 1 if chat and chat[0]["role"] == "system" else 0
-        if prompt_tokens + reserve <= limit or len(chat) - first <= 1:
-            break
-        del chat[first]
-        dropped += 1
-    if dropped:
+
+    def apply(kept: list[dict[str, str]]) -> Any:
+        return _apply_template(loaded, kept)
+
+    fitted = fit_chat(
+        chat,
+        limit=limit,
+        reserve=min(settings.max_new_tokens, limit // 4),
+        apply=apply,
+        counts=token_counts(tokenizer, apply),
+        name=loaded.repo_id,
+    )
+    if fitted.dropped:
         logger.info(
-            "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, dropped
+            "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, fitted.dropped
         )
-    if prompt_tokens >= limit:
-        raise InvalidGenerationRequestError(
-            f"the last message is {prompt_tokens} tokens long, more than the {limit}-token "
-            f"context of {loaded.repo_id}: shorten it, or pick a model with a longer context."
-        )
-    return enc.to(loaded.model.device)
+    return fitted.encoding.to(loaded.model.device)
 
 
 def _apply_template(loaded: LoadedModel, chat: list[dict[str, str]]) -> Any:
