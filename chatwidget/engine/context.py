@@ -194,4 +194,3 @@ def _length(encoding: Any) -> int:
     ids = encoding["input_ids"]
     shape = getattr(ids, "shape", None)
     return int(shape[-1]) if shape is not None else len(ids)
-

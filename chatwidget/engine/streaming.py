@@ -21,7 +21,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from chatwidget.engine.context import fit_chat, token_counts
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.memory import drop_frame_references, format_error
-from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage
+from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage, validate_settings
 from chatwidget.errors import GenerationError, InvalidGenerationRequestError, NoChatTemplateError
 
 logger = logging.getLogger("chatwidget.engine.streaming")
@@ -63,25 +63,6 @@ def validate_request(messages: Sequence[Mapping[str, str]], settings: Generation
                 f"got {dict(message)!r}."
             )
     validate_settings(settings)
-
-
-def validate_settings(settings: GenerationSettings) -> None:
-    """Raise :class:`InvalidGenerationRequestError` for settings generation would refuse.
-
-    The one rule for both: the widget's settings check calls this too, so a setting it
-    accepts is one generation accepts (``temperature=0`` with sampling is refused by both).
-    """
-    if settings.max_new_tokens < 1:
-        raise InvalidGenerationRequestError(
-            f"max_new_tokens must be at least 1, got {settings.max_new_tokens}."
-        )
-    if settings.do_sample and not settings.temperature > 0:
-        raise InvalidGenerationRequestError(
-            f"temperature must be above 0 when sampling, got {settings.temperature}; "
-            "raise it, or turn sampling off for greedy replies."
-        )
-    if settings.do_sample and not 0 < settings.top_p <= 1:
-        raise InvalidGenerationRequestError(f"top_p must be in (0, 1], got {settings.top_p}.")
 
 
 def build_chat(messages: Sequence[Mapping[str, str]], system_prompt: str) -> list[dict[str, str]]:
