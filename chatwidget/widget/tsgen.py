@@ -122,6 +122,13 @@ def _object(name: str, annotation: str, value: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n};\n"
 
 
+def _array(name: str, annotation: str, items: list[str]) -> str:
+    one_line = f"export const {name}: {annotation} = [{', '.join(items)}];"
+    if len(one_line) <= WIDTH:
+        return one_line + "\n"
+    return f"export const {name}: {annotation} = [\n" + "".join(f"  {i},\n" for i in items) + "];\n"
+
+
 def render() -> str:
     """The text of ``js/src/protocol.ts``."""
     parts = [
@@ -144,6 +151,8 @@ def render() -> str:
     parts.append(_union("Intent", intents))
     parts.append("export type Request = Intent & { id: string };\n")
     parts.append("export type KernelMessage = Delta | SyncNotice | Reply;\n")
+    keys = [json.dumps(name) for name in typing.get_type_hints(p.WidgetState)]
+    parts.append(_array("STATE_KEYS", "(keyof WidgetState)[]", keys))
     consts = "".join(
         f"export const {name} = {_literal(value)};\n" for name, value in p.CONSTANTS.items()
     )

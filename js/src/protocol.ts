@@ -180,6 +180,21 @@ export type Request = Intent & { id: string };
 
 export type KernelMessage = Delta | SyncNotice | Reply;
 
+export const STATE_KEYS: (keyof WidgetState)[] = [
+  "seq",
+  "busy",
+  "models",
+  "conversations",
+  "active_conversation",
+  "transcript",
+  "downloads",
+  "settings",
+  "generating",
+  "last_switch",
+  "download_focus_seq",
+  "errors",
+];
+
 export const MAX_TEXT_BYTES = 1000000;
 export const MAX_ID_CHARS = 128;
 export const PAGE_SIZE = 10;
