@@ -254,6 +254,11 @@ class Session:
         start = max(0, before - limit)
         return start, self._store.messages(conversation_id, start, max(start, before))
 
+    def urgent_changes(self) -> bool:
+        """Whether a change waiting is more than download progress (which may be coalesced)."""
+        with self._lock:
+            return bool(self._changes - {"downloads"})
+
     def take_changes(self) -> set[Part]:
         """The parts changed since the last call (all of them at first)."""
         with self._lock:

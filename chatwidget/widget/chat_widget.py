@@ -93,6 +93,7 @@ class ChatWidget(anywidget.AnyWidget):
             apply=self._apply,
             take_deltas=self._session.deltas.take,
             send=self._send_custom,
+            urgent=self._session.urgent_changes,
             on_error=self._session.report,
         )
         self.on_msg(self._on_msg)
@@ -225,13 +226,16 @@ class ChatWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop the reply, detach from the shared queue and close the widget. Idempotent."""
-        if self._closed:
+        if getattr(self, "_closed", True):  # closed, or __init__ never got this far
             return
         self._closed = True
-        self._session.close()
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.close()
         if self._publisher is not None:
             self._publisher.close()
-        runtime.release(self._runtime)
+        if getattr(self, "_runtime", None) is not None:
+            runtime.release(self._runtime)
         super().close()
 
     # ------------------------------------------------------------------ display

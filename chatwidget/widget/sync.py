@@ -3,9 +3,10 @@
 Everything that changes what the UI shows (intents on the kernel's main thread, orchestrator
 events on its worker, streamed text on a reply thread) only *pokes* the publisher. The
 publisher then takes what changed, renders only that, and writes it in one ``hold_sync``
-batch together with the next sequence number (trait ``seq``), at most once per
-``trait_interval``; and sends the streamed text collected since its last round as small
-``delta`` messages, at most once per ``delta_interval``, each with the next number too.
+batch together with the next sequence number (trait ``seq``): progress at most once per
+``trait_interval``, anything else (a turn boundary, a rename) at its next round. It sends
+the streamed text collected since its last round as small ``delta`` messages, a round at
+most every ``delta_interval``, each with the next number too.
 Nothing it does per round depends on how long a conversation is.
 
 :attr:`Publisher.lock` orders everything that carries a ``seq``: the kernel's main thread
@@ -34,7 +35,9 @@ class Publisher:
     - ``render(changes)`` returns trait values for them;
     - ``apply(values)`` writes traits (``values`` includes ``"seq"``) in one batch;
     - ``take_deltas()`` returns the streamed text waiting to go out;
-    - ``send(message)`` sends one custom message.
+    - ``send(message)`` sends one custom message;
+    - ``urgent()`` says whether the changes waiting must go out without waiting for
+      ``trait_interval`` (a turn boundary, say; progress alone can wait).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class Publisher:
         apply: Callable[[dict[str, Any]], None],
         take_deltas: Callable[[], list[Delta]],
         send: Callable[[dict[str, Any]], None],
+        urgent: Callable[[], bool] | None = None,
         trait_interval: float = 0.1,
         delta_interval: float = 0.05,
         on_error: Callable[[BaseException], None] | None = None,
@@ -55,6 +59,7 @@ class Publisher:
         self._apply = apply
         self._take_deltas = take_deltas
         self._send = send
+        self._urgent = urgent
         self._trait_interval = trait_interval
         self._delta_interval = delta_interval
         self._on_error = on_error
@@ -136,7 +141,11 @@ class Publisher:
     def _round(self, *, force: bool) -> bool:
         """Send what is due; returns True when trait changes had to wait for their turn."""
         now = time.monotonic()
-        traits_due = force or now - self._last_traits >= self._trait_interval
+        traits_due = (
+            force
+            or now - self._last_traits >= self._trait_interval
+            or (self._urgent is not None and self._urgent())
+        )
         with self.lock:
             if traits_due:
                 changes = self._take_changes()

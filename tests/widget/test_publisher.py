@@ -21,7 +21,7 @@ class Source:
         self.sent: list[tuple[str, dict[str, Any]]] = []  # ("traits" | "custom", message)
         self.threads: set[str] = set()
         self.fail_next = False
-        self.deltas = DeltaStream(lambda: self.pub.poke())
+        self.deltas = DeltaStream(self.poke)
         self.pub = Publisher(
             take_changes=self.take,
             render=self.render,
@@ -30,6 +30,9 @@ class Source:
             send=lambda m: self.record("custom", m),
             **kwargs,
         )
+
+    def poke(self) -> None:
+        self.pub.poke()
 
     def change(self, **values: Any) -> None:
         with self.lock:
