@@ -58,7 +58,7 @@ def test_every_state_message_carries_the_next_seq(make_chat: Callable[..., ChatW
             seqs.append(data["state"]["seq"])
         elif data["content"].get("kind") == "delta":
             seqs.append(data["content"]["seq"])
-    assert len(seqs) >= 4
+    assert len(seqs) >= 2  # the turn's start and end at least (deltas depend on speed)
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # one counter, no gaps
     notices = sync_notices(front)
     assert notices, "a Python API call on the main thread says seq and busy"
