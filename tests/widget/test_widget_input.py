@@ -96,7 +96,7 @@ def test_settings_check_and_generation_agree_on_temperature_zero(
                 handle.wait(60)
                 assert handle.result is not None
                 assert handle.result.usage.new_tokens == 4
-    assert chat.settings["temperature"] == 0.7  # refused changes changed nothing
+    assert chat.session.settings.temperature == 0.7  # refused changes changed nothing
 
 
 def test_settings_out_of_bounds_say_what_to_enter(make_chat: Callable[..., ChatWidget]) -> None:
