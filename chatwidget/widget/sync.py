@@ -111,7 +111,8 @@ class Publisher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            if not self._stopping.is_set():
+            urgent = self._urgent is not None and self._urgent()
+            if not self._stopping.is_set() and not urgent:  # an urgent change goes now
                 wait = self._last_round + self._delta_interval - time.monotonic()
                 if wait > 0:
                     self._stopping.wait(wait)

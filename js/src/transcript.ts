@@ -26,16 +26,20 @@ export class TranscriptView {
   windowStart = 0;
   /** Index of the first message this view has (rows hold `loadedFrom` to `total`). */
   loadedFrom = 0;
+  /** How many times the view started over (a reader redraws everything when it grows). */
+  resets = 0;
   private rows: MessageRow[] = [];
   private readonly streams = new Map<string, Stream>();
   private readonly orphans = new Map<string, Map<number, string>>();
   private orphanChunks = 0;
 
   /** Take a transcript from the kernel; returns true when the view starts over (another
-   * conversation, or older messages changed). */
+   * conversation, older messages changed, or messages came that this view never saw). */
   update(t: Transcript): boolean {
-    const reset = t.conversation_id !== this.conversationId || t.epoch !== this.epoch;
+    const hole = t.start > this.loadedFrom + this.rows.length; // messages we never saw
+    const reset = t.conversation_id !== this.conversationId || t.epoch !== this.epoch || hole;
     if (reset) {
+      this.resets += 1;
       this.conversationId = t.conversation_id;
       this.epoch = t.epoch;
       this.rows = [...t.messages];

@@ -12,6 +12,7 @@ import { enableCodeCopy, setMarkdown } from "../markdown";
 import { MAX_TEXT_BYTES, type ConversationRow, type MessageRow } from "../protocol";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
+import type { TranscriptView } from "../transcript";
 import type { UiState } from "../ui-state";
 
 /** Distance from the bottom (px) within which the list counts as "at the bottom". */
@@ -47,6 +48,7 @@ class MessageView {
       this.errorEl,
       this.meta,
     ]);
+
     this.update(message);
   }
 
@@ -140,6 +142,10 @@ export class ChatPanel {
   private readonly views = new Map<string, MessageView>();
   private readonly removeCopy: () => void;
   private conversationId: string | null = null;
+  private resets = 0;
+  private autosizedLength = 0;
+  /** The message being sent, shown until the kernel's transcript holds it. */
+  private pending: { el: HTMLElement; total: number } | null = null;
   private canSend = false;
   private loadingEarlier = false;
 
@@ -233,8 +239,9 @@ export class ChatPanel {
   update(messages = true): void {
     const conv = this.store.activeConversation;
     const transcript = this.store.transcript;
-    const switched = transcript.conversationId !== this.conversationId;
-    if (switched) this.enterConversation(conv, transcript.conversationId);
+    const switched =
+      transcript.conversationId !== this.conversationId || transcript.resets !== this.resets;
+    if (switched) this.enterConversation(conv, transcript);
     if (messages || switched) this.drawMessages(switched);
     this.drawHeader(conv);
     this.drawComposer(conv);
@@ -255,8 +262,10 @@ export class ChatPanel {
     this.removeCopy();
   }
 
-  private enterConversation(conv: ConversationRow | null, id: string): void {
-    this.conversationId = id;
+  private enterConversation(conv: ConversationRow | null, transcript: TranscriptView): void {
+    this.conversationId = transcript.conversationId;
+    this.resets = transcript.resets;
+    this.clearPending();
     for (const view of this.views.values()) view.el.remove();
     this.views.clear();
     this.textbox.value = conv ? (this.ui.drafts.get(conv.id) ?? "") : "";
@@ -265,6 +274,7 @@ export class ChatPanel {
 
   private drawMessages(forceBottom: boolean): void {
     const transcript = this.store.transcript;
+    if (this.pending && transcript.total > this.pending.total) this.clearPending();
     const messages = transcript.messages();
     // Rows before the kernel's window never change: draw them once, compare only the rest.
     const settled = transcript.windowStart - transcript.loadedFrom;
@@ -294,7 +304,7 @@ export class ChatPanel {
         }
       }
     }
-    this.empty.hidden = messages.length > 0;
+    this.empty.hidden = messages.length > 0 || this.pending !== null;
     this.drawEarlier();
     if (atBottom || forceBottom) list.scrollTop = list.scrollHeight;
     if (forceBottom && transcript.loadedFrom > 0) void this.loadEarlier();
@@ -396,7 +406,9 @@ export class ChatPanel {
     this.textbox.value = "";
     if (conversationId !== null) this.ui.drafts.delete(conversationId);
     this.autosize();
+    this.showPending(text);
     const reply = await this.rpc.request({ kind: "send", text });
+    if (!reply.ok) this.clearPending();
     if (!reply.ok && this.textbox.value === "" && this.conversationId === conversationId) {
       // Lose nothing: give the text back so the user can send it again.
       this.textbox.value = text;
@@ -405,10 +417,46 @@ export class ChatPanel {
     }
   }
 
+  /** Show the message being sent at once, until the kernel's transcript has it. */
+  private showPending(text: string): void {
+    this.clearPending();
+    const row: MessageRow = {
+      id: "pending",
+      role: "user",
+      content: text,
+      status: "done",
+      model: null,
+      new_tokens: null,
+      tokens_per_s: null,
+      error: null,
+      chunks: 0,
+    };
+    const view = new MessageView(row, this.store);
+    view.el.classList.add("cw-msg-pending");
+    view.el.dataset.status = "sending";
+    view.el.removeAttribute("data-id");
+    this.pending = { el: view.el, total: this.store.transcript.total };
+    this.list.append(view.el);
+    this.empty.hidden = true;
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  private clearPending(): void {
+    this.pending?.el.remove();
+    this.pending = null;
+  }
+
+  /**
+   * Fit the box to its text (up to 200 px). Growing needs no layout of the page; only a
+   * shorter text (a deletion, a sent message) resets the height to measure again, because
+   * that makes the whole chat column lay out, which is slow beside a long conversation.
+   */
   private autosize(): void {
-    this.textbox.style.height = "auto";
-    if (this.textbox.scrollHeight > 0) {
-      this.textbox.style.height = `${Math.min(this.textbox.scrollHeight, 200)}px`;
-    }
+    const box = this.textbox;
+    const length = box.value.length;
+    if (length < this.autosizedLength || length === 0) box.style.height = "auto";
+    this.autosizedLength = length;
+    const wanted = Math.min(box.scrollHeight, 200);
+    if (wanted > 0 && wanted !== box.clientHeight) box.style.height = `${wanted}px`;
   }
 }
