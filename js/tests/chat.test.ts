@@ -131,6 +131,20 @@ describe("chat panel", () => {
     expect(model.sentKinds()).toEqual(["send"]);
   });
 
+  it("shows the message being sent at once, then the kernel's row for it", async () => {
+    const user = userEvent.setup();
+    const { model, el } = open();
+    await user.type(within(el).getByRole("textbox", { name: "Message" }), "hi there{Enter}");
+    const pending = el.querySelector(".cw-msg-pending")!;
+    expect(pending).toHaveTextContent("hi there");
+    expect(pending.getAttribute("data-status")).toBe("sending");
+    model.reply(true);
+    await flush();
+    model.update(chat([message({ id: "u1", content: "hi there" })]));
+    expect(el.querySelector(".cw-msg-pending")).toBeNull();
+    expect(el.querySelectorAll("article.cw-msg-user")).toHaveLength(1);
+  });
+
   it("gives the text back when the kernel refuses the message", async () => {
     const user = userEvent.setup();
     const { model, el } = open();
@@ -140,6 +154,7 @@ describe("chat panel", () => {
     model.reply(false, "no model is loaded");
     await flush();
     expect(box.value).toBe("keep me");
+    expect(el.querySelector(".cw-msg-pending")).toBeNull();
     expect(within(el).getByRole("alert").textContent).toContain("no model is loaded");
   });
 

@@ -202,6 +202,14 @@ describe("long conversations", () => {
     expect(ids()).toHaveLength(211);
   });
 
+  it("starts over, and fetches what it missed, when messages arrive beyond what it has", () => {
+    const { model, el } = open(chat([message({ id: "h0", content: "first" })]));
+    model.update(chat(history(20, 25), { start: 20, total: 25 }));
+    expect(el.querySelector('[data-id="h0"]')).toBeNull(); // not shown out of order
+    const ask = model.sent.filter((r) => r.kind === "history").pop()!;
+    expect(ask).toMatchObject({ before: 20 });
+  });
+
   it("starts over when older messages changed (a new epoch)", () => {
     const { model, el } = open(chat(history(10, 12), { start: 10, total: 12 }));
     model.update(chat([message({ id: "e1", content: "edited" })], { epoch: 1, start: 0 }));
