@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "bench_downloader.py": ("bench_downloader", [], ["--rounds", "1"]),
     "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
     "bench_widget.py": ("widget", [], ["--messages", "100"]),
+    "bench_widget_stream.py": ("widget_stream", [], ["--rounds", "3"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -39,6 +40,12 @@ GOALS: dict[str, str] = {
     "prestarted_downloader_over_snapshot_download (4 shards)": ">= 0.95",
     "download trait updates per s (/10 goal)": "<= 1.0",
     "cancel latency (/0.5 s goal)": "<= 1.0",
+    "widget_tokens_per_s_over_plain_generate": ">= 0.97",
+    "turn_at_1000_messages_over_plain_generate (short_context)": "<= 1.05",
+    "turn_at_1000_messages_over_plain_generate (long_context)": "<= 1.05",
+    "bytes_per_token_over_200 (fresh chat)": "<= 1.0",
+    "bytes_per_token_over_200 (1000 messages, short_context)": "<= 1.0",
+    "bytes_per_token_over_200 (1000 messages, long_context)": "<= 1.0",
 }
 
 

@@ -54,10 +54,12 @@ class TokenCounts:
     """Estimated token counts of messages for one tokenizer, cached by (role, text)."""
 
     def __init__(self, tokenizer: Any, apply: Callable[[Chat], Any]) -> None:
-        self._tokenizer = tokenizer
+        # A weak reference: the cache lives as long as the tokenizer and must not keep it
+        # (and its model) alive after an unload.
+        self._tokenizer = weakref.ref(tokenizer)
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
-        self._overhead = self._measure_overhead(apply)
+        self._overhead = self._measure_overhead(tokenizer, apply)
         self.tokenized = 0  # texts tokenized so far (each once, while it stays cached)
 
     def estimates(self, chat: Chat, start: int, stop: int) -> list[int]:
@@ -65,8 +67,9 @@ class TokenCounts:
         keys = [(m["role"], m["content"]) for m in chat[start:stop]]
         with self._lock:
             missing = [k for k in dict.fromkeys(keys) if k not in self._counts]
-        if missing:
-            ids = self._tokenizer([text for _, text in missing], add_special_tokens=False)
+        tokenizer = self._tokenizer()
+        if missing and tokenizer is not None:
+            ids = tokenizer([text for _, text in missing], add_special_tokens=False)
             counted = {k: len(i) for k, i in zip(missing, ids["input_ids"], strict=True)}
             with self._lock:
                 self.tokenized += len(counted)
@@ -77,13 +80,14 @@ class TokenCounts:
         with self._lock:
             return [self._counts.get(k, 0) + self._overhead for k in keys]
 
-    def _measure_overhead(self, apply: Callable[[Chat], Any]) -> int:
+    @staticmethod
+    def _measure_overhead(tokenizer: Any, apply: Callable[[Chat], Any]) -> int:
         """Tokens the template adds around each message, from two probe conversations."""
         probe = {"role": "user", "content": "a"}
         try:
             one = _length(apply([probe]))
             three = _length(apply([probe, {"role": "assistant", "content": "a"}, probe]))
-            text = len(self._tokenizer(["a"], add_special_tokens=False)["input_ids"][0])
+            text = len(tokenizer(["a"], add_special_tokens=False)["input_ids"][0])
         except Exception:  # a template that refuses the probe: estimates from text alone
             logger.debug("could not measure the chat template's overhead", exc_info=True)
             return 0

@@ -1,22 +1,27 @@
 """Stream one reply from a loaded model: chat template, streamer thread, stop, usage.
 
-``model.generate`` runs in a helper thread and feeds a ``TextIteratorStreamer``;
-the calling thread reads text pieces and hands them to ``on_text``. A
-``StoppingCriteria`` bound to stop events ends generation at the next decoding
-step, and also records when the first token came and how many steps ran.
+``model.generate`` runs in a helper thread and feeds a :class:`TokenBuffer` (a transformers
+streamer whose ``put`` only appends token ids: O(1) per token). The calling thread wakes at
+the first token, then every :data:`DECODE_INTERVAL_S`, and turns the ids collected since
+into text with transformers' own ``TextStreamer`` rules (text up to the last space, flushed
+at each newline and at the end), handing the pieces to ``on_text``. Decoding a few tokens at
+a time, instead of the whole line again for every token, keeps the cost per token constant,
+and the pieces add up to exactly the same text. A ``StoppingCriteria`` bound to stop events
+ends generation at the next decoding step, and also records when the first token came and
+how many steps ran.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+from transformers.generation.streamers import BaseStreamer
 
 from chatwidget.engine.context import fit_chat, token_counts
 from chatwidget.engine.loader import LoadedModel
@@ -27,8 +32,61 @@ from chatwidget.errors import GenerationError, InvalidGenerationRequestError, No
 logger = logging.getLogger("chatwidget.engine.streaming")
 
 _ROLES = frozenset({"system", "user", "assistant"})
-#: How often the reading thread wakes to check that the generate thread is still alive.
-POLL_INTERVAL_S = 0.05
+#: How often the reading thread decodes the tokens collected since its last visit (and
+#: checks that the generate thread is still alive). The first token wakes it at once.
+DECODE_INTERVAL_S = 0.02
+
+
+class TokenBuffer(BaseStreamer):
+    """What ``model.generate`` streams into: new token ids, appended under a lock.
+
+    The prompt (the first ``put``) is skipped. ``wake`` is set at the first token and at
+    the end, so the reader sleeps between decode rounds instead of waking per token.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: list[int] = []
+        self._prompt = True
+        self._first = True
+        self.wake = threading.Event()
+        self.ended = threading.Event()
+
+    def put(self, value: Any) -> None:
+        if self._prompt:  # generate() puts the prompt first
+            self._prompt = False
+            return
+        ids = value.tolist()
+        with self._lock:
+            if ids and isinstance(ids[0], list):
+                if len(ids) > 1:
+                    raise ValueError("streaming supports batch size 1 only")
+                ids = ids[0]
+            self._ids.extend(ids)
+        if self._first:  # only the first token wakes the reader; then it comes on its own
+            self._first = False
+            self.wake.set()
+
+    def end(self) -> None:
+        self.ended.set()
+        self.wake.set()
+
+    def take(self) -> list[int]:
+        with self._lock:
+            ids, self._ids = self._ids, []
+            return ids
+
+
+class _TextPieces(TextStreamer):
+    """transformers' ``TextStreamer`` rules, handing each finished piece to ``emit``."""
+
+    def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self._emit = emit
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self._emit(text)
 
 
 class EventStoppingCriteria(StoppingCriteria):
@@ -173,28 +231,32 @@ def stream_reply(
     started = time.perf_counter()
     enc = encode_chat(loaded, messages, settings)
     prompt_tokens = int(enc["input_ids"].shape[-1])
-    streamer = TextIteratorStreamer(
-        loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=POLL_INTERVAL_S
-    )
+    buffer = TokenBuffer()
     abort = threading.Event()
     criteria = EventStoppingCriteria([*stop_events, abort])
     args = {
         **enc,
-        "streamer": streamer,
+        "streamer": buffer,
         "stopping_criteria": StoppingCriteriaList([criteria]),
         **generate_kwargs(loaded, settings, prompt_tokens),
     }
     outcome: dict[str, Any] = {}
     thread = threading.Thread(
         target=_run_generate,
-        args=(loaded.model, args, streamer, outcome),
+        args=(loaded.model, args, buffer, outcome),
         name=f"chatwidget-generate-{loaded.repo_id}",
         daemon=True,
     )
     pieces: list[str] = []
+
+    def emit(piece: str) -> None:
+        pieces.append(piece)
+        if on_text is not None:
+            on_text(piece)
+
     thread.start()
     try:
-        _read_stream(streamer, thread, pieces, on_text)
+        _read_stream(buffer, _TextPieces(loaded.tokenizer, emit), thread)
     except BaseException:
         abort.set()
         raise
@@ -228,7 +290,7 @@ def stream_reply(
 
 
 def _run_generate(
-    model: Any, args: dict[str, Any], streamer: TextIteratorStreamer, outcome: dict[str, Any]
+    model: Any, args: dict[str, Any], buffer: TokenBuffer, outcome: dict[str, Any]
 ) -> None:
     """Body of the generate thread. A module-level function, not a closure: a closure's
     cells would keep the model alive from any traceback that mentions this frame."""
@@ -237,46 +299,19 @@ def _run_generate(
             outcome["sequences"] = model.generate(**args)
     except BaseException as exc:  # reported to the caller by stream_reply, never lost
         outcome["error"] = exc
-        try:
-            streamer.end()  # type: ignore[no-untyped-call]  # flush partial text, wake the reader
-        except Exception:
-            streamer.text_queue.put(streamer.stop_signal)
+    finally:
+        buffer.end()  # generate() ends its streamer itself; this also covers an error
 
 
-def _read_stream(
-    streamer: TextIteratorStreamer,
-    thread: threading.Thread,
-    pieces: list[str],
-    on_text: Callable[[str], None] | None,
-) -> None:
-    iterator = iter(streamer)
+def _read_stream(buffer: TokenBuffer, text: _TextPieces, thread: threading.Thread) -> None:
+    """Decode what the generate thread collects, a few tokens at a time, until it ends."""
     while True:
-        try:
-            piece = next(iterator)
-        except StopIteration:
+        buffer.wake.wait(DECODE_INTERVAL_S)
+        buffer.wake.clear()
+        ended = buffer.ended.is_set() or not thread.is_alive()
+        ids = buffer.take()
+        if ids:
+            text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
+        if ended:
+            text.end()  # type: ignore[no-untyped-call]  # flush the last line
             return
-        except queue.Empty:
-            if thread.is_alive():
-                continue
-            _drain(streamer, pieces, on_text)  # the thread ended without a stop signal
-            return
-        if piece:
-            pieces.append(piece)
-            if on_text is not None:
-                on_text(piece)
-
-
-def _drain(
-    streamer: TextIteratorStreamer, pieces: list[str], on_text: Callable[[str], None] | None
-) -> None:
-    while True:
-        try:
-            piece = streamer.text_queue.get_nowait()
-        except queue.Empty:
-            return
-        if piece is streamer.stop_signal:
-            return
-        if piece:
-            pieces.append(piece)
-            if on_text is not None:
-                on_text(piece)
