@@ -17,14 +17,15 @@ Three measurements, each side by side with its baseline, rounds alternating whic
    messages for both models (goal: <= 200).
 
 Each ratio is the median over rounds of the paired ratio (both methods ran back to back under
-the same load); the ratio of the best round of each is printed beside it, as on a crowded
-machine single rounds swing by tens of percent.
+the same load); the ratio of the best round of each, and of the CPU time the whole process
+spent (all threads, the publisher's last batch included), are printed beside it: on a
+crowded machine single rounds swing by tens of percent, CPU time much less.
 
 The comm is recorded in-process: each message is serialized to JSON and signed (HMAC-SHA256)
 as ipykernel's session would, so the kernel-side cost of sending is in the figures; the ZMQ
 hop is not.
 
-    .venv/bin/python bench/bench_widget_stream.py [--rounds 9] [--tokens 256]
+    .venv/bin/python bench/bench_widget_stream.py [--rounds 9] [--tokens 400] [--long-tokens 64]
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def in_worker_thread(fn: Callable[[], Any]) -> Any:
     return box[0]
 
 
+#: CPU seconds of this process per method, per round (all threads: publisher, reader...).
+CPU: dict[str, list[float]] = {}
+
+
 def plain_generate(model: Any, enc: Any, tokens: int) -> tuple[list[int], float]:
     """New token ids and seconds of a plain greedy ``model.generate`` in a worker thread."""
     import torch
@@ -118,9 +123,11 @@ def plain_generate(model: Any, enc: Any, tokens: int) -> tuple[list[int], float]
         with torch.inference_mode():
             return model.generate(**enc, do_sample=False, max_new_tokens=tokens)
 
+    cpu = time.process_time()
     started = time.perf_counter()
     out = in_worker_thread(run)
     elapsed = time.perf_counter() - started
+    CPU.setdefault("plain", []).append(time.process_time() - cpu)
     return [int(t) for t in out[0, enc["input_ids"].shape[-1] :]], elapsed
 
 
@@ -143,11 +150,13 @@ def turn(chat: ChatWidget, comm: Comm, start: Callable[[], Any]) -> tuple[list[i
     sent for the whole turn, the final trait batch included)."""
     assert chat.wait_until_idle(60)
     comm.take()
+    cpu = time.process_time()
     started = time.perf_counter()
     handle = start()
     handle.wait(600)
     elapsed = time.perf_counter() - started
     assert chat.wait_until_idle(60)
+    CPU.setdefault("widget", []).append(time.process_time() - cpu)  # the last publish too
     result = handle.result
     assert result is not None
     return list(result.token_ids), elapsed, comm.take()
@@ -174,6 +183,7 @@ def bench_per_token(url: str, cache: Path, rounds: int, tokens: int) -> dict[str
     widget_turn()  # warm-up
     rates: dict[str, list[float]] = {"plain": [], "widget": []}
     sent: list[int] = []
+    CPU.clear()
     for n in range(rounds):
         for method in rotating(["plain", "widget"], n):
             if method == "plain":
@@ -188,6 +198,7 @@ def bench_per_token(url: str, cache: Path, rounds: int, tokens: int) -> dict[str
         "tokens_per_s": rates,
         "ratio": paired(rates["widget"], rates["plain"]),
         "best": max(rates["widget"]) / max(rates["plain"]),
+        "cpu": paired(CPU["widget"], CPU["plain"]),
         "bytes_per_token": statistics.median(sent) / tokens,
     }
 
@@ -216,6 +227,7 @@ def bench_long(url: str, cache: Path, repo_id: str, rounds: int, tokens: int) ->
     reference, _ = plain_generate(loaded.model, enc, tokens)
     times: dict[str, list[float]] = {"plain": [], "widget": []}
     sent: list[int] = []
+    CPU.clear()
     for n in range(rounds):
         for method in rotating(["plain", "widget"], n):
             if method == "plain":
@@ -235,6 +247,7 @@ def bench_long(url: str, cache: Path, repo_id: str, rounds: int, tokens: int) ->
         "seconds": times,
         "ratio": paired(times["widget"], times["plain"]),
         "best": min(times["widget"]) / min(times["plain"]),
+        "cpu": paired(CPU["widget"], CPU["plain"]),
         "bytes_per_token": statistics.median(sent) / tokens,
     }
 
@@ -247,7 +260,7 @@ def paired(mine: list[float], base: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--tokens", type=int, default=256, help="new tokens, per-token bench")
+    parser.add_argument("--tokens", type=int, default=400, help="new tokens, per-token bench")
     parser.add_argument("--long-tokens", type=int, default=64, help="new tokens per long turn")
     args = parser.parse_args()
 
@@ -269,7 +282,7 @@ def main() -> None:
             "widget_tokens_per_s_over_plain_generate",
             fresh["ratio"],
             f"{widget_rate:.0f} vs {plain_rate:.0f} tok/s (medians), {args.tokens} new tokens; "
-            f"best rounds: {fresh['best']:.3f}",
+            f"best rounds: {fresh['best']:.3f}; CPU time widget/plain {fresh['cpu']:.3f}",
         ]
     ]
     for name, run in (("short_context", short), ("long_context", long)):
@@ -280,7 +293,8 @@ def main() -> None:
                 f"turn_at_1000_messages_over_plain_generate ({name})",
                 run["ratio"],
                 f"{widget_s * 1e3:.0f} vs {plain_s * 1e3:.0f} ms (medians), best rounds: "
-                f"{run['best']:.3f}; {run['messages']} messages, {run['dropped']} dropped, "
+                f"{run['best']:.3f}, CPU time {run['cpu']:.3f}; {run['messages']} messages, "
+                f"{run['dropped']} dropped, "
                 f"{run['prompt_tokens']} prompt tokens of {run['context']}, "
                 f"{args.long_tokens} new",
             ]

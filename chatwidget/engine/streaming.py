@@ -33,8 +33,9 @@ logger = logging.getLogger("chatwidget.engine.streaming")
 
 _ROLES = frozenset({"system", "user", "assistant"})
 #: How often the reading thread decodes the tokens collected since its last visit (and
-#: checks that the generate thread is still alive). The first token wakes it at once.
-DECODE_INTERVAL_S = 0.02
+#: checks that the generate thread is still alive). The first token wakes it at once; after
+#: that, text goes to the front end at this pace anyway (the widget's delta interval).
+DECODE_INTERVAL_S = 0.05
 
 
 class TokenBuffer(BaseStreamer):
@@ -90,23 +91,32 @@ class _TextPieces(TextStreamer):
 
 
 class EventStoppingCriteria(StoppingCriteria):
-    """Stops generation at the next step once any of ``events`` is set; counts steps."""
+    """Stops generation at the next step once any of ``events`` is set; counts steps.
+
+    It runs once per decoding step, so it does as little as it can: the answer tensors
+    are made once per shape and device and reused.
+    """
 
     def __init__(self, events: Sequence[threading.Event]) -> None:
         self._events = tuple(events)
         self.steps = 0
         self.first_token_at: float | None = None
         self.stopped = False
+        self._answers: dict[tuple[int, Any, bool], torch.Tensor] = {}
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         self.steps += 1
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-        if any(event.is_set() for event in self._events):
-            self.stopped = True
-        return torch.full(
-            (input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device
-        )
+        for event in self._events:
+            if event.is_set():
+                self.stopped = True
+        key = (input_ids.shape[0], input_ids.device, self.stopped)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = torch.full(key[:1], self.stopped, dtype=torch.bool, device=key[1])
+            self._answers[key] = answer
+        return answer
 
 
 def validate_request(messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> None:
