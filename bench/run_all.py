@@ -29,6 +29,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "bench_engine.py": ("bench_engine", [], ["--rounds", "1", "--switches", "6"]),
     "bench_widget.py": ("widget", [], ["--messages", "100"]),
     "bench_widget_stream.py": ("widget_stream", [], ["--rounds", "3"]),
+    "bench_remote.py": ("bench_remote", [], ["--rounds", "3", "--stops", "3"]),
+    "bench_history.py": (
+        "bench_history",
+        [],
+        ["--rounds", "3", "--kills", "3", "--turns", "30"],
+    ),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -46,6 +52,13 @@ GOALS: dict[str, str] = {
     "bytes_per_token_over_200 (fresh chat)": "<= 1.0",
     "bytes_per_token_over_200 (1000 messages, short_context)": "<= 1.0",
     "bytes_per_token_over_200 (1000 messages, long_context)": "<= 1.0",
+    "tokens_per_s_engine_over_direct": ">= 0.97",
+    "ttft_engine_over_direct": "<= 1.05",
+    "stop_latency_over_chunk_interval_plus_50ms": "<= 1.0",
+    "restore 10,000 messages / plain sqlite3 read": "<= 2.0",
+    "append_text per token at 1,000 messages / at 1": "<= 1.10",
+    "rows lost (two writers)": "== 0",
+    "SIGKILL runs losing more than the turn in flight": "== 0",
 }
 
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from chatwidget.errors import InvalidRepoIdError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+#: A server name in a remote model key ``"{server}:{model id}"``; ":" never appears in a Hub id.
+SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+REMOTE_SEPARATOR = ":"
+_MAX_REMOTE_MODEL_ID = 512
 
 #: Files a model needs to load: config, generation config, tokenizer, chat template, weights.
 DEFAULT_ALLOW_PATTERNS: tuple[str, ...] = (
@@ -49,10 +53,44 @@ def validate_repo_id(repo_id: object) -> str:
     return name
 
 
+def remote_key(server: str, model_id: str) -> str:
+    """The key of ``model_id`` on ``server``, e.g. ``"gpu:Qwen/Qwen2.5-7B-Instruct"``."""
+    return validate_model_key(f"{server}{REMOTE_SEPARATOR}{model_id}")
+
+
+def split_remote_key(key: str) -> tuple[str, str] | None:
+    """``(server, model id)`` of a remote model key, or None for a Hub repo id."""
+    server, sep, model_id = key.partition(REMOTE_SEPARATOR)
+    return (server, model_id) if sep else None
+
+
+def validate_model_key(key: object) -> str:
+    """Return ``key`` if it is a Hub repo id (``org/name``) or a remote key (``server:model``).
+
+    Raises :class:`InvalidRepoIdError` otherwise.
+    """
+    if not isinstance(key, str) or REMOTE_SEPARATOR not in key:
+        return validate_repo_id(key)
+    server, model_id = key.split(REMOTE_SEPARATOR, 1)
+    if not SERVER_NAME.match(server):
+        raise InvalidRepoIdError(
+            f"{key!r} is not a valid remote model key: use 'server:model id', where the server "
+            "name is letters, digits, '.', '_' or '-' (e.g. 'gpu:Qwen/Qwen2.5-7B-Instruct')."
+        )
+    if not model_id.strip() or len(model_id) > _MAX_REMOTE_MODEL_ID or not model_id.isprintable():
+        raise InvalidRepoIdError(
+            f"{key!r} is not a valid remote model key: the model id after {server + ':'!r} must "
+            f"be 1 to {_MAX_REMOTE_MODEL_ID} printable characters, as the server lists it."
+        )
+    return key
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What to download and how to load one model.
 
+    ``repo_id`` is the model key: a Hub repo id, or ``"{server}:{model id}"`` for a model
+    served by an OpenAI-compatible server (nothing to download; see ``engine/remote``).
     ``trust_remote_code`` and ``allow_pickle`` are per-model opt-ins and default off:
     only safetensors weights are loaded, and no code from the repo runs.
     """
@@ -69,9 +107,16 @@ class ModelSpec:
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "repo_id", validate_repo_id(self.repo_id))
+        key = validate_model_key(self.repo_id)
+        object.__setattr__(self, "repo_id", key)
         if not self.name:
-            object.__setattr__(self, "name", self.repo_id.split("/", 1)[1])
+            parts = split_remote_key(key)
+            object.__setattr__(self, "name", parts[1] if parts else key.split("/", 1)[1])
+
+    @property
+    def is_remote(self) -> bool:
+        """True for a model on an OpenAI-compatible server (key ``"server:model id"``)."""
+        return REMOTE_SEPARATOR in self.repo_id
 
     @classmethod
     def coerce(cls, value: ModelSpec | str) -> ModelSpec:

@@ -235,3 +235,118 @@ class OrchestratorClosedError(ChatWidgetError, RuntimeError):
 
     kind = "closed"
     retryable = False
+
+
+# --- remote servers (OpenAI-compatible) -------------------------------------------
+
+
+class RemoteError(ChatWidgetError):
+    """Base class of failures talking to an OpenAI-compatible server.
+
+    Raised from a reply, ``partial_text`` holds what the server streamed before the failure
+    (the chat keeps it, marked as cut off). Messages never contain an API key.
+    """
+
+    kind = "remote"
+    retryable = True
+
+    partial_text: str = ""
+
+
+class InvalidServerError(RemoteError, ValueError):
+    """A server's URL, name or key settings are malformed (e.g. not an http/https URL)."""
+
+    kind = "invalid_server"
+    retryable = False
+    action = "Check the server settings"
+
+
+class ServerExistsError(RemoteError, ValueError):
+    """Another server already has this name: pick another name, or remove that server first."""
+
+    kind = "server_exists"
+    retryable = False
+    action = "Pick another name"
+
+
+class UnknownServerError(RemoteError, LookupError):
+    """No server with this name was added; add it before using its models."""
+
+    kind = "unknown_server"
+    retryable = False
+    action = "Add the server"
+
+
+class MissingApiKeyError(RemoteError, LookupError):
+    """The environment variable named for a server's API key is not set."""
+
+    kind = "missing_api_key"
+    retryable = False
+    action = "Set the API key"
+
+
+class ServerUnreachableError(RemoteError, ConnectionError):
+    """The server could not be reached (refused, unknown host, TLS failure)."""
+
+    kind = "unreachable"
+    retryable = True
+
+
+class ServerTimeoutError(RemoteError, TimeoutError):
+    """The server did not answer, or stopped sending, within the timeout."""
+
+    kind = "timeout"
+    retryable = True
+
+
+class RemoteAuthError(RemoteError, PermissionError):
+    """The server refused the API key (401) or the key may not use this model (403)."""
+
+    kind = "auth"
+    retryable = False
+    action = "Check the API key"
+
+
+class RemoteModelNotFoundError(RemoteError, LookupError):
+    """The server does not serve this model (404, or it is not in ``/v1/models``)."""
+
+    kind = "remote_model_not_found"
+    retryable = False
+    action = "Pick another model"
+
+
+class RateLimitedError(RemoteError, ConnectionError):
+    """The server kept answering 429 (too many requests) after the retries allowed."""
+
+    kind = "rate_limited"
+    retryable = True
+
+
+class RemoteServerError(RemoteError, ConnectionError):
+    """The server answered with a server error (5xx)."""
+
+    kind = "server"
+    retryable = True
+
+
+class RemoteRequestError(RemoteError, ValueError):
+    """The server rejected the request as invalid (400/422), e.g. a conversation too long."""
+
+    kind = "bad_request"
+    retryable = False
+    action = "Shorten the conversation"
+
+
+class BadResponseError(RemoteError, ValueError):
+    """The server's answer is not valid SSE or JSON: the URL may not be an OpenAI-compatible API."""
+
+    kind = "bad_response"
+    retryable = False
+    action = "Check the URL"
+
+
+class StreamDroppedError(RemoteError, ConnectionError):
+    """The connection broke mid-reply; the partial reply is kept and a retry may finish it."""
+
+    kind = "stream_dropped"
+    retryable = True

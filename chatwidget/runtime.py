@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chatwidget.downloads import Downloader
 from chatwidget.engine import Engine
+from chatwidget.engine.remote import RemoteEngine, RoutingDownloader, RoutingEngine
 from chatwidget.orchestrator import Orchestrator
 
 log = logging.getLogger("chatwidget.runtime")
@@ -42,12 +43,17 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Runtime:
-    """The downloader, engine and orchestrator that widgets share."""
+    """The downloader, engines and orchestrator that widgets share.
+
+    ``engine`` runs local models; ``remote`` reaches models on servers (its ``servers`` is
+    the registry); the orchestrator drives both through routing ports.
+    """
 
     key: tuple[str, str]
     downloader: Downloader
     engine: Engine
     orchestrator: Orchestrator
+    remote: RemoteEngine = field(default_factory=RemoteEngine)
     users: int = 0
     closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -58,7 +64,13 @@ class Runtime:
             if self.closed:
                 return
             self.closed = True
-        for step in (self.orchestrator.close, self.downloader.close, self.engine.close):
+        steps = (
+            self.orchestrator.close,
+            self.downloader.close,
+            self.engine.close,
+            self.remote.close,
+        )
+        for step in steps:
             try:
                 step()
             except Exception:
@@ -79,7 +91,11 @@ def acquire(
             # paying for a new interpreter (about 1 s on a small machine).
             downloader = Downloader(endpoint=ep, cache_dir=cache, token=token, prestart=True)
             engine = Engine(cache_dir=cache)
-            rt = Runtime(key, downloader, engine, Orchestrator(downloader, engine))
+            remote = RemoteEngine()
+            orchestrator = Orchestrator(
+                RoutingDownloader(downloader), RoutingEngine(engine, remote)
+            )
+            rt = Runtime(key, downloader, engine, orchestrator, remote)
             _runtimes[key] = rt
         elif token is not None:
             rt.downloader.set_token(token)

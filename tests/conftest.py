@@ -3,6 +3,8 @@
 - ``hf_home`` (autouse, function): a fresh temporary ``HF_HOME``, set in the environment (child
   processes inherit it) and patched into ``huggingface_hub.constants`` (which reads it at
   import). ``HF_TOKEN`` and friends are unset and telemetry is off. Returns the path.
+- ``history_file`` (autouse, function): points ``CHATWIDGET_HISTORY`` at a file in a fresh temp
+  dir, so no test writes the real user data folder. Returns the path.
 - ``hf_cache`` (function): the hub cache inside it (``HF_HOME/hub``), for ``cache_dir=``.
 - ``hub_root`` (session): a folder with the tiny demo repos (``demo/tiny-chat``,
   ``demo/tiny-chat-b``, ``gated/tiny-chat``), built once per session.
@@ -53,6 +55,7 @@ _SESSION_HF_HOME = tempfile.mkdtemp(prefix="chatwidget-hf-home-")
 atexit.register(shutil.rmtree, _SESSION_HF_HOME, ignore_errors=True)
 os.environ["HF_HOME"] = _SESSION_HF_HOME
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["CHATWIDGET_HISTORY"] = str(Path(_SESSION_HF_HOME) / "history.sqlite3")
 for _var in (
     *_TOKEN_VARS,
     "HF_ENDPOINT",
@@ -106,6 +109,14 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
     if transformers_hub is not None and hasattr(transformers_hub, "HF_MODULES_CACHE"):
         monkeypatch.setattr(transformers_hub, "HF_MODULES_CACHE", str(home / "modules"))
     return home
+
+
+@pytest.fixture(autouse=True)
+def history_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``CHATWIDGET_HISTORY`` file for this test: the real user data dir stays untouched."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite3"
+    monkeypatch.setenv("CHATWIDGET_HISTORY", str(path))
+    return path
 
 
 @pytest.fixture

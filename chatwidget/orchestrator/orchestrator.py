@@ -372,7 +372,9 @@ class Orchestrator:
         with self._changing():
             if job.canceled:
                 return
-            self._move(self._models[spec.repo_id], ModelState.COMPILING)
+            # a remote model is not compiled: its load is one request that proves it answers
+            loading = ModelState.CONNECTING if spec.is_remote else ModelState.COMPILING
+            self._move(self._models[spec.repo_id], loading)
         try:
             report = self._engine.load(spec, keep=keep)
         except Exception as exc:

@@ -1,0 +1,261 @@
+"""The remote path against the same request made directly with the ``openai`` client.
+
+One ``transformers serve`` process (offline, CPU) serves one model for the whole run; every
+method sends it the same greedy request. Three ratios:
+
+1. tokens/s through chatwidget over direct (goal: >= 0.97);
+2. time to first token through chatwidget over direct (goal: <= 1.05);
+3. stop latency over one chunk interval plus 50 ms (goal: <= 1.0): the time from setting the
+   stop event until ``generate`` returns (the kernel stops reading), against the median gap
+   between chunks of the same stream.
+
+Each method is a function in :data:`METHODS` that makes one reply and returns what it
+measured; the through-the-widget method of the widget phase is one more entry there. In each
+round every method makes ``--replies`` replies, interleaved and taking turns to go first; a
+ratio is the median over rounds of the ratio of the round's medians (a shared machine's load
+swings between rounds more than within one).
+
+    .venv/bin/python bench/bench_remote.py [--rounds 9] [--replies 3] [--tokens 128]
+                                           [--stops 7] [--size tiny|small]
+
+The tiny model is the harsh case for overhead (the server makes chunks fast); ``--size
+small`` gives slower chunks. Results go to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import openai
+from _common import print_table, rotating, work_dir, write_results
+
+from chatwidget.catalog import ModelSpec, remote_key
+from chatwidget.engine.remote import RemoteEngine
+from chatwidget.engine.types import GenerationSettings
+from chatwidget.testing.models import build_model
+from chatwidget.testing.transformers_serve import ServedModel, run_transformers_serve
+
+MESSAGES = [{"role": "user", "content": "Please explain how a download manager shows progress."}]
+SERVER = "bench"
+STOP_SLACK_S = 0.050
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one reply measured, from just before the request."""
+
+    ttft_s: float
+    tokens: int
+    duration_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.duration_s
+
+
+@dataclass
+class Setup:
+    """What the methods share: the server, a direct client and a connected engine."""
+
+    served: ServedModel
+    client: openai.OpenAI
+    engine: RemoteEngine
+    key: str
+    tokens: int
+
+
+def direct(setup: Setup) -> Reply:
+    """The baseline: the openai client's own stream, read to the end."""
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    stream = setup.client.chat.completions.create(
+        model=setup.served.model_id,
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=setup.tokens,
+        temperature=0.0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if first is None and any(c.delta.content for c in chunk.choices):
+            first = time.perf_counter()
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    return Reply((first or end) - started, tokens, end - started)
+
+
+def engine(setup: Setup) -> Reply:
+    """chatwidget's remote engine, with an ``on_text`` callback as the widget passes one."""
+    first: list[float] = []
+
+    def on_text(piece: str) -> None:
+        if not first:
+            first.append(time.perf_counter())
+
+    started = time.perf_counter()
+    result = setup.engine.generate(
+        setup.key, MESSAGES, GenerationSettings(max_new_tokens=setup.tokens), on_text=on_text
+    )
+    end = time.perf_counter()
+    return Reply((first[0] if first else end) - started, result.usage.new_tokens, end - started)
+
+
+#: name -> one reply; "direct" is the baseline every other method is divided by.
+METHODS: dict[str, Callable[[Setup], Reply]] = {"direct": direct, "engine": engine}
+
+
+def _median_tps(replies: list[Reply]) -> float:
+    return statistics.median(r.tokens_per_s for r in replies)
+
+
+def _median_ttft(replies: list[Reply]) -> float:
+    return statistics.median(r.ttft_s for r in replies)
+
+
+def stop_latency(setup: Setup, rng: random.Random) -> dict[str, float]:
+    """Stop a long reply at a random moment; time until ``generate`` returns."""
+    stop = threading.Event()
+    stamps: list[float] = []
+    stopped_at: list[float] = []
+    after = rng.randint(5, 40)
+
+    def on_text(piece: str) -> None:
+        stamps.append(time.perf_counter())
+
+    def stopper() -> None:
+        while len(stamps) < after:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.01))  # somewhere between two chunks
+        stopped_at.append(time.perf_counter())
+        stop.set()
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    result = setup.engine.generate(
+        setup.key, MESSAGES, GenerationSettings(max_new_tokens=400), on_text=on_text, stop=stop
+    )
+    returned = time.perf_counter()
+    thread.join()
+    if not result.stopped:
+        raise RuntimeError("the reply finished before the stop: raise max tokens")
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    interval = statistics.median(gaps)
+    latency = returned - stopped_at[0]
+    return {"latency_s": latency, "chunk_interval_s": interval, "after_chunks": float(after)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--replies", type=int, default=3, help="per method and round")
+    parser.add_argument("--stops", type=int, default=7)
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    root = work_dir() / "bench-remote"
+    folder = root / "bench" / f"remote-{args.size}"
+    if not (folder / "config.json").is_file():
+        build_model(root, f"bench/remote-{args.size}", args.size, seed=0)
+    with tempfile.TemporaryDirectory(prefix="bench-remote-hf-") as hf_home:
+        os.environ["HF_HOME"] = hf_home
+        with run_transformers_serve(Path(folder)) as served:
+            return run(served, args, rng)
+
+
+def run(served: ServedModel, args: Any, rng: random.Random) -> int:
+    client = openai.OpenAI(base_url=served.base_url, api_key="EMPTY", max_retries=0)
+    remote = RemoteEngine()
+    remote.add_server(served.base_url, name=SERVER)
+    key = remote_key(SERVER, served.model_id)
+    remote.load(ModelSpec(key))
+    setup = Setup(served, client, remote, key, args.tokens)
+    try:
+        for method in METHODS.values():  # warm up every path (connections, server caches)
+            method(setup)
+            method(setup)
+        per_round: list[dict[str, list[Reply]]] = []
+        for round_no in range(args.rounds):
+            replies: dict[str, list[Reply]] = {name: [] for name in METHODS}
+            for i in range(args.replies):
+                for name in rotating(list(METHODS), round_no + i):
+                    replies[name].append(METHODS[name](setup))
+            per_round.append(replies)
+            print(
+                f"round {round_no + 1}: "
+                + ", ".join(
+                    f"{n} {_median_tps(r):.1f} tok/s ttft {_median_ttft(r) * 1000:.1f} ms"
+                    for n, r in replies.items()
+                ),
+                flush=True,
+            )
+        stops = [stop_latency(setup, rng) for _ in range(args.stops)]
+    finally:
+        remote.close()
+        client.close()
+
+    ratios: dict[str, float] = {}
+    rows: list[list[object]] = []
+    for name in METHODS:
+        if name == "direct":
+            continue
+        tps = statistics.median(_median_tps(r[name]) / _median_tps(r["direct"]) for r in per_round)
+        ttft = statistics.median(
+            _median_ttft(r[name]) / _median_ttft(r["direct"]) for r in per_round
+        )
+        ratios[f"tokens_per_s_{name}_over_direct"] = tps
+        ratios[f"ttft_{name}_over_direct"] = ttft
+        rows += [[f"tokens/s {name} / direct", tps, ">= 0.97"]]
+        rows += [[f"TTFT {name} / direct", ttft, "<= 1.05"]]
+    stop_ratio = statistics.median(
+        s["latency_s"] / (s["chunk_interval_s"] + STOP_SLACK_S) for s in stops
+    )
+    ratios["stop_latency_over_chunk_interval_plus_50ms"] = stop_ratio
+    rows.append(["stop latency / (chunk interval + 50 ms)", stop_ratio, "<= 1.0"])
+    print()
+    print_table(["ratio", "value", "goal"], rows)
+    latencies = [s["latency_s"] * 1000 for s in stops]
+    intervals = [s["chunk_interval_s"] * 1000 for s in stops]
+    print(
+        f"stop latency {statistics.median(latencies):.1f} ms (max {max(latencies):.1f}), "
+        f"chunk interval {statistics.median(intervals):.1f} ms"
+    )
+    out = write_results(
+        "bench_remote",
+        {
+            "ratios": ratios,
+            "size": args.size,
+            "tokens": args.tokens,
+            "rounds": [
+                {
+                    n: [r.__dict__ | {"tokens_per_s": r.tokens_per_s} for r in rs]
+                    for n, rs in rr.items()
+                }
+                for rr in per_round
+            ],
+            "stops": stops,
+        },
+    )
+    print("wrote", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
