@@ -9,19 +9,19 @@ already has and which one it missed.
 
 When the reply ends its full text goes to the conversation store once
 (:meth:`DeltaStream.close` returns it); text not yet taken is not sent as a delta, because
-the final message carries it. A durable store hooks in here too: ``checkpoint`` is called on
-the reply thread with the text so far at most once per ``checkpoint_interval`` seconds.
+the final message carries it.
+
+A durable store hooks in here too: ``open(..., on_append=poke)`` calls ``poke()`` after
+every piece, on the reply thread, with no lock held. It must be O(1), like
+:meth:`chatwidget.history.checkpoint.Checkpointer.poke`, whose writer thread then reads the
+text so far with :meth:`DeltaStream.text`.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-#: ``checkpoint(conversation_id, message_id, text_so_far)``.
-Checkpoint = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class _Stream:
     sent: list[str] = field(default_factory=list)  # text of the chunks taken so far
     chunks: int = 0  # how many chunks were taken
     pending: list[str] = field(default_factory=list)  # pieces since the last take
-    last_checkpoint: float = 0.0
+    on_append: Callable[[], None] | None = None
 
 
 class DeltaStream:
@@ -50,29 +50,25 @@ class DeltaStream:
     after a :meth:`take`, so the publisher wakes up only when there is something to send.
     """
 
-    def __init__(
-        self,
-        on_pending: Callable[[], None] | None = None,
-        *,
-        checkpoint: Checkpoint | None = None,
-        checkpoint_interval: float = 1.0,
-    ) -> None:
+    def __init__(self, on_pending: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._on_pending = on_pending
-        self._checkpoint = checkpoint
-        self._checkpoint_interval = checkpoint_interval
         self.pieces = 0  # pieces appended so far (for tests and benchmarks)
 
-    def open(self, conversation_id: str, message_id: str) -> None:
-        """Start collecting the text of message ``message_id``."""
+    def open(
+        self,
+        conversation_id: str,
+        message_id: str,
+        on_append: Callable[[], None] | None = None,
+    ) -> None:
+        """Start collecting the text of message ``message_id``; ``on_append`` (O(1), e.g. a
+        checkpointer's ``poke``) is called after every piece."""
         with self._lock:
-            self._streams[message_id] = _Stream(conversation_id, last_checkpoint=time.monotonic())
+            self._streams[message_id] = _Stream(conversation_id, on_append=on_append)
 
     def append(self, message_id: str, piece: str) -> None:
         """Add a piece of text (the reply thread, once per token). Unknown ids are ignored."""
-        wake = False
-        checkpoint: tuple[str, str] | None = None
         with self._lock:
             stream = self._streams.get(message_id)
             if stream is None:
@@ -80,15 +76,10 @@ class DeltaStream:
             wake = not stream.pending
             stream.pending.append(piece)
             self.pieces += 1
-            if self._checkpoint is not None:
-                now = time.monotonic()
-                if now - stream.last_checkpoint >= self._checkpoint_interval:
-                    stream.last_checkpoint = now
-                    checkpoint = (stream.conversation_id, "".join(stream.sent + stream.pending))
         if wake and self._on_pending is not None:
             self._on_pending()
-        if checkpoint is not None and self._checkpoint is not None:
-            self._checkpoint(checkpoint[0], message_id, checkpoint[1])
+        if stream.on_append is not None:
+            stream.on_append()
 
     def take(self) -> list[Delta]:
         """The text collected since the last call, one chunk per message (the publisher)."""

@@ -175,3 +175,13 @@ def test_close_stops_the_thread() -> None:
     src.pub.close(timeout=2.0)
     assert not src.pub.alive
     assert not src.pub.flush(timeout=0.5)
+
+
+def test_a_checkpointer_is_poked_after_every_piece_and_reads_the_text_so_far() -> None:
+    deltas = DeltaStream()
+    seen: list[str | None] = []
+    deltas.open("c1", "m1", on_append=lambda: seen.append(deltas.text("m1")))
+    for piece in ["a", "b", "c"]:
+        deltas.append("m1", piece)
+    deltas.take()
+    assert seen == ["a", "ab", "abc"]
