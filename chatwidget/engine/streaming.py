@@ -1,14 +1,15 @@
-"""Stream one reply from a loaded model: chat template, streamer thread, stop, usage.
+"""Stream one reply from a loaded model: chat template, streamed text, stop, usage.
 
-``model.generate`` runs in a helper thread and feeds a :class:`TokenBuffer` (a transformers
-streamer whose ``put`` only appends token ids: O(1) per token). The calling thread wakes at
-the first token, then every :data:`DECODE_INTERVAL_S`, and turns the ids collected since
-into text with transformers' own ``TextStreamer`` rules (text up to the last space, flushed
-at each newline and at the end), handing the pieces to ``on_text``. Decoding a few tokens at
-a time, instead of the whole line again for every token, keeps the cost per token constant,
-and the pieces add up to exactly the same text. A ``StoppingCriteria`` bound to stop events
-ends generation at the next decoding step, and also records when the first token came and
-how many steps ran.
+``model.generate`` runs in the calling thread and streams into a :class:`TokenStream`, a
+transformers streamer whose ``put`` runs once per token and does almost nothing: it keeps
+the token id and checks the stop events (raising to end ``generate`` at once, so the token
+of the step during which a stop was set is kept, and no further step runs). At the first
+token, and then every :data:`DECODE_INTERVAL_S`, it turns the ids collected since into text
+with transformers' own ``TextStreamer`` rules (text up to the last space, flushed at each
+newline and at the end) and hands the pieces to ``on_text``. Decoding a few tokens at a
+time, instead of the whole line again for every token, keeps the cost per token constant,
+and the pieces add up to exactly the same text. No helper thread, no queue: nothing per
+token waits for another thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+from transformers import TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from chatwidget.engine.context import fit_chat, token_counts
@@ -32,50 +33,9 @@ from chatwidget.errors import GenerationError, InvalidGenerationRequestError, No
 logger = logging.getLogger("chatwidget.engine.streaming")
 
 _ROLES = frozenset({"system", "user", "assistant"})
-#: How often the reading thread decodes the tokens collected since its last visit (and
-#: checks that the generate thread is still alive). The first token wakes it at once; after
-#: that, text goes to the front end at this pace anyway (the widget's delta interval).
+#: How often the streamed ids are turned into text (the first token at once); text goes to
+#: the front end at this pace anyway (the widget's delta interval).
 DECODE_INTERVAL_S = 0.05
-
-
-class TokenBuffer(BaseStreamer):
-    """What ``model.generate`` streams into: new token ids, appended under a lock.
-
-    The prompt (the first ``put``) is skipped. ``wake`` is set at the first token and at
-    the end, so the reader sleeps between decode rounds instead of waking per token.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ids: list[int] = []
-        self._prompt = True
-        self._first = True
-        self.wake = threading.Event()
-        self.ended = threading.Event()
-
-    def put(self, value: Any) -> None:
-        if self._prompt:  # generate() puts the prompt first
-            self._prompt = False
-            return
-        ids = value.tolist()
-        with self._lock:
-            if ids and isinstance(ids[0], list):
-                if len(ids) > 1:
-                    raise ValueError("streaming supports batch size 1 only")
-                ids = ids[0]
-            self._ids.extend(ids)
-        if self._first:  # only the first token wakes the reader; then it comes on its own
-            self._first = False
-            self.wake.set()
-
-    def end(self) -> None:
-        self.ended.set()
-        self.wake.set()
-
-    def take(self) -> list[int]:
-        with self._lock:
-            ids, self._ids = self._ids, []
-            return ids
 
 
 class _TextPieces(TextStreamer):
@@ -90,33 +50,75 @@ class _TextPieces(TextStreamer):
             self._emit(text)
 
 
-class EventStoppingCriteria(StoppingCriteria):
-    """Stops generation at the next step once any of ``events`` is set; counts steps.
+class _Abort(Exception):  # noqa: N818 - not an error: the way out of generate()
+    """Raised from the streamer to end ``generate`` at once (a stop, or ``on_text`` failed)."""
 
-    It runs once per decoding step, so it does as little as it can: the answer tensors
-    are made once per shape and device and reused.
+
+class TokenStream(BaseStreamer):
+    """What ``model.generate`` streams into, on the generating thread itself.
+
+    ``ids`` are the new tokens; ``stopped`` says a stop event ended generation;
+    ``first_token_at`` is when the first token came (``perf_counter``); ``error`` is what
+    ``emit`` raised, if anything (generation was ended at once, and the caller re-raises it).
     """
 
-    def __init__(self, events: Sequence[threading.Event]) -> None:
-        self._events = tuple(events)
-        self.steps = 0
-        self.first_token_at: float | None = None
+    def __init__(
+        self, tokenizer: Any, emit: Callable[[str], None], stop_events: Sequence[threading.Event]
+    ) -> None:
+        self.ids: list[int] = []
         self.stopped = False
-        self._answers: dict[tuple[int, Any, bool], torch.Tensor] = {}
+        self.first_token_at: float | None = None
+        self.error: BaseException | None = None
+        self._pending: list[int] = []
+        self._text = _TextPieces(tokenizer, emit)
+        self._stops = tuple(stop_events)
+        self._prompt = True
+        self._next_decode = 0.0
 
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        self.steps += 1
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        for event in self._events:
+    def put(self, value: Any) -> None:
+        if self._prompt:  # generate() puts the prompt first
+            self._prompt = False
+            return
+        ids = value.tolist()
+        if ids and isinstance(ids[0], list):
+            if len(ids) > 1:
+                raise ValueError("streaming supports batch size 1 only")
+            ids = ids[0]
+        self.ids.extend(ids)
+        self._pending.extend(ids)
+        for event in self._stops:
             if event.is_set():
                 self.stopped = True
-        key = (input_ids.shape[0], input_ids.device, self.stopped)
-        answer = self._answers.get(key)
-        if answer is None:
-            answer = torch.full(key[:1], self.stopped, dtype=torch.bool, device=key[1])
-            self._answers[key] = answer
-        return answer
+                raise _Abort
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        elif now < self._next_decode:
+            return
+        self._next_decode = now + DECODE_INTERVAL_S
+        self._decode()
+
+    def end(self) -> None:
+        """generate() is done; :meth:`finish` flushes (outside generate, so that what
+        ``emit`` raises there is not taken for a generation error)."""
+
+    def finish(self) -> None:
+        """Decode what is left and flush the last line (``emit``'s errors propagate)."""
+        ids, self._pending = self._pending, []
+        if ids:
+            self._text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
+        self._text.end()  # type: ignore[no-untyped-call]
+
+    def _decode(self) -> None:
+        """Inside generate(): decode the ids collected; if ``emit`` raises, end generation."""
+        ids, self._pending = self._pending, []
+        if not ids:
+            return
+        try:
+            self._text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            self.error = exc
+            raise _Abort from None
 
 
 def validate_request(messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> None:
@@ -241,22 +243,6 @@ def stream_reply(
     started = time.perf_counter()
     enc = encode_chat(loaded, messages, settings)
     prompt_tokens = int(enc["input_ids"].shape[-1])
-    buffer = TokenBuffer()
-    abort = threading.Event()
-    criteria = EventStoppingCriteria([*stop_events, abort])
-    args = {
-        **enc,
-        "streamer": buffer,
-        "stopping_criteria": StoppingCriteriaList([criteria]),
-        **generate_kwargs(loaded, settings, prompt_tokens),
-    }
-    outcome: dict[str, Any] = {}
-    thread = threading.Thread(
-        target=_run_generate,
-        args=(loaded.model, args, buffer, outcome),
-        name=f"chatwidget-generate-{loaded.repo_id}",
-        daemon=True,
-    )
     pieces: list[str] = []
 
     def emit(piece: str) -> None:
@@ -264,17 +250,15 @@ def stream_reply(
         if on_text is not None:
             on_text(piece)
 
-    thread.start()
-    try:
-        _read_stream(buffer, _TextPieces(loaded.tokenizer, emit), thread)
-    except BaseException:
-        abort.set()
-        raise
-    finally:
-        thread.join()
+    stream = TokenStream(loaded.tokenizer, emit, stop_events)
+    args = {**enc, "streamer": stream, **generate_kwargs(loaded, settings, prompt_tokens)}
+    error = _generate(loaded.model, args)
+    del args
+    if stream.error is not None:
+        raise stream.error
+    stream.finish()
     finished = time.perf_counter()
     text = "".join(pieces)
-    error = outcome.get("error")
     if error is not None:
         logger.warning("generation on %s failed:\n%s", loaded.repo_id, format_error(error))
         drop_frame_references(error, keep_traceback=False)  # it would keep the model alive
@@ -284,10 +268,9 @@ def stream_reply(
         )
         failure.partial_text = text
         raise failure from error
-    out = outcome.get("sequences")
-    token_ids = () if out is None else tuple(int(t) for t in out[0, prompt_tokens:].tolist())
+    token_ids = tuple(stream.ids)
     duration = finished - started
-    first = criteria.first_token_at
+    first = stream.first_token_at
     usage = Usage(
         model=loaded.repo_id,
         prompt_tokens=prompt_tokens,
@@ -296,32 +279,18 @@ def stream_reply(
         tokens_per_s=len(token_ids) / duration if token_ids and duration > 0 else None,
         duration_s=duration,
     )
-    return GenerationResult(text=text, stopped=criteria.stopped, usage=usage, token_ids=token_ids)
+    return GenerationResult(text=text, stopped=stream.stopped, usage=usage, token_ids=token_ids)
 
 
-def _run_generate(
-    model: Any, args: dict[str, Any], buffer: TokenBuffer, outcome: dict[str, Any]
-) -> None:
-    """Body of the generate thread. A module-level function, not a closure: a closure's
-    cells would keep the model alive from any traceback that mentions this frame."""
+def _generate(model: Any, args: dict[str, Any]) -> Exception | None:
+    """Run ``model.generate``; returns what it raised (None when it ended, or was ended by
+    the stream). A module-level function, so that no closure of the caller's keeps the
+    model alive from a traceback."""
     try:
         with torch.inference_mode():
-            outcome["sequences"] = model.generate(**args)
-    except BaseException as exc:  # reported to the caller by stream_reply, never lost
-        outcome["error"] = exc
-    finally:
-        buffer.end()  # generate() ends its streamer itself; this also covers an error
-
-
-def _read_stream(buffer: TokenBuffer, text: _TextPieces, thread: threading.Thread) -> None:
-    """Decode what the generate thread collects, a few tokens at a time, until it ends."""
-    while True:
-        buffer.wake.wait(DECODE_INTERVAL_S)
-        buffer.wake.clear()
-        ended = buffer.ended.is_set() or not thread.is_alive()
-        ids = buffer.take()
-        if ids:
-            text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
-        if ended:
-            text.end()  # type: ignore[no-untyped-call]  # flush the last line
-            return
+            model.generate(**args)
+    except _Abort:
+        return None
+    except Exception as exc:  # reported to the caller by stream_reply, never lost
+        return exc
+    return None

@@ -115,7 +115,7 @@ def test_streaming_tokens_touch_only_the_delta_stream(
     assert reply.content == ""  # the store is written once, when the reply ends
     handle.wait(60)
     assert chat.wait_until_idle(30)
-    assert session.deltas.pieces - pieces >= 30  # a piece per word or so
+    assert session.deltas.pieces - pieces >= 5  # text comes in pieces, a few tokens each
     assert front.deltas()
     batches = [d["state"] for d in front.messages() if d.get("method") == "update"]
     with_transcript = [b for b in batches if "transcript" in b]
