@@ -488,7 +488,7 @@ class Session:
             daemon=True,
         )
         self._reply_thread = thread
-        self._changed("transcript", "activity", "conversations")
+        self._changed("transcript", "activity")
         thread.start()
         return handle
 
@@ -527,7 +527,7 @@ class Session:
             )
             handle._finish(result)
         finally:
-            self._changed("transcript", "activity", "conversations")
+            self._changed("transcript", "activity")
 
     def _store_update(self, cid: str, mid: str, **changes: object) -> None:
         try:

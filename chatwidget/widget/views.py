@@ -42,26 +42,26 @@ TRAITS: dict[Part, tuple[str, ...]] = {
     "focus": ("download_focus_seq",),
     "activity": ("generating", "busy"),
 }
-#: Parts whose rows need the orchestrator's snapshot.
-_NEEDS_SNAPSHOT: frozenset[Part] = frozenset({"models", "downloads", "conversations", "activity"})
 
 
 def render(session: Session, parts: Iterable[Part]) -> dict[str, Any]:
     """The trait values of ``parts``, from the session's state now."""
-    parts = set(parts)
-    snapshot = session.snapshot() if parts & _NEEDS_SNAPSHOT else None
+    taken: list[OrchestratorSnapshot] = []
+
+    def snapshot() -> OrchestratorSnapshot:  # taken once, and only if a part needs it
+        if not taken:
+            taken.append(session.snapshot())
+        return taken[0]
+
     out: dict[str, Any] = {}
-    for part in parts:
+    for part in set(parts):
         match part:
             case "models":
-                assert snapshot is not None
-                out["models"] = model_rows(session.catalog, snapshot)
+                out["models"] = model_rows(session.catalog, snapshot())
             case "downloads":
-                assert snapshot is not None
-                out["downloads"] = download_rows(session.download_order, snapshot)
+                out["downloads"] = download_rows(session.download_order, snapshot())
             case "conversations":
-                assert snapshot is not None
-                out["conversations"] = conversation_rows(session.conversations(), snapshot)
+                out["conversations"] = conversation_rows(session.conversations(), snapshot())
                 out["active_conversation"] = session.conversation_id
             case "transcript":
                 out["transcript"] = transcript(session.window(PAGE_SIZE), session.deltas)
@@ -76,7 +76,7 @@ def render(session: Session, parts: Iterable[Part]) -> dict[str, Any]:
                 out["download_focus_seq"] = session.focus_seq
             case "activity":
                 out["generating"] = session.generating
-                out["busy"] = session.busy(snapshot)
+                out["busy"] = out["generating"] or session.busy(snapshot())
     return out
 
 
