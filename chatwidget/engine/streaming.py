@@ -3,8 +3,8 @@
 ``model.generate`` runs in the calling thread and streams into a :class:`TokenStream`, a
 transformers streamer whose ``put`` runs once per token and does almost nothing: it keeps
 the token id and checks the stop events (raising to end ``generate`` at once, so the token
-of the step during which a stop was set is kept, and no further step runs). At the first
-token, and then every :data:`DECODE_INTERVAL_S`, it turns the ids collected since into text
+of the step during which a stop was set is kept, and no further step runs). Until the first
+words are out, and then every :data:`DECODE_INTERVAL_S`, it turns the ids collected into text
 with transformers' own ``TextStreamer`` rules (text up to the last space, flushed at each
 newline and at the end) and hands the pieces to ``on_text``. Decoding a few tokens at a
 time, instead of the whole line again for every token, keeps the cost per token constant,
@@ -44,9 +44,11 @@ class _TextPieces(TextStreamer):
     def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
         super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
         self._emit = emit
+        self.emitted = False  # whether any text went out yet
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
+            self.emitted = True
             self._emit(text)
 
 
@@ -93,8 +95,8 @@ class TokenStream(BaseStreamer):
         now = time.perf_counter()
         if self.first_token_at is None:
             self.first_token_at = now
-        elif now < self._next_decode:
-            return
+        elif now < self._next_decode and self._text.emitted:
+            return  # until the first words are out, every token is decoded at once
         self._next_decode = now + DECODE_INTERVAL_S
         self._decode()
 
