@@ -215,10 +215,13 @@ def test_a_conversation_of_1000_messages_stays_responsive(open_widget: OpenWidge
     expect(nb.widget.locator("article.cw-msg").first).to_contain_text("question 0:")
 
     nb.page.evaluate(_LATENCY_RECORDER)
+    kernel_rows = nb.widget.locator("article.cw-msg-user[data-id]")  # not the one being sent
     for i in range(3):
+        replies = nb.assistant_messages.count()
         nb.message_box.press_sequentially(f"hello number {i}")
         nb.send_button.click()
-        expect(nb.user_messages.last).to_contain_text(f"hello number {i}")
+        expect(kernel_rows.last).to_contain_text(f"hello number {i}", timeout=STEP_MS)
+        expect(nb.assistant_messages).to_have_count(replies + 1, timeout=STEP_MS)
         expect(nb.assistant_messages.last).to_have_attribute("data-status", "done")
     latency: dict[str, Any] = nb.page.evaluate("() => window.__latency")
     on_page = nb.widget.locator("article.cw-msg").count()
