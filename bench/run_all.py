@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         [],
         ["--rounds", "3", "--kills", "3", "--turns", "30"],
     ),
+    "bench_fit.py": ("bench_fit", [], ["--sizes", "tiny", "small"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -60,6 +61,12 @@ GOALS: dict[str, str] = {
     "append_text per token at 1,000 messages / at 1": "<= 1.10",
     "rows lost (two writers)": "== 0",
     "SIGKILL runs losing more than the turn in flight": "== 0",
+    **{
+        f"fit estimate / measured ({size} {dtype})": "0.85 .. 1.15"
+        for size in ("tiny", "small", "bench")
+        for dtype in ("bfloat16", "float32")
+    },
+    "fit second model estimate / measured (bench bfloat16 after tiny)": "0.85 .. 1.15",
 }
 
 

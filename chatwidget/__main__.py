@@ -2,7 +2,8 @@
 
 Offline by default: it builds tiny demo models, serves them from the bundled local hub
 (rate-limited so downloads are visible), and opens JupyterLab on the quickstart notebook
-with ``CHATWIDGET_OFFLINE=1``. ``--hub`` uses the real Hugging Face Hub instead.
+with ``CHATWIDGET_OFFLINE=1``. ``--hub`` uses the real Hugging Face Hub instead, and
+``--marimo`` opens marimo on ``marimo_quickstart.py`` instead of JupyterLab.
 Ctrl+C stops JupyterLab, its kernels and the hub, and leaves no process behind.
 """
 
@@ -56,7 +57,7 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.copytree(
             notebooks_dir(),
             workdir / "notebooks",
-            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.cfg"),
+            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__marimo__", "*.cfg"),
         )
         if not args.hub:
             from chatwidget.testing.hub import run_hub_process
@@ -76,23 +77,12 @@ def run_demo(args: argparse.Namespace) -> int:
             )
         port = args.port or _free_port()
         token = secrets.token_hex(16)
-        cmd = [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
-            f"--ServerApp.root_dir={workdir / 'notebooks'}",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            # A busy port must fail, not move to the next one: the URL printed below uses it.
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            "--LabApp.default_url=/lab/tree/quickstart.ipynb",
-        ]
-        if args.no_browser:
-            cmd.append("--no-browser")
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
+        if args.marimo:
+            cmd, url = _marimo_command(workdir / "notebooks", port, token, args.no_browser)
+            app = "marimo"
+        else:
+            cmd, url = _lab_command(workdir / "notebooks", port, token, args.no_browser)
+            app = "JupyterLab"
         lab = subprocess.Popen(
             cmd,
             env=env,
@@ -102,15 +92,13 @@ def run_demo(args: argparse.Namespace) -> int:
             stderr=subprocess.DEVNULL,
         )
         children.append(lab)
-        url = f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}"
-        if not _wait_for_server(port, token, lab, timeout=120):
+        if not _wait_for_server(port, token, lab, timeout=120, marimo=args.marimo):
             print(
-                f"JupyterLab did not start on port {port}: is the port free? "
-                "Pick another with --port.",
+                f"{app} did not start on port {port}: is the port free? Pick another with --port.",
                 file=sys.stderr,
             )
             return 1
-        print(f"\nJupyterLab is running: {url}\nPress Ctrl+C to stop.", flush=True)
+        print(f"\n{app} is running: {url}\nPress Ctrl+C to stop.", flush=True)
         while lab.poll() is None:
             try:
                 lab.wait(timeout=1)
@@ -127,17 +115,67 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_for_server(port: int, token: str, proc: subprocess.Popen[str], timeout: float) -> bool:
+def _lab_command(notebooks: Path, port: int, token: str, no_browser: bool) -> tuple[list[str], str]:
+    """JupyterLab on the quickstart notebook; returns the command and the URL to open."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--ServerApp.root_dir={notebooks}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        # A busy port must fail, not move to the next one: the URL printed uses it.
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.default_url=/lab/tree/quickstart.ipynb",
+    ]
+    if no_browser:
+        cmd.append("--no-browser")
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd, f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}"
+
+
+#: marimo reads ``[tool.marimo]`` from the nearest pyproject.toml: run the cells on open,
+#: as the Jupyter quickstart does with Run All.
+_MARIMO_PROJECT = "[tool.marimo.runtime]\nauto_instantiate = true\n"
+
+
+def _marimo_command(
+    notebooks: Path, port: int, token: str, no_browser: bool
+) -> tuple[list[str], str]:
+    """``marimo edit`` on the marimo quickstart; returns the command and the URL to open."""
+    (notebooks / "pyproject.toml").write_text(_MARIMO_PROJECT, encoding="utf-8")
+    cmd = [
+        sys.executable,
+        "-m",
+        "marimo",
+        "edit",
+        str(notebooks / "marimo_quickstart.py"),
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--token-password={token}",
+        "--no-sandbox",
+        "--skip-update-check",
+    ]
+    if no_browser:
+        cmd.append("--headless")
+    return cmd, f"http://127.0.0.1:{port}/?access_token={token}"
+
+
+def _wait_for_server(
+    port: int, token: str, proc: subprocess.Popen[str], timeout: float, marimo: bool = False
+) -> bool:
     import urllib.request
 
+    path = "/health" if marimo else f"/api/status?token={token}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2
-            ) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
                 if r.status == 200:
                     return True
         except OSError:
@@ -155,15 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="open JupyterLab on the quickstart notebook")
     demo.add_argument("--hub", action="store_true", help="use the real Hugging Face Hub")
-    demo.add_argument("--port", type=int, default=0, help="JupyterLab port (default: free)")
+    demo.add_argument(
+        "--marimo", action="store_true", help="open marimo on marimo_quickstart.py instead"
+    )
+    demo.add_argument("--port", type=int, default=0, help="server port (default: free)")
     demo.add_argument(
         "--rate", type=int, default=DEFAULT_RATE, help="local hub rate limit in bytes/s (0: none)"
     )
     demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # SIGTERM is handled like Ctrl+C so the children are always cleaned up.
+    # SIGTERM is handled like Ctrl+C so the children are always cleaned up; SIGINT is set
+    # too, as a process started in the background of a script inherits it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     return run_demo(args)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from chatwidget.errors import InvalidRepoIdError
+from chatwidget.errors import InvalidModelSpecError, InvalidRepoIdError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: A server name in a remote model key ``"{server}:{model id}"``; ":" never appears in a Hub id.
@@ -36,6 +36,12 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     "onnx/*",
     "original/*",
 )
+
+
+#: Precisions a model can be loaded in (``ModelSpec.dtype``); "auto" keeps the checkpoint's.
+DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
+#: Weight quantizations (``ModelSpec.quantization``), through bitsandbytes on CUDA.
+QUANTIZATIONS: tuple[str | None, ...] = (None, "8bit", "4bit")
 
 
 def validate_repo_id(repo_id: object) -> str:
@@ -93,6 +99,11 @@ class ModelSpec:
     served by an OpenAI-compatible server (nothing to download; see ``engine/remote``).
     ``trust_remote_code`` and ``allow_pickle`` are per-model opt-ins and default off:
     only safetensors weights are loaded, and no code from the repo runs.
+
+    ``dtype`` is the precision the weights are loaded in: ``"auto"`` (the checkpoint's own),
+    ``"bfloat16"``, ``"float16"`` or ``"float32"``. ``quantization`` is ``None``, ``"8bit"``
+    or ``"4bit"`` (bitsandbytes, CUDA only). :mod:`chatwidget.fit` lists the options that
+    apply on this machine and what each one needs.
     """
 
     repo_id: str
@@ -104,11 +115,23 @@ class ModelSpec:
     allow_pickle: bool = False
     allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE_PATTERNS
+    dtype: str = "auto"
+    quantization: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         key = validate_model_key(self.repo_id)
         object.__setattr__(self, "repo_id", key)
+        if self.dtype not in DTYPES:
+            raise InvalidModelSpecError(
+                f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}: use 'auto' for the "
+                "checkpoint's own precision."
+            )
+        if self.quantization not in QUANTIZATIONS:
+            raise InvalidModelSpecError(
+                f"quantization {self.quantization!r} is not one of None, "
+                f"{', '.join(repr(q) for q in QUANTIZATIONS if q)}."
+            )
         if not self.name:
             parts = split_remote_key(key)
             object.__setattr__(self, "name", parts[1] if parts else key.split("/", 1)[1])

@@ -31,6 +31,13 @@ class InvalidRepoIdError(ChatWidgetError, ValueError):
     retryable = False
 
 
+class InvalidModelSpecError(ChatWidgetError, ValueError):
+    """A :class:`~chatwidget.catalog.ModelSpec` names an unknown dtype or quantization."""
+
+    kind = "invalid_model_spec"
+    retryable = False
+
+
 class ProtocolError(ChatWidgetError, ValueError):
     """A message from the front end is malformed; it is answered with an error and ignored."""
 
@@ -144,6 +151,15 @@ class ModelTooLargeError(EngineError, MemoryError):
     kind = "too_large"
     retryable = False
     action = "Free memory"
+
+
+class PrecisionUnavailableError(EngineError, ValueError):
+    """A spec asks for a precision this machine cannot load (8/4-bit without CUDA or
+    bitsandbytes); the message says what is missing."""
+
+    kind = "precision_unavailable"
+    retryable = False
+    action = "Pick another precision"
 
 
 class ModelLoadError(EngineError, RuntimeError):

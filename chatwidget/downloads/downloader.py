@@ -248,7 +248,11 @@ class Downloader:
         spec = ModelSpec.coerce(spec)
         try:
             listing = plan.fetch_listing(
-                spec, cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token()
+                spec,
+                cache_dir=self.cache_dir,
+                endpoint=self.endpoint,
+                token=self._token(),
+                read_fit=True,
             )
         except Exception as exc:
             raise errors_map.classify(exc, repo_id=spec.repo_id, revision=spec.revision) from exc

@@ -1,8 +1,12 @@
-"""The hub's tree listing → a :class:`DownloadPlan` (what to fetch, disk and memory needed)."""
+"""The hub's tree listing → a :class:`DownloadPlan` (what to fetch, disk and memory needed).
+
+The memory figures are :mod:`chatwidget.fit`'s: with ``read_fit=True`` the listing also reads
+``config.json`` and the safetensors headers from the hub (Range requests, no weights), so the
+plan knows, before the first byte, what each precision option will need.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,9 +16,12 @@ from huggingface_hub import HfApi, get_cached_repo_tree
 from huggingface_hub.errors import CachedRepoTreeNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
+from chatwidget import fit
 from chatwidget.catalog import ModelSpec
 from chatwidget.downloads import cache
 from chatwidget.downloads.types import DownloadPlan, RemoteFile
+from chatwidget.fit.facts import ModelFacts, read_config, shape_from_config, weights_from_summary
+from chatwidget.fit.sources import remembered_commit
 
 log = logging.getLogger("chatwidget.downloads.plan")
 
@@ -24,21 +31,31 @@ LISTING_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class Listing:
-    """What the hub says about a revision: its commit, the selected files, weight counts."""
+    """What the hub says about a revision: its commit, the selected files, weight counts,
+    and (when asked for) the fit facts read from its config and safetensors headers."""
 
     commit: str
     files: tuple[RemoteFile, ...]
     parameters: dict[str, int] = field(default_factory=dict)  # safetensors dtype -> count
+    facts: ModelFacts | None = None
 
 
 def fetch_listing(
-    spec: ModelSpec, *, cache_dir: Path, endpoint: str | None, token: str | bool | None
+    spec: ModelSpec,
+    *,
+    cache_dir: Path,
+    endpoint: str | None,
+    token: str | bool | None,
+    read_fit: bool = False,
 ) -> Listing:
     """Resolve ``spec.revision`` to a commit and list the files ``spec`` selects.
 
     Network: one revision request, plus one tree request unless the listing of that commit is
     already cached. Raises huggingface_hub / HTTP errors unchanged (callers classify them).
     The listing is written to the cache so later offline completeness checks are exact.
+    ``read_fit`` also reads ``config.json`` and the safetensors headers (Range requests; once
+    per commit in this process, see :func:`chatwidget.fit.remembered`); their failures only
+    make the estimate coarser.
     """
     api = HfApi(endpoint=endpoint, token=token)
     info = api.repo_info(spec.repo_id, revision=spec.revision, timeout=LISTING_TIMEOUT_S)
@@ -56,7 +73,19 @@ def fetch_listing(
         _write_tree_cache(cache_dir, spec.repo_id, commit, entries)
     safetensors = getattr(info, "safetensors", None)
     parameters = dict(getattr(safetensors, "parameters", None) or {})
-    return Listing(commit, select_files(entries, spec), parameters)
+    files = select_files(entries, spec)
+    facts = None
+    if read_fit:
+        facts = remembered_commit(cache_dir, spec.repo_id, commit) or fit.facts_from_hub(
+            spec.repo_id,
+            commit,
+            [(f.path, f.size) for f in files],
+            endpoint=endpoint,
+            token=token,
+            parameters=parameters,
+        )
+        fit.remember(cache_dir, spec.repo_id, spec.revision, facts)
+    return Listing(commit, files, parameters, facts)
 
 
 def select_files(entries: Iterable[RepoFile], spec: ModelSpec) -> tuple[RemoteFile, ...]:
@@ -72,13 +101,19 @@ def _remote_file(entry: RepoFile) -> RemoteFile:
 
 
 def build_plan(spec: ModelSpec, listing: Listing, *, cache_dir: Path) -> DownloadPlan:
-    """Mark what is cached already and add up disk and memory needs."""
+    """Mark what is cached already and add up disk and memory needs.
+
+    Memory comes from the listing's fit facts when it read them, else (no network) from the
+    hub's parameter counts and a cached ``config.json``. Raises PrecisionUnavailableError
+    when ``spec`` asks for a quantization its checkpoint cannot take.
+    """
     snapshot = cache.snapshot_folder(cache_dir, spec.repo_id, listing.commit)
     marked = cache.mark_cached(snapshot, listing.files)
     total = sum(f.size for f in marked)
     missing = sum(f.size for f in marked if not f.cached)
-    config_dtype = _config_dtype(snapshot / "config.json")
-    memory, dtype = estimate_memory(marked, listing.parameters, config_dtype)
+    facts = listing.facts or _facts_without_network(spec, listing, snapshot)
+    model = fit.estimate(facts)
+    option = model.for_spec(spec)
     return DownloadPlan(
         repo_id=spec.repo_id,
         revision=spec.revision,
@@ -87,49 +122,20 @@ def build_plan(spec: ModelSpec, listing: Listing, *, cache_dir: Path) -> Downloa
         total_bytes=total,
         missing_bytes=missing,
         disk_free_bytes=cache.free_disk(cache_dir),
-        memory_estimate_bytes=memory,
-        parameters=sum(listing.parameters.values()) or None,
-        load_dtype=dtype,
+        memory_estimate_bytes=option.model_bytes,
+        parameters=facts.weights.parameters or None,
+        load_dtype=option.dtype,
+        fit=model,
     )
 
 
-#: Bytes per element of safetensors dtypes and of config ``dtype`` / ``torch_dtype`` names.
-_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float": 4, "half": 2,
-}  # fmt: skip
-
-
-def estimate_memory(
-    files: Iterable[RemoteFile], parameters: dict[str, int], config_dtype: str | None
-) -> tuple[int, str | None]:
-    """Bytes the weights take once loaded, and the dtype that assumes.
-
-    The engine loads with ``dtype="auto"``: the config's dtype when it names one, else the
-    dtype the weights were saved in. With the hub's parameter counts the estimate is
-    ``count x element size``; without them it is the size of the safetensors files.
-    """
-    known = {d: n for d, n in parameters.items() if d in _DTYPE_BYTES}
-    if known and config_dtype in _DTYPE_BYTES:
-        return sum(known.values()) * _DTYPE_BYTES[config_dtype], config_dtype
-    if known:
-        stored = max(known, key=lambda d: known[d])
-        return sum(n * _DTYPE_BYTES[d] for d, n in known.items()), stored
-    weights = sum(f.size for f in files if f.path.endswith(".safetensors"))
-    return weights, None
-
-
-def _config_dtype(config: Path) -> str | None:
-    """``dtype`` (or the older ``torch_dtype``) of a cached config.json, if any."""
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    value = data.get("dtype") or data.get("torch_dtype")
-    return value if isinstance(value, str) else None
+def _facts_without_network(spec: ModelSpec, listing: Listing, snapshot: Path) -> ModelFacts:
+    """Fit facts from what is at hand: the hub's parameter counts, a cached config.json."""
+    config = read_config(snapshot / "config.json")
+    shape = shape_from_config(config) if config is not None else None
+    weights_files = sum(f.size for f in listing.files if f.path.endswith(".safetensors"))
+    weights = weights_from_summary(listing.parameters, weights_files, shape)
+    return ModelFacts(spec.repo_id, weights, shape, commit=listing.commit)
 
 
 def _write_tree_cache(cache_dir: Path, repo_id: str, commit: str, entries: list[RepoFile]) -> None:

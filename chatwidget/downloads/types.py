@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatwidget.fit import ModelEstimate
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,10 @@ class DownloadPlan:
     total_bytes: int  # all selected files
     missing_bytes: int  # not yet in the cache
     disk_free_bytes: int
-    memory_estimate_bytes: int  # for the engine's fit check (weights size, in load dtype)
-    parameters: int | None = None  # weight count, from the hub's safetensors metadata
-    load_dtype: str | None = None  # dtype the estimate assumes (config's, else the stored one)
+    memory_estimate_bytes: int  # what the spec's precision needs loaded (chatwidget.fit)
+    parameters: int | None = None  # weight count, from the safetensors headers
+    load_dtype: str | None = None  # torch dtype the estimate loads floats in ("auto" resolved)
+    fit: ModelEstimate | None = None  # every precision option's needs, for the selector
 
     @property
     def fits_on_disk(self) -> bool:

@@ -104,18 +104,19 @@ class Engine:
             self._evict_callbacks.append(callback)
 
     def estimate_memory(self, spec: ModelSpec) -> int:
-        """Bytes the model needs loaded: weights (from cached safetensors headers and the
-        dtype ``dtype="auto"`` picks) plus runtime overhead. Falls back to
-        ``spec.size_bytes`` when the model is not cached yet."""
+        """Bytes the model needs loaded at its precision (:mod:`chatwidget.fit`: weights from
+        the cached safetensors headers, KV cache, activations, tokenizer, overhead). Before a
+        download: what the download plan learned from the hub, else ``spec.size_bytes``.
+        Raises ModelNotDownloadedError when nothing is known, PrecisionUnavailableError for
+        a quantization this machine cannot load."""
         try:
             cached = find_in_cache(spec, self.cache_dir)
         except ModelNotDownloadedError:
-            if spec.size_bytes is None:
+            known = memory.uncached_model_bytes(spec, self.cache_dir)
+            if known is None:
                 raise
-            return memory.with_runtime_overhead(spec.size_bytes)
-        return memory.with_runtime_overhead(
-            memory.weights_bytes(cached.weight_files, cached.config_path)
-        )
+            return known
+        return memory.cached_model_bytes(cached)
 
     def check_fit(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> FitReport:
         """Whether ``spec`` fits while the models in ``keep`` stay loaded. Changes nothing."""
@@ -163,9 +164,7 @@ class Engine:
                         estimated_bytes=entry.memory_bytes,
                     )
             cached = find_in_cache(spec, self.cache_dir)
-            required = memory.with_runtime_overhead(
-                memory.weights_bytes(cached.weight_files, cached.config_path)
-            )
+            required = memory.cached_model_bytes(cached)
             with self._state_lock:
                 plan = self._plan(required, keep)
                 if not plan.fits:

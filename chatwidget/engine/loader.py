@@ -17,6 +17,7 @@ from typing import Any
 from chatwidget.catalog import ModelSpec
 from chatwidget.engine.memory import drop_frame_references, format_error
 from chatwidget.errors import ModelLoadError, ModelNotDownloadedError
+from chatwidget.fit.devices import Devices, require_quantization
 
 logger = logging.getLogger("chatwidget.engine.loader")
 
@@ -114,6 +115,10 @@ def find_in_cache(spec: ModelSpec, cache_dir: str | Path | None) -> CachedModel:
     return CachedModel(spec, snapshot, config_path, _find_weight_files(spec, snapshot))
 
 
+def _precision(spec: ModelSpec) -> str:
+    return spec.dtype if spec.quantization is None else f"{spec.quantization}, {spec.dtype}"
+
+
 def _device_map_of(model: Any) -> dict[str, str]:
     hf_map = getattr(model, "hf_device_map", None)
     if isinstance(hf_map, dict) and hf_map:  # accelerate names GPUs by bare index
@@ -139,6 +144,35 @@ def no_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def precision_kwargs(spec: ModelSpec, devices: Devices | None = None) -> dict[str, Any]:
+    """``dtype`` (and ``quantization_config``) for ``from_pretrained``, from ``spec``.
+
+    ``"auto"`` keeps the dtype the checkpoint names; a quantized spec loads its linear layers
+    through bitsandbytes (8-bit, or 4-bit NF4 computing in ``spec.dtype``, bfloat16 for auto).
+    Raises :class:`~chatwidget.errors.PrecisionUnavailableError` where bitsandbytes or CUDA
+    is missing (``devices``: the machine's facts, probed when None).
+    """
+    import torch
+
+    kwargs: dict[str, Any] = {
+        "dtype": "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
+    }
+    if spec.quantization is None:
+        return kwargs
+    require_quantization(spec, devices)
+    from transformers import BitsAndBytesConfig as _BitsAndBytesConfig
+
+    BitsAndBytesConfig: Any = _BitsAndBytesConfig  # noqa: N806 - untyped in transformers
+    if spec.quantization == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        compute = torch.bfloat16 if spec.dtype == "auto" else getattr(torch, spec.dtype)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
+        )
+    return kwargs
+
+
 def load_from_cache(
     cached: CachedModel,
     *,
@@ -156,14 +190,15 @@ def load_from_cache(
         "local_files_only": True,
         "trust_remote_code": spec.trust_remote_code,
     }
+    precision = precision_kwargs(spec)  # refuses an unavailable quantization before any work
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **common)
         with no_progress_bars():
             model: Any = AutoModelForCausalLM.from_pretrained(
                 spec.repo_id,
                 device_map=device_map,
-                dtype="auto",
                 use_safetensors=not spec.allow_pickle,
+                **precision,
                 **common,
             )
     except FileNotFoundError as exc:
@@ -177,7 +212,7 @@ def load_from_cache(
             "Check that the download finished and the model is a causal LM."
         ) from exc
     model.eval()
-    logger.info("loaded %s on %s", spec.repo_id, _device_map_of(model))
+    logger.info("loaded %s (%s) on %s", spec.repo_id, _precision(spec), _device_map_of(model))
     return LoadedModel(
         spec=spec,
         model=model,

@@ -1,42 +1,33 @@
-"""Memory arithmetic for the engine: free RAM/GPU memory and model size estimates.
+"""Memory arithmetic for the engine: free RAM/GPU memory, and what a model needs.
 
-Estimates come from safetensors headers in the local cache (no weights are read),
-so they cost a few kilobytes of I/O. With ``dtype="auto"`` transformers keeps the
-dtype the config names (or the stored one), and the estimate follows the same rule.
+What a model needs comes from :mod:`chatwidget.fit`, the one estimate the download plan and
+the selector use too: safetensors headers and ``config.json`` in the local cache (a few
+kilobytes read, no weights), at the precision the spec loads in.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import traceback
-from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
+from chatwidget import fit
+from chatwidget.catalog import ModelSpec
+from chatwidget.fit.verdict import HEADROOM_FRACTION
+
+if TYPE_CHECKING:
+    from chatwidget.engine.loader import CachedModel
+
 logger = logging.getLogger("chatwidget.engine.memory")
 
-#: Runtime memory on top of the weights: activations, KV cache, allocator slack.
-RUNTIME_OVERHEAD_FRACTION = 0.2
-#: A fixed floor of runtime memory per model (tokenizer, buffers, Python objects).
-RUNTIME_OVERHEAD_BYTES = 16 * 1024 * 1024
 #: The default warm-pool budget: this fraction of the memory free when the engine starts.
 DEFAULT_BUDGET_FRACTION = 0.5
-#: Never plan to use more than this fraction of what is physically free right now.
-PHYSICAL_HEADROOM_FRACTION = 0.9
-
-_DTYPE_BYTES: dict[str, float] = {
-    "F64": 8, "I64": 8, "U64": 8,
-    "F32": 4, "I32": 4, "U32": 4,
-    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
-    "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
-}  # fmt: skip
-_FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
-_CONFIG_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: Never plan to use more than this fraction of what is physically free right now (the same
+#: headroom the fit verdicts keep).
+PHYSICAL_HEADROOM_FRACTION = HEADROOM_FRACTION
 
 
 def process_rss_bytes() -> int:
@@ -73,65 +64,27 @@ def default_budget_bytes() -> int:
     return int(total * DEFAULT_BUDGET_FRACTION)
 
 
-def safetensors_tensor_bytes(path: Path, target_float_bytes: int | None = None) -> int:
-    """Bytes of the tensors in one safetensors file, read from its header only.
-
-    ``target_float_bytes`` re-sizes floating-point tensors to the dtype they will be
-    loaded in; ``None`` keeps the stored dtype.
-    """
-    with path.open("rb") as fh:
-        raw_len = fh.read(8)
-        if len(raw_len) != 8:
-            raise ValueError(f"{path} is not a safetensors file (too short)")
-        (header_len,) = struct.unpack("<Q", raw_len)
-        if header_len > _MAX_HEADER_BYTES:
-            raise ValueError(f"{path} has an implausible safetensors header of {header_len} bytes")
-        header = json.loads(fh.read(header_len))
-    total = 0.0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        numel = 1
-        for dim in info["shape"]:
-            numel *= int(dim)
-        dtype = str(info["dtype"])
-        if target_float_bytes is not None and dtype in _FLOAT_DTYPES:
-            total += numel * target_float_bytes
-        else:
-            total += numel * _DTYPE_BYTES.get(dtype, 4)
-    return int(total)
+def cached_model_bytes(cached: CachedModel) -> int:
+    """Bytes a cached model needs loaded at its spec's precision: the fit estimate's model part
+    (weights, KV cache for the default context, activations, tokenizer, overhead), from its
+    ``config.json`` and safetensors headers. Raises PrecisionUnavailableError for a
+    quantization this machine cannot load."""
+    spec = cached.spec
+    fit.require_quantization(spec)
+    model = fit.estimate_files(spec.repo_id, cached.config_path, cached.weight_files)
+    return model.for_spec(spec).model_bytes
 
 
-def config_float_bytes(config_path: Path) -> int | None:
-    """Bytes per float parameter that ``dtype="auto"`` takes from ``config.json``, if set."""
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def uncached_model_bytes(spec: ModelSpec, cache_dir: str | Path | None) -> int | None:
+    """The same for a model not downloaded yet: from the facts a download plan read from the
+    hub in this process, else from ``spec.size_bytes``; None when neither is known."""
+    fit.require_quantization(spec)
+    facts = fit.remembered(cache_dir, spec.repo_id, spec.revision)
+    if facts is not None:
+        return fit.estimate(facts).for_spec(spec).model_bytes
+    if spec.size_bytes is None:
         return None
-    text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    for source in (config, text_config):
-        for key in ("dtype", "torch_dtype"):
-            value = source.get(key)
-            if isinstance(value, str) and value in _CONFIG_DTYPE_BYTES:
-                return _CONFIG_DTYPE_BYTES[value]
-    return None
-
-
-def weights_bytes(weight_files: Iterable[Path], config_path: Path | None) -> int:
-    """In-memory size of the weights once loaded with ``dtype="auto"``."""
-    target = config_float_bytes(config_path) if config_path is not None else None
-    total = 0
-    for path in weight_files:
-        if path.suffix == ".safetensors":
-            total += safetensors_tensor_bytes(path, target)
-        else:  # pickle checkpoints (opt-in only): their file size is the best cheap guess
-            total += path.stat().st_size
-    return total
-
-
-def with_runtime_overhead(weight_bytes: int) -> int:
-    """Total memory a model needs to run: its weights plus runtime overhead."""
-    return int(weight_bytes * (1 + RUNTIME_OVERHEAD_FRACTION)) + RUNTIME_OVERHEAD_BYTES
+    return fit.estimate_size(spec.repo_id, spec.size_bytes).for_spec(spec).model_bytes
 
 
 def format_error(exc: BaseException) -> str:

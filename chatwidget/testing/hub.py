@@ -195,10 +195,13 @@ class Fault:
     It fires on the ``nth`` request whose path matches ``pattern`` (``fnmatch``, against the
     decoded URL path) and on the following ones, ``times`` times in all (None: forever).
     Body faults (``drop_after``, ``stall_after``, ``corrupt``) only match GET requests.
+    ``ranged`` narrows it to requests with (True) or without (False) a ``Range`` header:
+    False holds a file transfer but lets header reads (safetensors metadata) through.
     """
 
     pattern: str
     method: str | None = None
+    ranged: bool | None = None
     status: int | None = None
     error_code: str | None = None
     delay: float | None = None
@@ -230,8 +233,10 @@ class Fault:
         """Wait until the fault has fired at least once; False on timeout."""
         return self.triggered.wait(timeout)
 
-    def _matches(self, method: str, path: str) -> bool:
+    def _matches(self, method: str, path: str, *, ranged: bool) -> bool:
         if self.method is not None and method != self.method.upper():
+            return False
+        if self.ranged is not None and ranged != self.ranged:
             return False
         if self.touches_body and method != "GET":
             return False
@@ -366,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         segments = [unquote(s) for s in split.path.split("/")[1:]]
         path = "/" + "/".join(segments)
-        faults = hub._fire_faults(method, path)
+        faults = hub._fire_faults(method, path, ranged=self.headers.get("Range") is not None)
         token = self._token()
         self._entry = hub._open_record(
             method=method,
@@ -846,6 +851,7 @@ class LocalHub:
         corrupt: bool = False,
         nth: int = 1,
         times: int | None = 1,
+        ranged: bool | None = None,
     ) -> Fault:
         """Arm a fault for requests whose decoded path matches the glob ``path``.
 
@@ -854,7 +860,8 @@ class LocalHub:
         - ``drop_after``: send the headers and this many body bytes, then drop the connection;
         - ``stall_after``: send this many body bytes, then stop until ``fault.release()`` or
           :meth:`stop`;
-        - ``corrupt``: flip the first 16 bytes of the body.
+        - ``corrupt``: flip the first 16 bytes of the body;
+        - ``ranged``: only requests with (True) or without (False) a ``Range`` header.
 
         It fires on the ``nth`` matching request and the next ones, ``times`` in all.
         """
@@ -871,6 +878,7 @@ class LocalHub:
             corrupt=corrupt,
             nth=nth,
             times=times,
+            ranged=ranged,
         )
         with self._lock:
             self._faults.append(fault)
@@ -904,11 +912,11 @@ class LocalHub:
         self.clear_requests()
         self.rate = None
 
-    def _fire_faults(self, method: str, path: str) -> list[Fault]:
+    def _fire_faults(self, method: str, path: str, *, ranged: bool = False) -> list[Fault]:
         fired = []
         with self._lock:
             for fault in self._faults:
-                if fault.exhausted or not fault._matches(method, path):
+                if fault.exhausted or not fault._matches(method, path, ranged=ranged):
                     continue
                 fault.matched += 1
                 if fault.matched >= fault.nth:

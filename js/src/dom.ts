@@ -39,7 +39,13 @@ export function uid(prefix: string): string {
   return `cw-${prefix}-${nextUid}`;
 }
 
-/** The element that has focus in the document `node` lives in. */
+/**
+ * The element that has focus in the tree `node` lives in: its shadow root when it is in
+ * one (marimo renders widgets in a shadow DOM, where the document's activeElement is only
+ * the shadow host), else its document.
+ */
 export function activeElementOf(node: Node): Element | null {
+  const root = node.getRootNode();
+  if (root instanceof ShadowRoot) return root.activeElement;
   return node.ownerDocument?.activeElement ?? null;
 }

@@ -65,7 +65,9 @@ export class WidgetView {
     this.downloads = new DownloadsPanel(this.rpc, this.dialogs, ui);
 
     this.root.append(
-      h("header", { class: "cw-topbar" }, [
+      // A div, not a <header>: inside a notebook a header is a banner landmark nested in the
+      // page's own landmarks (axe-core: landmark-banner-is-top-level).
+      h("div", { class: "cw-topbar" }, [
         h("span", { class: "cw-brand", "aria-hidden": "true" }, ["◆"]),
         this.selector.el,
       ]),

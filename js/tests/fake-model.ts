@@ -196,8 +196,17 @@ export function chat(
   return { transcript: transcript(messages, options) };
 }
 
+/** What the kernel's lifecycle table allows in `state` (the fake plays the kernel here). */
+function allowed(state: DownloadRow["state"]): Pick<DownloadRow, "can_cancel" | "can_retry"> {
+  return {
+    can_cancel: ["Queued", "Downloading", "Compiling", "Connecting"].includes(state),
+    can_retry: ["Failed", "Canceled"].includes(state),
+  };
+}
+
 export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
   return {
+    ...allowed(overrides.state ?? "Downloading"),
     repo_id: REPO_B,
     state: "Downloading",
     bytes_done: 450_000_000,
@@ -206,8 +215,6 @@ export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
     eta_s: 131,
     error: null,
     file: "model.safetensors",
-    can_cancel: true,
-    can_retry: false,
     action: null,
     ...overrides,
   };

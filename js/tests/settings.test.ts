@@ -4,6 +4,8 @@ import { DEFAULT_SETTINGS, SETTINGS_BOUNDS } from "../src/protocol";
 import { flush, mountPerTest } from "./fake-model";
 
 const open = mountPerTest();
+/** Sampling on (the default is greedy), so temperature and top p can be edited. */
+const sampling = { settings: { ...DEFAULT_SETTINGS, do_sample: true } };
 
 describe("settings", () => {
   it("shows the kernel's settings (the defaults come from Python)", () => {
@@ -49,7 +51,7 @@ describe("settings", () => {
 
   it("refuses out-of-range numbers before sending, saying what to type", async () => {
     const user = userEvent.setup();
-    const { model, el } = open();
+    const { model, el } = open(sampling);
     const topP = within(el).getByLabelText("Top p");
     await user.clear(topP);
     await user.type(topP, "3");
@@ -61,7 +63,7 @@ describe("settings", () => {
 
   it("does not overwrite a field being edited, and shows kernel values elsewhere", async () => {
     const user = userEvent.setup();
-    const { model, el } = open();
+    const { model, el } = open(sampling);
     const temperature = within(el).getByLabelText("Temperature");
     await user.clear(temperature);
     await user.type(temperature, "1.2");
@@ -91,5 +93,21 @@ describe("settings", () => {
     expect(tokens).toHaveAccessibleDescription(
       "max_new_tokens is above this model's context (2048)",
     );
+  });
+});
+
+describe("greedy decoding", () => {
+  it("disables temperature and top p while sampling is off, and enables them with it", () => {
+    const { model, el } = open(sampling);
+    const temperature = within(el).getByLabelText("Temperature");
+    const topP = within(el).getByLabelText("Top p");
+    expect(temperature).toBeEnabled();
+    model.update({ settings: { ...model.state.settings, do_sample: false } });
+    expect(temperature).toBeDisabled();
+    expect(topP).toBeDisabled();
+    expect(within(el).getByLabelText("Max new tokens")).toBeEnabled();
+    model.update({ settings: { ...model.state.settings, do_sample: true } });
+    expect(temperature).toBeEnabled();
+    expect(topP).toBeEnabled();
   });
 });

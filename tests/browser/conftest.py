@@ -80,11 +80,23 @@ def jupyter(
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",  # two cores, shared: keep the kernels' torch modest
+        # The shipped notebooks (quickstart.ipynb) run offline on this hub, as in the demo.
+        "CHATWIDGET_OFFLINE": "1",
+        "CHATWIDGET_HUB_URL": _session_hub.url,
     }
     server = JupyterServer(base, env)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def notebook_server(jupyter: JupyterServer) -> Iterator[JupyterServer]:
+    """The session's Jupyter server, for a test that opens its own notebook (not through
+    ``open_widget``): every kernel is shut down when the test ends, as ``open_widget`` does,
+    so no loaded model is left running into the next test."""
+    yield jupyter
+    jupyter.shutdown_kernels()
 
 
 @pytest.fixture(scope="session")

@@ -280,12 +280,12 @@ def _assert_printed_outputs(nb: NotebookPage, code_cells: list[tuple[int, str]])
     assert len(re.findall(r"^user ", history, re.M)) == 3, history
 
 
-def _ctrl_c(demo: Demo) -> float:
+def _ctrl_c(demo: Demo, kernel_marker: str = "ipykernel") -> float:
     """Send Ctrl+C as a terminal does (SIGINT to the demo's process group); wait for the exit
     and check nothing it started is left. Returns the seconds it took to exit."""
     children = demo.descendants()
     commands = _commands(children)
-    assert any("ipykernel" in c for c in commands), f"no kernel running: {commands}"
+    assert any(kernel_marker in c for c in commands), f"no kernel running: {commands}"
     started = time.monotonic()
     os.killpg(demo.proc.pid, signal.SIGINT)
     try:

@@ -145,24 +145,27 @@ def test_plan_reports_disk_and_memory_needs_before_any_byte(
     downloader = _downloader(local_hub, hf_cache)
     plan = downloader.plan(small_repo)
     folder = local_hub.root / small_repo
-    shards = sorted(folder.glob("*.safetensors"))
     index = json.loads((folder / "model.safetensors.index.json").read_text())
 
     assert plan.missing_bytes == plan.total_bytes > 0
-    # fp32 weights, no config in the cache yet: parameters x 4 bytes = the tensors' bytes
-    assert plan.memory_estimate_bytes == index["metadata"]["total_size"]
-    assert plan.memory_estimate_bytes < sum(p.stat().st_size for p in shards)
+    # fp32 weights: the headers' parameters x 4 bytes = the tensors' bytes
+    assert plan.fit is not None
+    assert plan.fit.option("float32").weights_bytes == index["metadata"]["total_size"]
     assert plan.parameters is not None
-    assert plan.parameters * 4 == plan.memory_estimate_bytes
-    assert plan.load_dtype == "F32"
+    assert plan.parameters * 4 == index["metadata"]["total_size"]
+    assert plan.load_dtype == "float32"
+    assert plan.memory_estimate_bytes == plan.fit.option("auto").model_bytes
+    assert plan.memory_estimate_bytes > index["metadata"]["total_size"]  # + KV cache etc.
     assert plan.disk_free_bytes > 0
     assert plan.fits_on_disk
     assert all(f.sha256 for f in plan.files if f.path.endswith(".safetensors"))
     assert len(plan.commit) == 40
-    assert not any(r.path.endswith(".safetensors") for r in local_hub.requests)
+    weights = [r for r in local_hub.requests if r.path.endswith(".safetensors")]
+    assert {r.status for r in weights} == {206}, "only the headers were read, with Range"
+    assert not list(hf_cache.glob("**/*.safetensors"))
 
 
-def test_memory_estimate_uses_the_dtype_the_cached_config_loads_in(
+def test_plan_estimate_follows_the_dtype_the_config_names(
     local_hub: LocalHub, hf_cache: Path
 ) -> None:
     repo = "dtype-org/tiny-bf16-config"
@@ -171,17 +174,12 @@ def test_memory_estimate_uses_the_dtype_the_cached_config_loads_in(
         config = json.loads((folder / "config.json").read_text())
         config["dtype"] = "bfloat16"  # weights are saved in fp32, loading casts to bf16
         (folder / "config.json").write_text(json.dumps(config))
-        downloader = _downloader(local_hub, hf_cache)
-        before = downloader.plan(repo)
-        downloader.download(
-            ModelSpec(repo, allow_patterns=("config.json",)),
-            on_progress=lambda _p: None,
-            cancel=threading.Event(),
-        )
-        after = downloader.plan(repo)
+        plan = _downloader(local_hub, hf_cache).plan(repo)  # config read from the hub
 
-        assert before.load_dtype == "F32"
-        assert after.load_dtype == "bfloat16"
-        assert after.memory_estimate_bytes * 2 == before.memory_estimate_bytes
+        assert plan.fit is not None
+        assert plan.load_dtype == "bfloat16"
+        auto, fp32 = plan.fit.option("auto"), plan.fit.option("float32")
+        assert auto.weights_bytes * 2 == fp32.weights_bytes
+        assert plan.memory_estimate_bytes == auto.model_bytes
     finally:
         shutil.rmtree(folder)

@@ -1,4 +1,5 @@
-"""Memory estimates from safetensors headers, the default budget, and the eviction planner."""
+"""The engine's memory estimates (chatwidget.fit at the spec's precision), the default budget, and
+the eviction planner."""
 
 from __future__ import annotations
 
@@ -9,41 +10,73 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
+from chatwidget import fit
 from chatwidget.catalog import ModelSpec
-from chatwidget.engine import Engine, memory
+from chatwidget.engine import Engine
 from chatwidget.engine.loader import LoadedModel, find_in_cache
 from chatwidget.engine.pool import WarmPool
-from chatwidget.errors import ModelNotDownloadedError
-from tests.engine.helpers import TINY_A
+from chatwidget.errors import ModelNotDownloadedError, PrecisionUnavailableError
+from tests.engine.helpers import TINY_A, TINY_B
 
 
-def test_estimate_matches_the_bytes_of_the_loaded_parameters(engine: Engine) -> None:
+def test_estimate_counts_exactly_the_bytes_of_the_loaded_parameters(engine: Engine) -> None:
     spec = ModelSpec(TINY_A)
     cached = find_in_cache(spec, engine.cache_dir)
-    weights = memory.weights_bytes(cached.weight_files, cached.config_path)
+    estimate = fit.estimate_files(TINY_A, cached.config_path, cached.weight_files)
     engine.load(spec)
     model = engine.model_and_tokenizer(TINY_A)[0]
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    assert weights == param_bytes
-    assert engine.estimate_memory(spec) == memory.with_runtime_overhead(weights)
+    assert estimate.option("auto").weights_bytes == param_bytes
+    assert engine.estimate_memory(spec) == estimate.option("auto").model_bytes
+
+
+def test_estimate_follows_the_spec_dtype_and_the_loader_loads_it(engine: Engine) -> None:
+    fp32, bf16 = ModelSpec(TINY_A), ModelSpec(TINY_B, dtype="bfloat16")
+    cached = find_in_cache(bf16, engine.cache_dir)
+    estimate = fit.estimate_files(TINY_B, cached.config_path, cached.weight_files)
+    assert estimate.option("bfloat16").weights_bytes * 2 == estimate.option("float32").weights_bytes
+    assert engine.estimate_memory(bf16) == estimate.option("bfloat16").model_bytes
+    assert engine.estimate_memory(bf16) < engine.estimate_memory(fp32)
+    report = engine.load(bf16)
+    assert report.estimated_bytes == engine.estimate_memory(bf16)
+    model = engine.model_and_tokenizer(TINY_B)[0]
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
 def test_estimate_follows_the_dtype_named_in_the_config(engine_cache: Path, tmp_path: Path) -> None:
     cached = find_in_cache(ModelSpec(TINY_A), engine_cache)
-    stored = memory.weights_bytes(cached.weight_files, None)
     config = json.loads(cached.config_path.read_text())
     config["dtype"] = "bfloat16"
     half_config = tmp_path / "config.json"
     half_config.write_text(json.dumps(config))
-    assert memory.weights_bytes(cached.weight_files, half_config) == stored // 2
+    stored = fit.estimate_files(TINY_A, cached.config_path, cached.weight_files)
+    half = fit.estimate_files(TINY_A, half_config, cached.weight_files)
+    assert half.option("auto").dtype == "bfloat16"
+    assert half.option("auto").weights_bytes * 2 == stored.option("auto").weights_bytes
 
 
 def test_estimate_of_an_uncached_model_uses_its_catalog_size(engine: Engine) -> None:
     spec = ModelSpec("test-org/not-here", size_bytes=100_000_000)
-    assert engine.estimate_memory(spec) == memory.with_runtime_overhead(100_000_000)
+    expected = fit.estimate_size(spec.repo_id, 100_000_000).option("auto").model_bytes
+    assert engine.estimate_memory(spec) == expected
+    assert 100_000_000 < expected < 110_000_000
     with pytest.raises(ModelNotDownloadedError):
         engine.estimate_memory(ModelSpec("test-org/not-here"))
+
+
+def test_quantized_spec_is_refused_where_bitsandbytes_or_cuda_is_missing(engine: Engine) -> None:
+    spec = ModelSpec(TINY_A, quantization="8bit")
+    if fit.probe().quantization_unavailable is None:  # CUDA and bitsandbytes: it is offered
+        assert engine.estimate_memory(spec) < engine.estimate_memory(ModelSpec(TINY_A))
+        return
+    with pytest.raises(PrecisionUnavailableError, match="CUDA") as caught:
+        engine.estimate_memory(spec)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(PrecisionUnavailableError):
+        engine.load(spec)
+    assert engine.loaded_models() == []
 
 
 def test_truncated_safetensors_file_is_rejected(tmp_path: Path, engine_cache: Path) -> None:
@@ -52,7 +85,7 @@ def test_truncated_safetensors_file_is_rejected(tmp_path: Path, engine_cache: Pa
     shutil.copyfile(cached.weight_files[0], broken)
     broken.write_bytes(broken.read_bytes()[:4])
     with pytest.raises(ValueError, match="too short"):
-        memory.safetensors_tensor_bytes(broken)
+        fit.facts_from_files(TINY_A, cached.config_path, [broken])
 
 
 def test_default_budget_is_half_of_the_memory_free_at_start(engine_cache: Path) -> None:

@@ -55,8 +55,11 @@ class Setup:
         self.orch, self.recorder, self.hub, self.cache = orch, recorder, hub, cache
 
     def stall_weights(self, repo_id: str) -> Fault:
-        """Hold the weights download of ``repo_id`` open until the fault is released."""
-        return self.hub.inject(f"/{repo_id}/resolve/*.safetensors", stall_after=1024, times=None)
+        """Hold the weights download of ``repo_id`` open until the fault is released (the
+        plan's Range reads of the safetensors headers pass)."""
+        return self.hub.inject(
+            f"/{repo_id}/resolve/*.safetensors", stall_after=1024, times=None, ranged=False
+        )
 
 
 @pytest.fixture
@@ -171,7 +174,9 @@ def test_close_mid_download_stops_the_worker_and_the_child_process(
     engine = Engine(cache_dir=hf_cache, memory_budget_bytes=2 * 1024**3)
     orch = Orchestrator(downloader, engine)
     orch.open_conversation("c1")
-    stall = local_hub.inject(f"/{TINY}/resolve/*.safetensors", stall_after=1024, times=None)
+    stall = local_hub.inject(
+        f"/{TINY}/resolve/*.safetensors", stall_after=1024, times=None, ranged=False
+    )
     try:
         orch.request_model("c1", TINY)
         assert stall.wait_triggered(WAIT_S)
@@ -208,7 +213,9 @@ def test_model_too_big_for_memory_is_refused_before_any_weights_are_fetched(
         recorder.wait_for(is_state(TINY, S.FAILED), WAIT_S)
         error = orch.snapshot().models[TINY].error or ""
         assert "memory" in error.lower()
-        assert not any(r.path.endswith(".safetensors") for r in local_hub.requests)
+        weights = [r for r in local_hub.requests if r.path.endswith(".safetensors")]
+        assert weights, "the plan read the safetensors header"
+        assert all(r.range is not None and r.status == 206 for r in weights), "header reads only"
         assert not downloader.is_downloaded(TINY)
         errors = [e for e in recorder.events if isinstance(e, ErrorReported)]
         assert [e.repo_id for e in errors] == [TINY]

@@ -141,7 +141,7 @@ def test_send_without_model_says_what_it_waits_for(
     make_chat: Callable[..., ChatWidget], local_hub: LocalHub
 ) -> None:
     chat = make_chat()
-    stall = local_hub.inject("*.safetensors", method="GET", stall_after=0)
+    stall = local_hub.inject("*.safetensors", method="GET", stall_after=0, ranged=False)
     chat.select_model(TINY)
     assert stall.wait_triggered(30)
     with pytest.raises(RuntimeError, match=f"waiting for {TINY}"):
@@ -201,8 +201,10 @@ def test_two_widgets_share_one_queue_and_download_once(
     assert a.wait_until_idle(120)
     assert b.wait_until_idle(120)
     assert a.active_model == b.active_model == TINY
-    weight_gets = [
-        r for r in local_hub.requests if r.method == "GET" and r.path.endswith(".safetensors")
+    weight_gets = [  # whole-file GETs: the plan's header reads carry a Range
+        r
+        for r in local_hub.requests
+        if r.method == "GET" and r.range is None and r.path.endswith(".safetensors")
     ]
     assert len(weight_gets) == 1
 

@@ -6,7 +6,7 @@
 // the kernel's last page is compared on a change. The list stays pinned to the bottom when
 // it was there.
 
-import { h, setAttr, setText, uid } from "../dom";
+import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatRate } from "../format";
 import { enableCodeCopy, setMarkdown } from "../markdown";
 import { MAX_TEXT_BYTES, type ConversationRow, type MessageRow } from "../protocol";
@@ -383,6 +383,7 @@ export class ChatPanel {
           ? `${pending.label}…`
           : "Choose a model to start chatting…";
 
+    const focused = activeElementOf(this.el);
     this.stopButton.hidden = !generating;
     const last = this.store.transcript.last;
     this.regenerateButton.hidden = !(
@@ -392,6 +393,13 @@ export class ChatPanel {
       last.role === "assistant" &&
       last.status !== "streaming"
     );
+    // A keyboard user whose button went away keeps a place to act from: Regenerate starts
+    // a reply (on to Stop), Stop ends it (back to the message box).
+    if (focused === this.regenerateButton && this.regenerateButton.hidden) {
+      (this.stopButton.hidden ? this.textbox : this.stopButton).focus();
+    } else if (focused === this.stopButton && this.stopButton.hidden) {
+      this.textbox.focus();
+    }
   }
 
   private async send(): Promise<void> {

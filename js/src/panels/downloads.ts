@@ -1,7 +1,7 @@
 // The download manager: a collapsible region with one row per download, updated in
 // place (keyed by repo id) so progress ticks never steal focus from a row's buttons.
 
-import { h, setAttr, setText, uid } from "../dom";
+import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatBytes, formatEta, formatSpeed, percent } from "../format";
 import type { DownloadRow } from "../protocol";
 import type { Rpc } from "../rpc";
@@ -20,6 +20,25 @@ export function stateClass(state: string): string {
 export function rowPercent(row: DownloadRow): number {
   if (row.state === "Ready" || row.state === "Compiling") return 100;
   return percent(row.bytes_done, row.bytes_total);
+}
+
+/** Whether `button` waits for the kernel's answer to its last press. */
+function isBusy(button: HTMLButtonElement): boolean {
+  return button.getAttribute("aria-disabled") === "true";
+}
+
+/**
+ * Mark `button` busy while `work` runs, so a second press sends nothing twice. It is
+ * aria-disabled, not disabled: a disabled button drops keyboard focus to the page.
+ */
+async function whileBusy(button: HTMLButtonElement, work: () => Promise<unknown>): Promise<void> {
+  if (isBusy(button)) return;
+  button.setAttribute("aria-disabled", "true");
+  try {
+    await work();
+  } finally {
+    button.removeAttribute("aria-disabled");
+  }
 }
 
 class DownloadRowView {
@@ -126,12 +145,23 @@ class DownloadRowView {
     this.fileEl.hidden = !(active && row.file);
     setText(this.errorEl, row.state === "Failed" ? (row.error ?? "The download failed.") : "");
     this.errorEl.hidden = row.state !== "Failed";
+    const focused = activeElementOf(this.el);
     this.cancelButton.hidden = !row.can_cancel;
     this.retryButton.hidden = !row.can_retry;
     // Where Retry cannot help, say what can (e.g. "Add a token").
     const action = !row.can_retry && row.action ? `What to do: ${row.action}` : "";
     setText(this.actionEl, action);
     this.actionEl.hidden = action === "";
+    // A keyboard user whose button went away (Cancel once canceled, Retry once queued)
+    // stays on this row: on its other action, else on the download manager.
+    if (
+      (focused === this.cancelButton && this.cancelButton.hidden) ||
+      (focused === this.retryButton && this.retryButton.hidden)
+    ) {
+      const next = [this.retryButton, this.cancelButton].find((b) => !b.hidden);
+      if (next) next.focus();
+      else this.manager.el.focus();
+    }
   }
 }
 
@@ -222,6 +252,7 @@ export class DownloadsPanel {
 
   /** Ask for confirmation, then ask the kernel to cancel `repoId`. */
   async cancel(repoId: string, button: HTMLButtonElement): Promise<void> {
+    if (isBusy(button)) return;
     const confirmed = await this.dialogs.confirm({
       title: "Cancel download?",
       message: `Stop downloading ${repoId}? Files already complete stay in the cache; you can retry later.`,
@@ -230,15 +261,11 @@ export class DownloadsPanel {
       danger: true,
     });
     if (!confirmed) return;
-    button.disabled = true;
-    await this.rpc.request({ kind: "cancel_download", repo_id: repoId });
-    button.disabled = false;
+    await whileBusy(button, () => this.rpc.request({ kind: "cancel_download", repo_id: repoId }));
   }
 
   async retry(repoId: string, button: HTMLButtonElement): Promise<void> {
-    button.disabled = true;
-    await this.rpc.request({ kind: "retry_download", repo_id: repoId });
-    button.disabled = false;
+    await whileBusy(button, () => this.rpc.request({ kind: "retry_download", repo_id: repoId }));
   }
 
   private drawCollapsed(): void {

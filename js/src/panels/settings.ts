@@ -135,6 +135,15 @@ export class SettingsPanel {
     }
     this.sampling.checked = settings.do_sample;
     this.el.classList.toggle("cw-greedy", !settings.do_sample);
+    // Temperature and top p only matter when sampling: disabled (not merely dimmed, which
+    // failed axe-core's contrast rule) while decoding is greedy.
+    for (const key of ["temperature", "top_p"] as const) {
+      const input = this.numbers.get(key);
+      if (input) {
+        input.disabled = !settings.do_sample;
+        input.title = settings.do_sample ? "" : "Used only when Sampling is on";
+      }
+    }
   }
 
   private async commit(change: Partial<SettingsDict>): Promise<void> {
