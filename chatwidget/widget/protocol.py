@@ -57,6 +57,8 @@ RESYNC_IDLE_MS = 1000
 #: How long a front end waits for a missing ``seq`` (messages may be handled out of order)
 #: before it asks for a snapshot.
 GAP_GRACE_MS = 300
+#: A ``resync`` with no answer after this long does not hold back the next one.
+RESYNC_RETRY_MS = 5000
 
 StateLabel = Literal[
     "Not downloaded",
@@ -368,4 +370,5 @@ CONSTANTS: dict[str, Any] = {
     "MAX_HISTORY_LIMIT": MAX_HISTORY_LIMIT,
     "RESYNC_IDLE_MS": RESYNC_IDLE_MS,
     "GAP_GRACE_MS": GAP_GRACE_MS,
+    "RESYNC_RETRY_MS": RESYNC_RETRY_MS,
 }

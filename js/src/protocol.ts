@@ -201,6 +201,7 @@ export const PAGE_SIZE = 10;
 export const MAX_HISTORY_LIMIT = 500;
 export const RESYNC_IDLE_MS = 1000;
 export const GAP_GRACE_MS = 300;
+export const RESYNC_RETRY_MS = 5000;
 
 export const DEFAULT_SETTINGS: SettingsDict = {
   system_prompt: "",

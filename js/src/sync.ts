@@ -12,6 +12,7 @@
 import {
   GAP_GRACE_MS,
   RESYNC_IDLE_MS,
+  RESYNC_RETRY_MS,
   STATE_KEYS,
   type Delta,
   type Reply,
@@ -139,7 +140,10 @@ export class SyncState {
   resyncs = 0;
   private state: WidgetState;
   private snapshotSeq = -Infinity;
+  /** The newest `seq` whose state this view holds (from a batch or a snapshot). */
+  private appliedSeq = -Infinity;
   private resyncInFlight = false;
+  private resyncTimer: ReturnType<typeof setTimeout> | null = null;
   private disposed = false;
   private readonly changeListeners = new Set<ChangeListener>();
   private readonly streamListeners = new Set<StreamListener>();
@@ -170,11 +174,21 @@ export class SyncState {
     this.streamListeners.add(listener);
   }
 
-  /** Ask the kernel for the whole state (at most one request at a time). */
+  /**
+   * Ask the kernel for the whole state: one request at a time, but a request that gets no
+   * answer within RESYNC_RETRY_MS (lost, or the kernel busy running a cell) does not block
+   * the next one. A late answer still counts if nothing newer arrived meanwhile.
+   */
   requestResync(): void {
     if (this.resyncInFlight || this.disposed) return;
     this.resyncInFlight = true;
+    this.resyncTimer = setTimeout(() => {
+      this.resyncInFlight = false;
+      this.resyncTimer = null;
+    }, RESYNC_RETRY_MS);
     void this.rpc.request({ kind: "resync" }, { quiet: true, patient: true }).then((reply) => {
+      if (this.resyncTimer !== null) clearTimeout(this.resyncTimer);
+      this.resyncTimer = null;
       this.resyncInFlight = false;
       if (!this.disposed && reply.ok && reply.state) this.applySnapshot(reply.state);
     });
@@ -182,6 +196,7 @@ export class SyncState {
 
   dispose(): void {
     this.disposed = true;
+    if (this.resyncTimer !== null) clearTimeout(this.resyncTimer);
     this.monitor.dispose();
     for (const [event, handler] of this.handlers.splice(0)) this.model.off(event, handler);
     this.changeListeners.clear();
@@ -200,11 +215,14 @@ export class SyncState {
     const seq = this.model.get("seq") ?? 0;
     if (key === "seq") this.monitor.saw(seq);
     if (seq <= this.snapshotSeq) return; // a snapshot already holds this, or newer
+    if (seq > this.appliedSeq) this.appliedSeq = seq;
     this.state = { ...this.state, [key]: this.model.get(key) };
     this.changed(new Set([key]));
   }
 
   private applySnapshot(state: WidgetState): void {
+    if (state.seq < this.appliedSeq) return; // a late answer: this view holds newer state
+    this.appliedSeq = state.seq;
     this.resyncs += 1;
     this.snapshotSeq = state.seq;
     this.state = { ...state };

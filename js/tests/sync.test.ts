@@ -1,6 +1,12 @@
 import "@testing-library/jest-dom/vitest";
 import { within } from "@testing-library/dom";
-import { GAP_GRACE_MS, PAGE_SIZE, RESYNC_IDLE_MS, type MessageRow } from "../src/protocol";
+import {
+  GAP_GRACE_MS,
+  PAGE_SIZE,
+  RESYNC_IDLE_MS,
+  RESYNC_RETRY_MS,
+  type MessageRow,
+} from "../src/protocol";
 import {
   FakeModel,
   REPO_A,
@@ -114,6 +120,24 @@ describe("resilient sync", () => {
     await flush();
     vi.advanceTimersByTime(RESYNC_IDLE_MS * 5);
     expect(resyncs(model)).toBe(3); // idle: no polling
+  });
+
+  it("asks again when a snapshot request gets no answer, and ignores a late, older one", async () => {
+    vi.useFakeTimers();
+    const { model, el } = mount({ busy: true, ...chat([message({ content: "old" })]) });
+    // The request sent on connect is lost (the host was not ready, say): never answered.
+    const lost = model.sent.filter((r) => r.kind === "resync")[0]!;
+    vi.advanceTimersByTime(RESYNC_RETRY_MS + RESYNC_IDLE_MS + 10);
+    expect(resyncs(model)).toBeGreaterThanOrEqual(2);
+    model.answerResync(widgetState({ ...chat([message({ content: "new" })]), seq: 5 }));
+    await flush();
+    expect(body(el, "m1")).toBe("new");
+    // The lost request's answer turns up after all, older than what the view holds.
+    model.reply(true, undefined, lost.id, {
+      state: widgetState({ ...chat([message({ content: "older" })]), seq: 3 }),
+    });
+    await flush();
+    expect(body(el, "m1")).toBe("new");
   });
 
   it("learns from a reply that updates were sent but never arrived (a host dropped them)", async () => {
