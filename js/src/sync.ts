@@ -144,6 +144,8 @@ export class SyncState {
   private appliedSeq = -Infinity;
   private resyncInFlight = false;
   private resyncTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Traits that changed while the model's `seq` was not newer than the last snapshot. */
+  private readonly heldBack = new Set<StateKey>();
   private disposed = false;
   private readonly changeListeners = new Set<ChangeListener>();
   private readonly streamListeners = new Set<StreamListener>();
@@ -208,21 +210,32 @@ export class SyncState {
     this.handlers.push([event, handler]);
   }
 
-  /** A trait changed. Every trait of a batch is set before the first change event fires,
-   * so `seq` is the batch's own number here, whichever trait's event this is. */
+  /**
+   * A trait changed. In Jupyter every trait of a batch is set before the first change event
+   * fires, so `seq` is the batch's own number here; other hosts (marimo) may set them one by
+   * one, `seq` among them. So a change that looks no newer than the last snapshot is not
+   * dropped but kept back, and read again from the model once a newer `seq` arrives (by
+   * then the model holds that batch's value, or a later one).
+   */
   private traitChanged(key: StateKey): void {
     if (this.disposed) return;
     const seq = this.model.get("seq") ?? 0;
     if (key === "seq") this.monitor.saw(seq);
-    if (seq <= this.snapshotSeq) return; // a snapshot already holds this, or newer
+    if (seq <= this.snapshotSeq) {
+      if (key !== "seq") this.heldBack.add(key);
+      return; // a snapshot already holds this, or newer
+    }
     if (seq > this.appliedSeq) this.appliedSeq = seq;
-    this.state = { ...this.state, [key]: this.model.get(key) };
-    this.changed(new Set([key]));
+    const keys = new Set<StateKey>([key, ...this.heldBack]);
+    this.heldBack.clear();
+    for (const k of keys) this.state = { ...this.state, [k]: this.model.get(k) };
+    this.changed(keys);
   }
 
   private applySnapshot(state: WidgetState): void {
     if (state.seq < this.appliedSeq) return; // a late answer: this view holds newer state
     this.appliedSeq = state.seq;
+    this.heldBack.clear();
     this.resyncs += 1;
     this.snapshotSeq = state.seq;
     this.state = { ...state };

@@ -103,6 +103,19 @@ describe("resilient sync", () => {
     expect(body(el, "m1")).toBe("newer");
   });
 
+  it("takes a batch whose traits come one by one with seq last (as marimo sets them)", async () => {
+    const { model, el } = open(chat([message({ content: "old" })]));
+    model.answerResync(widgetState({ ...chat([message({ content: "snap" })]), seq: 10 }));
+    await flush();
+    // Batch 11 arrives trait by trait: the transcript first, while the model's seq is 10.
+    model.state.transcript = chat([message({ content: "batch 11" })]).transcript!;
+    model.emit("change:transcript");
+    expect(body(el, "m1")).toBe("snap"); // not older than the snapshot? not known yet
+    model.state.seq = 11;
+    model.emit("change:seq");
+    expect(body(el, "m1")).toBe("batch 11");
+  });
+
   it("asks again when nothing arrives for a second while work is in flight", async () => {
     vi.useFakeTimers();
     const { model } = mount({ busy: true });
