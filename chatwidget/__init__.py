@@ -9,8 +9,8 @@ from __future__ import annotations
 from chatwidget import errors, offline
 from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec
 from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage
+from chatwidget.session.reply import ReplyHandle
 from chatwidget.widget import ChatWidget
-from chatwidget.widget.reply import ReplyHandle
 
 __all__ = [
     "DEFAULT_CATALOG",

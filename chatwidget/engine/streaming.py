@@ -1,53 +1,126 @@
-"""Stream one reply from a loaded model: chat template, streamer thread, stop, usage.
+"""Stream one reply from a loaded model: chat template, streamed text, stop, usage.
 
-``model.generate`` runs in a helper thread and feeds a ``TextIteratorStreamer``;
-the calling thread reads text pieces and hands them to ``on_text``. A
-``StoppingCriteria`` bound to stop events ends generation at the next decoding
-step, and also records when the first token came and how many steps ran.
+``model.generate`` runs in the calling thread and streams into a :class:`TokenStream`, a
+transformers streamer whose ``put`` runs once per token and does almost nothing: it keeps
+the token id and checks the stop events (raising to end ``generate`` at once, so the token
+of the step during which a stop was set is kept, and no further step runs). Until the first
+words are out, and then every :data:`DECODE_INTERVAL_S`, it turns the ids collected into text
+with transformers' own ``TextStreamer`` rules (text up to the last space, flushed at each
+newline and at the end) and hands the pieces to ``on_text``. Decoding a few tokens at a
+time, instead of the whole line again for every token, keeps the cost per token constant,
+and the pieces add up to exactly the same text. No helper thread, no queue: nothing per
+token waits for another thread.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import TextStreamer
+from transformers.generation.streamers import BaseStreamer
 
+from chatwidget.engine.context import fit_chat, token_counts
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.memory import drop_frame_references, format_error
-from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage
+from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage, validate_settings
 from chatwidget.errors import GenerationError, InvalidGenerationRequestError, NoChatTemplateError
 
 logger = logging.getLogger("chatwidget.engine.streaming")
 
 _ROLES = frozenset({"system", "user", "assistant"})
-#: How often the reading thread wakes to check that the generate thread is still alive.
-POLL_INTERVAL_S = 0.05
+#: How often the streamed ids are turned into text (the first token at once); text goes to
+#: the front end at this pace anyway (the widget's delta interval).
+DECODE_INTERVAL_S = 0.05
 
 
-class EventStoppingCriteria(StoppingCriteria):
-    """Stops generation at the next step once any of ``events`` is set; counts steps."""
+class _TextPieces(TextStreamer):
+    """transformers' ``TextStreamer`` rules, handing each finished piece to ``emit``."""
 
-    def __init__(self, events: Sequence[threading.Event]) -> None:
-        self._events = tuple(events)
-        self.steps = 0
-        self.first_token_at: float | None = None
+    def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self._emit = emit
+        self.emitted = False  # whether any text went out yet
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.emitted = True
+            self._emit(text)
+
+
+class _Abort(Exception):  # noqa: N818 - not an error: the way out of generate()
+    """Raised from the streamer to end ``generate`` at once (a stop, or ``on_text`` failed)."""
+
+
+class TokenStream(BaseStreamer):
+    """What ``model.generate`` streams into, on the generating thread itself.
+
+    ``ids`` are the new tokens; ``stopped`` says a stop event ended generation;
+    ``first_token_at`` is when the first token came (``perf_counter``); ``error`` is what
+    ``emit`` raised, if anything (generation was ended at once, and the caller re-raises it).
+    """
+
+    def __init__(
+        self, tokenizer: Any, emit: Callable[[str], None], stop_events: Sequence[threading.Event]
+    ) -> None:
+        self.ids: list[int] = []
         self.stopped = False
+        self.first_token_at: float | None = None
+        self.error: BaseException | None = None
+        self._pending: list[int] = []
+        self._text = _TextPieces(tokenizer, emit)
+        self._stops = tuple(stop_events)
+        self._prompt = True
+        self._next_decode = 0.0
 
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        self.steps += 1
+    def put(self, value: Any) -> None:
+        if self._prompt:  # generate() puts the prompt first
+            self._prompt = False
+            return
+        ids = value.tolist()
+        if ids and isinstance(ids[0], list):
+            if len(ids) > 1:
+                raise ValueError("streaming supports batch size 1 only")
+            ids = ids[0]
+        self.ids.extend(ids)
+        self._pending.extend(ids)
+        for event in self._stops:
+            if event.is_set():
+                self.stopped = True
+                raise _Abort
+        now = time.perf_counter()
         if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        if any(event.is_set() for event in self._events):
-            self.stopped = True
-        return torch.full(
-            (input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device
-        )
+            self.first_token_at = now
+        elif now < self._next_decode and self._text.emitted:
+            return  # until the first words are out, every token is decoded at once
+        self._next_decode = now + DECODE_INTERVAL_S
+        self._decode()
+
+    def end(self) -> None:
+        """generate() is done; :meth:`finish` flushes (outside generate, so that what
+        ``emit`` raises there is not taken for a generation error)."""
+
+    def finish(self) -> None:
+        """Decode what is left and flush the last line (``emit``'s errors propagate)."""
+        ids, self._pending = self._pending, []
+        if ids:
+            self._text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
+        self._text.end()  # type: ignore[no-untyped-call]
+
+    def _decode(self) -> None:
+        """Inside generate(): decode the ids collected; if ``emit`` raises, end generation."""
+        ids, self._pending = self._pending, []
+        if not ids:
+            return
+        try:
+            self._text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            self.error = exc
+            raise _Abort from None
 
 
 def validate_request(messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> None:
@@ -61,17 +134,7 @@ def validate_request(messages: Sequence[Mapping[str, str]], settings: Generation
                 f"message {i} must be {{'role': one of {sorted(_ROLES)}, 'content': str}}, "
                 f"got {dict(message)!r}."
             )
-    if settings.max_new_tokens < 1:
-        raise InvalidGenerationRequestError(
-            f"max_new_tokens must be at least 1, got {settings.max_new_tokens}."
-        )
-    if settings.do_sample and not settings.temperature > 0:
-        raise InvalidGenerationRequestError(
-            f"temperature must be > 0 when sampling, got {settings.temperature}; "
-            "turn sampling off for greedy replies."
-        )
-    if settings.do_sample and not 0 < settings.top_p <= 1:
-        raise InvalidGenerationRequestError(f"top_p must be in (0, 1], got {settings.top_p}.")
+    validate_settings(settings)
 
 
 def build_chat(messages: Sequence[Mapping[str, str]], system_prompt: str) -> list[dict[str, str]]:
@@ -87,7 +150,12 @@ def build_chat(messages: Sequence[Mapping[str, str]], system_prompt: str) -> lis
 def encode_chat(
     loaded: LoadedModel, messages: Sequence[Mapping[str, str]], settings: GenerationSettings
 ) -> Any:
-    """Tokenize the history through the chat template, ready for ``model.generate(**enc)``."""
+    """Tokenize the history through the chat template, ready for ``model.generate(**enc)``.
+
+    The oldest turns are dropped to fit the model's context (see
+    :mod:`chatwidget.engine.context`): never the system prompt or the last message, until
+    the prompt and room for a useful reply (at least a quarter of the context) fit.
+    """
     tokenizer = loaded.tokenizer
     if not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplateError(
@@ -97,28 +165,23 @@ def encode_chat(
         )
     chat = build_chat(messages, settings.system_prompt)
     limit = context_length(loaded)
-    # Leave room for a useful reply: drop the oldest turns (never the system prompt or the
-    # last message) until the prompt and at least a quarter of the context fit.
-    reserve = min(settings.max_new_tokens, limit // 4)
-    dropped = 0
-    while True:
-        enc = _apply_template(loaded, chat)
-        prompt_tokens = int(enc["input_ids"].shape[-1])
-        first = 1 if chat and chat[0]["role"] == "system" else 0
-        if prompt_tokens + reserve <= limit or len(chat) - first <= 1:
-            break
-        del chat[first]
-        dropped += 1
-    if dropped:
+
+    def apply(kept: list[dict[str, str]]) -> Any:
+        return _apply_template(loaded, kept)
+
+    fitted = fit_chat(
+        chat,
+        limit=limit,
+        reserve=min(settings.max_new_tokens, limit // 4),
+        apply=apply,
+        counts=token_counts(tokenizer, apply),
+        name=loaded.repo_id,
+    )
+    if fitted.dropped:
         logger.info(
-            "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, dropped
+            "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, fitted.dropped
         )
-    if prompt_tokens >= limit:
-        raise InvalidGenerationRequestError(
-            f"the last message is {prompt_tokens} tokens long, more than the {limit}-token "
-            f"context of {loaded.repo_id}: shorten it, or pick a model with a longer context."
-        )
-    return enc.to(loaded.model.device)
+    return fitted.encoding.to(loaded.model.device)
 
 
 def _apply_template(loaded: LoadedModel, chat: list[dict[str, str]]) -> Any:
@@ -182,36 +245,22 @@ def stream_reply(
     started = time.perf_counter()
     enc = encode_chat(loaded, messages, settings)
     prompt_tokens = int(enc["input_ids"].shape[-1])
-    streamer = TextIteratorStreamer(
-        loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=POLL_INTERVAL_S
-    )
-    abort = threading.Event()
-    criteria = EventStoppingCriteria([*stop_events, abort])
-    args = {
-        **enc,
-        "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList([criteria]),
-        **generate_kwargs(loaded, settings, prompt_tokens),
-    }
-    outcome: dict[str, Any] = {}
-    thread = threading.Thread(
-        target=_run_generate,
-        args=(loaded.model, args, streamer, outcome),
-        name=f"chatwidget-generate-{loaded.repo_id}",
-        daemon=True,
-    )
     pieces: list[str] = []
-    thread.start()
-    try:
-        _read_stream(streamer, thread, pieces, on_text)
-    except BaseException:
-        abort.set()
-        raise
-    finally:
-        thread.join()
+
+    def emit(piece: str) -> None:
+        pieces.append(piece)
+        if on_text is not None:
+            on_text(piece)
+
+    stream = TokenStream(loaded.tokenizer, emit, stop_events)
+    args = {**enc, "streamer": stream, **generate_kwargs(loaded, settings, prompt_tokens)}
+    error = _generate(loaded.model, args)
+    del args
+    if stream.error is not None:
+        raise stream.error
+    stream.finish()
     finished = time.perf_counter()
     text = "".join(pieces)
-    error = outcome.get("error")
     if error is not None:
         logger.warning("generation on %s failed:\n%s", loaded.repo_id, format_error(error))
         drop_frame_references(error, keep_traceback=False)  # it would keep the model alive
@@ -221,10 +270,9 @@ def stream_reply(
         )
         failure.partial_text = text
         raise failure from error
-    out = outcome.get("sequences")
-    token_ids = () if out is None else tuple(int(t) for t in out[0, prompt_tokens:].tolist())
+    token_ids = tuple(stream.ids)
     duration = finished - started
-    first = criteria.first_token_at
+    first = stream.first_token_at
     usage = Usage(
         model=loaded.repo_id,
         prompt_tokens=prompt_tokens,
@@ -233,59 +281,18 @@ def stream_reply(
         tokens_per_s=len(token_ids) / duration if token_ids and duration > 0 else None,
         duration_s=duration,
     )
-    return GenerationResult(text=text, stopped=criteria.stopped, usage=usage, token_ids=token_ids)
+    return GenerationResult(text=text, stopped=stream.stopped, usage=usage, token_ids=token_ids)
 
 
-def _run_generate(
-    model: Any, args: dict[str, Any], streamer: TextIteratorStreamer, outcome: dict[str, Any]
-) -> None:
-    """Body of the generate thread. A module-level function, not a closure: a closure's
-    cells would keep the model alive from any traceback that mentions this frame."""
+def _generate(model: Any, args: dict[str, Any]) -> Exception | None:
+    """Run ``model.generate``; returns what it raised (None when it ended, or was ended by
+    the stream). A module-level function, so that no closure of the caller's keeps the
+    model alive from a traceback."""
     try:
         with torch.inference_mode():
-            outcome["sequences"] = model.generate(**args)
-    except BaseException as exc:  # reported to the caller by stream_reply, never lost
-        outcome["error"] = exc
-        try:
-            streamer.end()  # type: ignore[no-untyped-call]  # flush partial text, wake the reader
-        except Exception:
-            streamer.text_queue.put(streamer.stop_signal)
-
-
-def _read_stream(
-    streamer: TextIteratorStreamer,
-    thread: threading.Thread,
-    pieces: list[str],
-    on_text: Callable[[str], None] | None,
-) -> None:
-    iterator = iter(streamer)
-    while True:
-        try:
-            piece = next(iterator)
-        except StopIteration:
-            return
-        except queue.Empty:
-            if thread.is_alive():
-                continue
-            _drain(streamer, pieces, on_text)  # the thread ended without a stop signal
-            return
-        if piece:
-            pieces.append(piece)
-            if on_text is not None:
-                on_text(piece)
-
-
-def _drain(
-    streamer: TextIteratorStreamer, pieces: list[str], on_text: Callable[[str], None] | None
-) -> None:
-    while True:
-        try:
-            piece = streamer.text_queue.get_nowait()
-        except queue.Empty:
-            return
-        if piece is streamer.stop_signal:
-            return
-        if piece:
-            pieces.append(piece)
-            if on_text is not None:
-                on_text(piece)
+            model.generate(**args)
+    except _Abort:
+        return None
+    except Exception as exc:  # reported to the caller by stream_reply, never lost
+        return exc
+    return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from chatwidget.errors import InvalidGenerationRequestError
+
 #: A set of repo ids, or a function that returns one when the engine decides (under its lock),
 #: so a caller's latest intent counts, not the intent of when it called.
 Names = Collection[str] | Callable[[], Collection[str]]
@@ -24,6 +26,25 @@ class GenerationSettings:
     temperature: float = 0.7
     top_p: float = 0.95
     do_sample: bool = False
+
+
+def validate_settings(settings: GenerationSettings) -> None:
+    """Raise :class:`InvalidGenerationRequestError` for settings generation would refuse.
+
+    The one rule for both: the widget's settings check calls this too, so a setting it
+    accepts is one generation accepts (``temperature=0`` with sampling is refused by both).
+    """
+    if settings.max_new_tokens < 1:
+        raise InvalidGenerationRequestError(
+            f"max_new_tokens must be at least 1, got {settings.max_new_tokens}."
+        )
+    if settings.do_sample and not settings.temperature > 0:
+        raise InvalidGenerationRequestError(
+            f"temperature must be above 0 when sampling, got {settings.temperature}; "
+            "raise it, or turn sampling off for greedy replies."
+        )
+    if settings.do_sample and not 0 < settings.top_p <= 1:
+        raise InvalidGenerationRequestError(f"top_p must be in (0, 1], got {settings.top_p}.")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 nbconvert's HTML export and GitHub's notebook preview cannot run the widget's JavaScript;
 they show the richest static output instead: the HTML (or Markdown) built here from the
-widget's trait values at the moment it was displayed. Display the widget again at the end
+widget's state at the moment it was displayed (the trait values, plus every message of the
+active conversation as ``messages``). Display the widget again at the end
 of a notebook (``chat`` in a last cell) and a static export shows the whole conversation.
 All model and user text is escaped: it is shown as text, never as markup.
 """
@@ -27,8 +28,10 @@ def _md(text: str) -> str:
 
 
 def _active(state: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The active conversation's row, with its ``messages`` (every one, from ``state``)."""
     active_id = state.get("active_conversation")
-    return next((c for c in state.get("conversations", []) if c["id"] == active_id), None)
+    row = next((c for c in state.get("conversations", []) if c["id"] == active_id), None)
+    return None if row is None else {**row, "messages": state.get("messages", [])}
 
 
 def _size(row: Mapping[str, Any]) -> str:

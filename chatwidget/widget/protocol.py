@@ -1,16 +1,64 @@
-"""The widget's wire format: synced trait shapes and custom messages.
+"""The widget's wire vocabulary: synced traits, kernel messages and front-end intents.
 
-Mirrored in ``js/src/protocol.ts``; keep the two in step.
+This module is the source: ``js/src/protocol.ts`` is generated from it
+(``python -m chatwidget.widget.tsgen``), and a test fails when the two differ.
 
-State that must survive a re-render or a page reload lives in traits, written by the
-kernel only. The front end sends *intents* as custom messages, each
-``{"id", "kind", ...}``; every one is answered ``{"id", "kind": "<kind>-response",
-"ok", "error"?}``, errors included.
+**Traits** (written by the kernel's publisher thread only) carry durable state: the
+conversation list, the active conversation's latest page of messages at turn boundaries
+(:class:`Transcript`), model and download rows, settings and errors. Every batch of trait
+changes sets ``seq`` too.
+
+**Kernel messages** (custom messages to the front end):
+
+- :class:`Delta`: streamed text, ``text`` appended to message ``message_id`` as its chunk
+  ``index`` (chunks count from 0 per message; a row's ``chunks`` says how many its
+  ``content`` holds).
+- :class:`SyncNotice`: sent from the kernel's main thread after a Python API call, so a
+  host that drops background-thread messages still learns that work started.
+- :class:`Reply`: the answer to every intent, ``{"id", "kind": "<kind>-response", "ok",
+  "error"?, "seq", "busy"}``, errors included. ``resync`` replies carry the whole ``state``,
+  ``history`` replies a page of older messages.
+
+Every state message carries ``seq``: trait batches and deltas each take the next number;
+notices and replies carry the last number sent. A front end that sees a gap, that
+(re)connects, or that hears nothing for :data:`RESYNC_IDLE_MS` while ``busy`` sends
+``resync``, and the kernel answers from its main thread.
+
+**Intents** (front end to kernel) are ``{"id", "kind", ...fields}``; fields typed
+:data:`Text` may be at most :data:`MAX_TEXT_BYTES` (UTF-8), fields typed :data:`Id` (and
+``id``) at most :data:`MAX_ID_CHARS` characters. Larger ones are refused and change nothing.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+import dataclasses
+import typing
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from chatwidget.engine.types import GenerationSettings
+from chatwidget.session.settings import SETTING_BOUNDS
+
+#: A free-text field of an intent: at most MAX_TEXT_BYTES.
+Text = Annotated[str, "text"]
+#: An identifier field of an intent: at most MAX_ID_CHARS.
+Id = Annotated[str, "id"]
+
+#: Longest text an intent may carry, in UTF-8 bytes (1 MB).
+MAX_TEXT_BYTES = 1_000_000
+#: Longest id an intent may carry (request ids, conversation ids, repo ids).
+MAX_ID_CHARS = 128
+#: Messages per page of a conversation: trait ``transcript`` holds the last, partly filled
+#: page; older pages come through ``history`` requests and change only with ``epoch``.
+PAGE_SIZE = 10
+#: Most messages one ``history`` reply carries.
+MAX_HISTORY_LIMIT = 500
+#: A front end that hears nothing this long while ``busy`` asks for a snapshot.
+RESYNC_IDLE_MS = 1000
+#: How long a front end waits for a missing ``seq`` (messages may be handled out of order)
+#: before it asks for a snapshot.
+GAP_GRACE_MS = 300
+#: A ``resync`` with no answer after this long does not hold back the next one.
+RESYNC_RETRY_MS = 5000
 
 StateLabel = Literal[
     "Not downloaded",
@@ -23,6 +71,8 @@ StateLabel = Literal[
     "Failed",
     "Canceled",
 ]
+Role = Literal["user", "assistant", "system"]
+MessageStatus = Literal["done", "streaming", "stopped", "error"]
 
 
 class ModelRow(TypedDict):
@@ -34,19 +84,23 @@ class ModelRow(TypedDict):
     size_bytes: int | None
     state: StateLabel
     error: str | None
+    can_cancel: bool
+    can_retry: bool
+    action: str | None
 
 
 class MessageRow(TypedDict):
-    """One chat message."""
+    """One chat message; ``chunks``: how many streamed chunks ``content`` holds."""
 
     id: str
-    role: Literal["user", "assistant", "system"]
+    role: Role
     content: str
-    status: Literal["done", "streaming", "stopped", "error"]
+    status: MessageStatus
     model: str | None
     new_tokens: int | None
     tokens_per_s: float | None
     error: str | None
+    chunks: int
 
 
 class ConversationRow(TypedDict):
@@ -56,6 +110,15 @@ class ConversationRow(TypedDict):
     title: str
     active_model: str | None
     requested_model: str | None
+
+
+class Transcript(TypedDict):
+    """Trait ``transcript``: messages ``start`` to ``total`` of the active conversation."""
+
+    conversation_id: str
+    epoch: int
+    start: int
+    total: int
     messages: list[MessageRow]
 
 
@@ -70,12 +133,25 @@ class DownloadRow(TypedDict):
     eta_s: float | None
     error: str | None
     file: str
+    can_cancel: bool
+    can_retry: bool
+    action: str | None
 
 
 class SettingsDict(TypedDict):
     """Generation settings, trait ``settings``."""
 
     system_prompt: str
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    do_sample: bool
+
+
+class SettingsPatch(TypedDict, total=False):
+    """A partial settings change (intent ``set_settings``)."""
+
+    system_prompt: Text
     max_new_tokens: int
     temperature: float
     top_p: float
@@ -97,36 +173,52 @@ class ErrorNotice(TypedDict):
     message: str
 
 
-IntentKind = Literal[
-    "send",
-    "stop",
-    "regenerate",
-    "select_model",
-    "add_model",
-    "cancel_download",
-    "retry_download",
-    "new_conversation",
-    "switch_conversation",
-    "rename_conversation",
-    "delete_conversation",
-    "set_settings",
-]
+class SettingBounds(TypedDict):
+    """Range of a numeric setting and the step the UI offers."""
 
-INTENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "send": {"text": str},
-    "stop": {},
-    "regenerate": {},
-    "select_model": {"repo_id": str},
-    "add_model": {"repo_id": str},
-    "cancel_download": {"repo_id": str},
-    "retry_download": {"repo_id": str},
-    "new_conversation": {},
-    "switch_conversation": {"conversation_id": str},
-    "rename_conversation": {"conversation_id": str, "title": str},
-    "delete_conversation": {"conversation_id": str},
-    "set_settings": {"settings": dict},
-}
-"""Required fields (beyond ``id`` and ``kind``) of each intent, with their types."""
+    min: float
+    max: float
+    step: float
+    integer: bool
+
+
+class WidgetState(TypedDict):
+    """Synced traits, all written by the kernel."""
+
+    seq: int
+    busy: bool
+    models: list[ModelRow]
+    conversations: list[ConversationRow]
+    active_conversation: str
+    transcript: Transcript
+    downloads: list[DownloadRow]
+    settings: SettingsDict
+    generating: bool
+    last_switch: SwitchNotice | None
+    download_focus_seq: int
+    errors: list[ErrorNotice]
+
+
+# --------------------------------------------------------------------- kernel messages
+
+
+class Delta(TypedDict):
+    """Streamed text: chunk ``index`` of message ``message_id``."""
+
+    kind: Literal["delta"]
+    seq: int
+    conversation_id: str
+    message_id: str
+    index: int
+    text: str
+
+
+class SyncNotice(TypedDict):
+    """From the main thread after a Python API call: the last ``seq`` sent, and ``busy``."""
+
+    kind: Literal["sync"]
+    seq: int
+    busy: bool
 
 
 class Reply(TypedDict):
@@ -136,3 +228,147 @@ class Reply(TypedDict):
     kind: str
     ok: bool
     error: NotRequired[str]
+    seq: int
+    busy: bool
+    state: NotRequired[WidgetState]
+    page: NotRequired[Transcript]
+
+
+# --------------------------------------------------------------------- intents
+
+
+class SendIntent(TypedDict):
+    kind: Literal["send"]
+    text: Text
+
+
+class StopIntent(TypedDict):
+    kind: Literal["stop"]
+
+
+class RegenerateIntent(TypedDict):
+    kind: Literal["regenerate"]
+
+
+class SelectModelIntent(TypedDict):
+    kind: Literal["select_model"]
+    repo_id: Id
+
+
+class AddModelIntent(TypedDict):
+    kind: Literal["add_model"]
+    repo_id: Id
+
+
+class CancelDownloadIntent(TypedDict):
+    kind: Literal["cancel_download"]
+    repo_id: Id
+
+
+class RetryDownloadIntent(TypedDict):
+    kind: Literal["retry_download"]
+    repo_id: Id
+
+
+class NewConversationIntent(TypedDict):
+    kind: Literal["new_conversation"]
+
+
+class SwitchConversationIntent(TypedDict):
+    kind: Literal["switch_conversation"]
+    conversation_id: Id
+
+
+class RenameConversationIntent(TypedDict):
+    kind: Literal["rename_conversation"]
+    conversation_id: Id
+    title: Text
+
+
+class DeleteConversationIntent(TypedDict):
+    kind: Literal["delete_conversation"]
+    conversation_id: Id
+
+
+class SetSettingsIntent(TypedDict):
+    kind: Literal["set_settings"]
+    settings: SettingsPatch
+
+
+class ResyncIntent(TypedDict):
+    """Ask for a snapshot of the whole state (answered with ``state``)."""
+
+    kind: Literal["resync"]
+
+
+class HistoryIntent(TypedDict):
+    """Ask for up to ``limit`` messages before index ``before`` (answered with ``page``)."""
+
+    kind: Literal["history"]
+    conversation_id: Id
+    before: int
+    limit: int
+
+
+INTENTS: tuple[type, ...] = (
+    SendIntent,
+    StopIntent,
+    RegenerateIntent,
+    SelectModelIntent,
+    AddModelIntent,
+    CancelDownloadIntent,
+    RetryDownloadIntent,
+    NewConversationIntent,
+    SwitchConversationIntent,
+    RenameConversationIntent,
+    DeleteConversationIntent,
+    SetSettingsIntent,
+    ResyncIntent,
+    HistoryIntent,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One field of an intent as the kernel checks it."""
+
+    name: str
+    type: type
+    limit: Literal["text", "id", None]
+
+
+def _fields(intent: type) -> tuple[str, tuple[Field, ...]]:
+    hints = typing.get_type_hints(intent, include_extras=True)
+    kind = typing.get_args(hints.pop("kind"))[0]
+    fields = []
+    for name, hint in hints.items():
+        base, limit = (
+            typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint, None)
+        )
+        fields.append(Field(name, dict if typing.is_typeddict(base) else base, limit))
+    return kind, tuple(fields)
+
+
+#: Fields (beyond ``id`` and ``kind``) of each intent kind, with their types and limits.
+INTENT_FIELDS: dict[str, tuple[Field, ...]] = dict(_fields(i) for i in INTENTS)
+
+#: Settings defaults, from :class:`GenerationSettings` (the front end shows them too).
+DEFAULT_SETTINGS: SettingsDict = typing.cast(
+    "SettingsDict", dataclasses.asdict(GenerationSettings())
+)
+#: Numeric settings' ranges, from :data:`chatwidget.session.settings.SETTING_BOUNDS`.
+SETTINGS_BOUNDS: dict[str, SettingBounds] = {
+    name: {"min": b.min, "max": b.max, "step": b.step, "integer": b.integer}
+    for name, b in SETTING_BOUNDS.items()
+}
+
+#: Constants the front end gets, in this order.
+CONSTANTS: dict[str, Any] = {
+    "MAX_TEXT_BYTES": MAX_TEXT_BYTES,
+    "MAX_ID_CHARS": MAX_ID_CHARS,
+    "PAGE_SIZE": PAGE_SIZE,
+    "MAX_HISTORY_LIMIT": MAX_HISTORY_LIMIT,
+    "RESYNC_IDLE_MS": RESYNC_IDLE_MS,
+    "GAP_GRACE_MS": GAP_GRACE_MS,
+    "RESYNC_RETRY_MS": RESYNC_RETRY_MS,
+}

@@ -1,11 +1,17 @@
-"""The one thread that writes a widget's traits.
+"""The one thread that writes a widget's traits and sends its deltas, each with a ``seq``.
 
-Everything that changes what the UI shows (user intents on the kernel's main thread,
-orchestrator events on its worker, streamed text on a reply thread) only *pokes* the
-publisher. The publisher renders the full view state, diffs it against what it last
-sent, and writes the changed traits in one ``hold_sync`` batch, at most once per
-``min_interval`` seconds. Progress and streaming are coalesced as a result, and no two
-threads ever write the same trait.
+Everything that changes what the UI shows (intents on the kernel's main thread, orchestrator
+events on its worker, streamed text on a reply thread) only *pokes* the publisher. The
+publisher then takes what changed, renders only that, and writes it in one ``hold_sync``
+batch together with the next sequence number (trait ``seq``): progress at most once per
+``trait_interval``, anything else (a turn boundary, a rename) at its next round. It sends
+the streamed text collected since its last round as small ``delta`` messages, a round at
+most every ``delta_interval``, each with the next number too.
+Nothing it does per round depends on how long a conversation is.
+
+:attr:`Publisher.lock` orders everything that carries a ``seq``: the kernel's main thread
+takes it to answer with the last number sent (replies, ``resync`` snapshots), so a snapshot
+is never older than a batch the front end already has.
 """
 
 from __future__ import annotations
@@ -13,44 +19,66 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
+
+from chatwidget.session.deltas import Delta
 
 log = logging.getLogger("chatwidget.widget.sync")
 
-Render = Callable[[], Mapping[str, Any]]
-Apply = Callable[[Mapping[str, Any]], None]
 
+class Publisher:
+    """Coalesces state changes into trait writes and deltas on a single background thread.
 
-class TraitPublisher:
-    """Coalesces state changes into trait writes on a single background thread."""
+    - ``take_changes()`` returns what changed since the last call (anything the renderer
+      understands; empty when nothing did);
+    - ``render(changes)`` returns trait values for them;
+    - ``apply(values)`` writes traits (``values`` includes ``"seq"``) in one batch;
+    - ``take_deltas()`` returns the streamed text waiting to go out;
+    - ``send(message)`` sends one custom message;
+    - ``urgent()`` says whether the changes waiting must go out without waiting for
+      ``trait_interval`` (a turn boundary, say; progress alone can wait).
+    """
 
     def __init__(
         self,
-        render: Render,
-        apply: Apply,
         *,
-        min_interval: float = 0.1,
+        take_changes: Callable[[], Collection[Any]],
+        render: Callable[[Collection[Any]], Mapping[str, Any]],
+        apply: Callable[[dict[str, Any]], None],
+        take_deltas: Callable[[], list[Delta]],
+        send: Callable[[dict[str, Any]], None],
+        urgent: Callable[[], bool] | None = None,
+        trait_interval: float = 0.1,
+        delta_interval: float = 0.05,
         on_error: Callable[[BaseException], None] | None = None,
         name: str = "chatwidget-publisher",
     ) -> None:
+        self._take_changes = take_changes
         self._render = render
         self._apply = apply
-        self._min_interval = min_interval
+        self._take_deltas = take_deltas
+        self._send = send
+        self._urgent = urgent
+        self._trait_interval = trait_interval
+        self._delta_interval = delta_interval
         self._on_error = on_error
+        self.lock = threading.Lock()
+        self.seq = 0  # the last sequence number sent; read under ``lock``
+        self.writes = 0  # trait batches written (for benchmarks and tests)
+        self.deltas_sent = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cond = threading.Condition()
         self._requested = 0  # poke generation
         self._published = 0  # last generation fully published
-        self._last: dict[str, Any] = {}
-        self._last_write = 0.0
-        self.writes = 0  # number of batches written (for benchmarks and tests)
+        self._last_traits = float("-inf")
+        self._last_round = float("-inf")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def poke(self) -> int:
-        """Ask for a publish soon; returns the generation number to :meth:`flush` on."""
+        """Ask for a round soon; returns the generation number to :meth:`flush` on."""
         with self._cond:
             self._requested += 1
             gen = self._requested
@@ -83,16 +111,18 @@ class TraitPublisher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            stopping = self._stopping.is_set()
-            # Rate limit: wait out the rest of the interval, but never past a stop request.
-            wait = self._last_write + self._min_interval - time.monotonic()
-            if wait > 0 and not stopping:
-                self._stopping.wait(wait)
+            urgent = self._urgent is not None and self._urgent()
+            if not self._stopping.is_set() and not urgent:  # an urgent change goes now
+                wait = self._last_round + self._delta_interval - time.monotonic()
+                if wait > 0:
+                    self._stopping.wait(wait)
             self._wake.clear()
+            stopping = self._stopping.is_set()
             with self._cond:
                 gen = self._requested
+            deferred = False
             try:
-                self._publish()
+                deferred = self._round(force=stopping)
             except Exception as exc:
                 log.exception("Publishing widget state failed")
                 if self._on_error is not None:
@@ -100,17 +130,45 @@ class TraitPublisher:
                         self._on_error(exc)
                     except Exception:
                         log.exception("The publisher's error handler failed")
+            if deferred:
+                self._wake.set()  # traits may be waiting: come back once they are due
+                continue
             with self._cond:
                 self._published = max(self._published, gen)
                 self._cond.notify_all()
-            if self._stopping.is_set():
+            if stopping:
                 return
 
-    def _publish(self) -> None:
-        state = dict(self._render())
-        changed = {k: v for k, v in state.items() if k not in self._last or self._last[k] != v}
-        if changed:
-            self._apply(changed)
-            self._last.update(changed)
-            self.writes += 1
-        self._last_write = time.monotonic()
+    def _round(self, *, force: bool) -> bool:
+        """Send what is due; returns True when trait changes had to wait for their turn."""
+        now = time.monotonic()
+        traits_due = (
+            force
+            or now - self._last_traits >= self._trait_interval
+            or (self._urgent is not None and self._urgent())
+        )
+        with self.lock:
+            if traits_due:
+                changes = self._take_changes()
+                if changes:
+                    values = dict(self._render(changes))
+                    self.seq += 1
+                    values["seq"] = self.seq
+                    self._apply(values)
+                    self.writes += 1
+                    self._last_traits = now
+            for delta in self._take_deltas():
+                self.seq += 1
+                self._send(
+                    {
+                        "kind": "delta",
+                        "seq": self.seq,
+                        "conversation_id": delta.conversation_id,
+                        "message_id": delta.message_id,
+                        "index": delta.index,
+                        "text": delta.text,
+                    }
+                )
+                self.deltas_sent += 1
+        self._last_round = now
+        return not traits_due

@@ -1,4 +1,5 @@
-// Mirror of chatwidget/widget/protocol.py: synced trait shapes and custom messages.
+// Generated from chatwidget/widget/protocol.py by `python -m chatwidget.widget.tsgen`.
+// Do not edit: change the Python and regenerate (a test checks the two agree).
 
 export type StateLabel =
   | "Not downloaded"
@@ -11,6 +12,11 @@ export type StateLabel =
   | "Failed"
   | "Canceled";
 
+export type Role = "user" | "assistant" | "system";
+
+export type MessageStatus = "done" | "streaming" | "stopped" | "error";
+
+/** One catalog entry, trait ``models``. */
 export interface ModelRow {
   repo_id: string;
   name: string;
@@ -18,27 +24,42 @@ export interface ModelRow {
   size_bytes: number | null;
   state: StateLabel;
   error: string | null;
+  can_cancel: boolean;
+  can_retry: boolean;
+  action: string | null;
 }
 
+/** One chat message; ``chunks``: how many streamed chunks ``content`` holds. */
 export interface MessageRow {
   id: string;
-  role: "user" | "assistant" | "system";
+  role: Role;
   content: string;
-  status: "done" | "streaming" | "stopped" | "error";
+  status: MessageStatus;
   model: string | null;
   new_tokens: number | null;
   tokens_per_s: number | null;
   error: string | null;
+  chunks: number;
 }
 
+/** One conversation, trait ``conversations``. */
 export interface ConversationRow {
   id: string;
   title: string;
   active_model: string | null;
   requested_model: string | null;
+}
+
+/** Trait ``transcript``: messages ``start`` to ``total`` of the active conversation. */
+export interface Transcript {
+  conversation_id: string;
+  epoch: number;
+  start: number;
+  total: number;
   messages: MessageRow[];
 }
 
+/** One row of the download manager, trait ``downloads``. */
 export interface DownloadRow {
   repo_id: string;
   state: StateLabel;
@@ -48,8 +69,12 @@ export interface DownloadRow {
   eta_s: number | null;
   error: string | null;
   file: string;
+  can_cancel: boolean;
+  can_retry: boolean;
+  action: string | null;
 }
 
+/** Generation settings, trait ``settings``. */
 export interface SettingsDict {
   system_prompt: string;
   max_new_tokens: number;
@@ -58,22 +83,44 @@ export interface SettingsDict {
   do_sample: boolean;
 }
 
+/** A partial settings change (intent ``set_settings``). */
+export interface SettingsPatch {
+  system_prompt?: string;
+  max_new_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  do_sample?: boolean;
+}
+
+/** Trait ``last_switch``: the latest auto-switch; ``seq`` grows by one each time. */
 export interface SwitchNotice {
   seq: number;
   conversation_id: string;
   repo_id: string;
 }
 
+/** One entry of trait ``errors``: a failure shown in the widget. */
 export interface ErrorNotice {
   seq: number;
   message: string;
 }
 
+/** Range of a numeric setting and the step the UI offers. */
+export interface SettingBounds {
+  min: number;
+  max: number;
+  step: number;
+  integer: boolean;
+}
+
 /** Synced traits, all written by the kernel. */
 export interface WidgetState {
+  seq: number;
+  busy: boolean;
   models: ModelRow[];
   conversations: ConversationRow[];
   active_conversation: string;
+  transcript: Transcript;
   downloads: DownloadRow[];
   settings: SettingsDict;
   generating: boolean;
@@ -81,6 +128,37 @@ export interface WidgetState {
   download_focus_seq: number;
   errors: ErrorNotice[];
 }
+
+/** Streamed text: chunk ``index`` of message ``message_id``. */
+export interface Delta {
+  kind: "delta";
+  seq: number;
+  conversation_id: string;
+  message_id: string;
+  index: number;
+  text: string;
+}
+
+/** From the main thread after a Python API call: the last ``seq`` sent, and ``busy``. */
+export interface SyncNotice {
+  kind: "sync";
+  seq: number;
+  busy: boolean;
+}
+
+/** The answer to every intent. */
+export interface Reply {
+  id: string;
+  kind: string;
+  ok: boolean;
+  error?: string;
+  seq: number;
+  busy: boolean;
+  state?: WidgetState;
+  page?: Transcript;
+}
+
+/** What the front end may ask; the kernel answers each with a Reply. */
 
 export type Intent =
   | { kind: "send"; text: string }
@@ -94,13 +172,47 @@ export type Intent =
   | { kind: "switch_conversation"; conversation_id: string }
   | { kind: "rename_conversation"; conversation_id: string; title: string }
   | { kind: "delete_conversation"; conversation_id: string }
-  | { kind: "set_settings"; settings: Partial<SettingsDict> };
+  | { kind: "set_settings"; settings: SettingsPatch }
+  | { kind: "resync" }
+  | { kind: "history"; conversation_id: string; before: number; limit: number };
 
 export type Request = Intent & { id: string };
 
-export interface Reply {
-  id: string;
-  kind: string; // "<kind>-response"
-  ok: boolean;
-  error?: string;
-}
+export type KernelMessage = Delta | SyncNotice | Reply;
+
+export const STATE_KEYS: (keyof WidgetState)[] = [
+  "seq",
+  "busy",
+  "models",
+  "conversations",
+  "active_conversation",
+  "transcript",
+  "downloads",
+  "settings",
+  "generating",
+  "last_switch",
+  "download_focus_seq",
+  "errors",
+];
+
+export const MAX_TEXT_BYTES = 1000000;
+export const MAX_ID_CHARS = 128;
+export const PAGE_SIZE = 10;
+export const MAX_HISTORY_LIMIT = 500;
+export const RESYNC_IDLE_MS = 1000;
+export const GAP_GRACE_MS = 300;
+export const RESYNC_RETRY_MS = 5000;
+
+export const DEFAULT_SETTINGS: SettingsDict = {
+  system_prompt: "",
+  max_new_tokens: 256,
+  temperature: 0.7,
+  top_p: 0.95,
+  do_sample: false,
+};
+
+export const SETTINGS_BOUNDS: Record<string, SettingBounds> = {
+  max_new_tokens: { min: 1, max: 32768, step: 1, integer: true },
+  temperature: { min: 0, max: 5, step: 0.05, integer: false },
+  top_p: { min: 0.01, max: 1, step: 0.01, integer: false },
+};

@@ -1,5 +1,5 @@
 // Request/reply over anywidget custom messages: every intent gets an id, and the
-// kernel answers {id, kind: "<kind>-response", ok, error?}. Replies for other views
+// kernel answers {id, kind: "<kind>-response", ok, error?, seq, busy}. Replies for other views
 // (other ids) are ignored. A reply that is slow to come (the kernel is busy running a
 // cell, or gone) is reported after a while, and still accepted when it arrives: the
 // request is not treated as failed, so nothing is sent twice.
@@ -48,8 +48,11 @@ export class Rpc {
     model.on("msg:custom", this.onMessage);
   }
 
-  /** Send `intent`; resolves with the kernel's reply (never rejects). */
-  request(intent: Intent, options: { quiet?: boolean } = {}): Promise<Reply> {
+  /**
+   * Send `intent`; resolves with the kernel's reply (never rejects). `quiet`: failures are
+   * the caller's to show; `patient`: a slow reply is not reported either (background work).
+   */
+  request(intent: Intent, options: { quiet?: boolean; patient?: boolean } = {}): Promise<Reply> {
     this.counter += 1;
     const id = `${this.prefix}-${this.counter}`;
     return new Promise<Reply>((resolve) => {
@@ -60,7 +63,7 @@ export class Rpc {
         resolve(reply);
       };
       const timer = setTimeout(() => {
-        if (!this.disposed) {
+        if (!this.disposed && !options.patient) {
           this.onFailure(
             `No reply from the kernel to "${intent.kind.replace(/_/g, " ")}" yet: it may be ` +
               "busy running a cell (the request goes through when it is free), or stopped " +
@@ -84,7 +87,8 @@ export class Rpc {
     this.model.off("msg:custom", this.onMessage);
     for (const [id, entry] of this.pending) {
       clearTimeout(entry.timer);
-      entry.resolve({ id, kind: `${entry.kind}-response`, ok: false, error: "view closed" });
+      const closed = { id, kind: `${entry.kind}-response`, ok: false, error: "view closed" };
+      entry.resolve({ ...closed, seq: 0, busy: false });
     }
     this.pending.clear();
   }

@@ -1,41 +1,47 @@
-// Read-only access to the synced traits (all written by the kernel), listener
-// bookkeeping for cleanup, and small derived values several panels need.
+// Read-only access to the kernel's state as this view holds it (traits, snapshots and
+// deltas, merged by SyncState), listener bookkeeping for cleanup, and small derived values
+// several panels need.
 
 import type { AnyModel } from "@anywidget/types";
 import { percent } from "./format";
-import type { ConversationRow, DownloadRow, ModelRow, SettingsDict, WidgetState } from "./protocol";
+import {
+  DEFAULT_SETTINGS,
+  type ConversationRow,
+  type DownloadRow,
+  type ModelRow,
+  type SettingsDict,
+  type WidgetState,
+} from "./protocol";
+import type { SyncState } from "./sync";
+import type { TranscriptView } from "./transcript";
 
 export type WidgetModel = AnyModel<WidgetState>;
 
-export const DEFAULT_SETTINGS: SettingsDict = {
-  system_prompt: "",
-  max_new_tokens: 256,
-  temperature: 0.7,
-  top_p: 0.9,
-  do_sample: true,
-};
-
-/** Typed getters with safe defaults for traits that have not arrived yet. */
+/** Typed getters with safe defaults for state that has not arrived yet. */
 export class Store {
-  constructor(readonly model: WidgetModel) {}
+  constructor(readonly sync: SyncState) {}
 
   get models(): ModelRow[] {
-    return this.model.get("models") ?? [];
+    return this.sync.get("models") ?? [];
   }
   get conversations(): ConversationRow[] {
-    return this.model.get("conversations") ?? [];
+    return this.sync.get("conversations") ?? [];
   }
   get activeConversationId(): string {
-    return this.model.get("active_conversation") ?? "";
+    return this.sync.get("active_conversation") ?? "";
   }
   get downloads(): DownloadRow[] {
-    return this.model.get("downloads") ?? [];
+    return this.sync.get("downloads") ?? [];
   }
   get settings(): SettingsDict {
-    return { ...DEFAULT_SETTINGS, ...(this.model.get("settings") ?? {}) };
+    return { ...DEFAULT_SETTINGS, ...(this.sync.get("settings") ?? {}) };
   }
   get generating(): boolean {
-    return Boolean(this.model.get("generating"));
+    return Boolean(this.sync.get("generating"));
+  }
+  /** The active conversation's messages (pages loaded so far, streamed text). */
+  get transcript(): TranscriptView {
+    return this.sync.transcript;
   }
 
   /** The active conversation, or the first one, or null when there is none. */

@@ -1,5 +1,5 @@
-// One rendered view of the widget: builds the layout, wires traits to panels, and
-// removes every listener, timer and node it added when destroyed.
+// One rendered view of the widget: builds the layout, wires the kernel's state to panels,
+// and removes every listener, timer and node it added when destroyed.
 
 import { h } from "./dom";
 import { isolateKeys } from "./keyboard";
@@ -14,12 +14,28 @@ import { Toasts } from "./panels/toast";
 import type { SwitchNotice } from "./protocol";
 import { Rpc } from "./rpc";
 import { Listeners, Store, type WidgetModel } from "./store";
+import { SyncState, type StateKey } from "./sync";
 import { uiStateFor } from "./ui-state";
+
+type Panel = "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings";
+
+/** The panels a change of each piece of state redraws. */
+const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
+  models: ["selector", "chat", "conversations"],
+  conversations: ["chat", "selector", "conversations"],
+  active_conversation: ["chat", "selector", "conversations"],
+  transcript: ["messages", "chat"],
+  downloads: ["downloads", "selector", "chat"],
+  settings: ["settings"],
+  generating: ["chat"],
+};
 
 export class WidgetView {
   readonly root: HTMLElement;
+  readonly sync: SyncState;
   private readonly listeners: Listeners;
   private readonly rpc: Rpc;
+  private readonly store: Store;
   private readonly toasts = new Toasts();
   private readonly dialogs: Dialogs;
   private readonly errors: ErrorArea;
@@ -32,22 +48,20 @@ export class WidgetView {
   private lastSwitchSeq: number;
   private focusSeq: number;
 
-  constructor(
-    private readonly model: WidgetModel,
-    el: HTMLElement,
-  ) {
-    const store = new Store(model);
+  constructor(model: WidgetModel, el: HTMLElement) {
     const ui = uiStateFor(model);
     this.listeners = new Listeners(model);
     this.root = h("div", { class: "cw-root", tabindex: -1 });
     this.releaseKeys = isolateKeys(this.root);
     this.errors = new ErrorArea(ui, () => this.chat.textbox.focus());
     this.rpc = new Rpc(model, (message) => this.errors.report(message));
+    this.sync = new SyncState(model, this.rpc);
+    this.store = new Store(this.sync);
     this.dialogs = new Dialogs(this.root);
-    this.chat = new ChatPanel(store, this.rpc, ui);
-    this.conversations = new ConversationsPanel(store, this.rpc, this.dialogs);
-    this.selector = new SelectorPanel(store, this.rpc);
-    this.settings = new SettingsPanel(store, this.rpc, ui);
+    this.chat = new ChatPanel(this.store, this.rpc, ui);
+    this.conversations = new ConversationsPanel(this.store, this.rpc, this.dialogs);
+    this.selector = new SelectorPanel(this.store, this.rpc);
+    this.settings = new SettingsPanel(this.store, this.rpc, ui);
     this.downloads = new DownloadsPanel(this.rpc, this.dialogs, ui);
 
     this.root.append(
@@ -70,53 +84,28 @@ export class WidgetView {
     );
 
     // Only changes that happen while this view is alive announce themselves.
-    this.lastSwitchSeq = model.get("last_switch")?.seq ?? 0;
-    this.focusSeq = model.get("download_focus_seq") ?? 0;
+    this.lastSwitchSeq = this.sync.get("last_switch")?.seq ?? 0;
+    this.focusSeq = this.sync.get("download_focus_seq") ?? 0;
 
-    const on = (trait: string, redraw: () => void): void =>
-      this.listeners.on(`change:${trait}`, () => this.guard(trait, redraw));
-    on("models", () => {
-      this.selector.update();
-      this.chat.update();
-      this.conversations.update();
-    });
-    on("conversations", () => {
-      this.chat.update();
-      this.selector.update();
-      this.conversations.update();
-    });
-    on("active_conversation", () => {
-      this.chat.update();
-      this.selector.update();
-      this.conversations.update();
-    });
-    on("downloads", () => {
-      this.downloads.update(store.downloads);
-      this.selector.update();
-      this.chat.update();
-    });
-    on("settings", () => this.settings.update());
-    on("generating", () => this.chat.update());
-    on("errors", () => this.errors.setKernelErrors(model.get("errors") ?? []));
-    on("last_switch", () => this.onSwitch(model.get("last_switch")));
-    on("download_focus_seq", () => {
-      const seq = model.get("download_focus_seq") ?? 0;
-      if (seq > this.focusSeq) this.downloads.openAndFocus();
-      this.focusSeq = seq;
-    });
+    this.sync.onChange((keys) => this.redraw(keys));
+    this.sync.onStream((id) => this.guard("streamed text", () => this.chat.streamed(id)));
 
     this.guard("initial render", () => {
-      this.downloads.update(store.downloads);
+      this.downloads.update(this.store.downloads);
       this.selector.update();
       this.conversations.update();
       this.settings.update();
-      this.chat.update();
-      this.errors.setKernelErrors(model.get("errors") ?? []);
+      this.chat.update(true);
+      this.errors.setKernelErrors(this.sync.get("errors") ?? []);
     });
     el.append(this.root);
+    // A view that (re)connects asks for the whole state: what streamed before it existed,
+    // and anything a host did not deliver.
+    this.sync.requestResync();
   }
 
   destroy(): void {
+    this.sync.dispose();
     this.listeners.dispose();
     this.releaseKeys();
     this.rpc.dispose();
@@ -127,10 +116,35 @@ export class WidgetView {
     this.root.remove();
   }
 
+  private redraw(keys: ReadonlySet<StateKey>): void {
+    const panels = new Set<Panel>();
+    for (const key of keys) for (const panel of REDRAWS[key] ?? []) panels.add(panel);
+    const what = [...keys].join(", ");
+    if (panels.has("downloads")) {
+      this.guard(what, () => this.downloads.update(this.store.downloads));
+    }
+    if (panels.has("settings")) this.guard(what, () => this.settings.update());
+    if (panels.has("selector")) this.guard(what, () => this.selector.update());
+    if (panels.has("conversations")) this.guard(what, () => this.conversations.update());
+    if (panels.has("chat") || panels.has("messages")) {
+      this.guard(what, () => this.chat.update(panels.has("messages")));
+    }
+    if (keys.has("errors")) {
+      this.guard(what, () => this.errors.setKernelErrors(this.sync.get("errors") ?? []));
+    }
+    if (keys.has("last_switch"))
+      this.guard(what, () => this.onSwitch(this.sync.get("last_switch")));
+    if (keys.has("download_focus_seq")) {
+      const seq = this.sync.get("download_focus_seq") ?? 0;
+      if (seq > this.focusSeq) this.downloads.openAndFocus();
+      this.focusSeq = seq;
+    }
+  }
+
   private onSwitch(notice: SwitchNotice | null | undefined): void {
     if (!notice || notice.seq <= this.lastSwitchSeq) return;
     this.lastSwitchSeq = notice.seq;
-    if (notice.conversation_id === this.model.get("active_conversation")) {
+    if (notice.conversation_id === this.sync.get("active_conversation")) {
       this.selector.flashSwitched();
       this.toasts.show(`Switched to ${notice.repo_id}`);
     }

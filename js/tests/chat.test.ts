@@ -1,6 +1,15 @@
 import { within } from "@testing-library/dom";
 import userEvent from "@testing-library/user-event";
-import { REPO_A, REPO_B, conversation, download, flush, message, mountPerTest } from "./fake-model";
+import {
+  REPO_A,
+  REPO_B,
+  chat,
+  conversation,
+  download,
+  flush,
+  message,
+  mountPerTest,
+} from "./fake-model";
 
 const open = mountPerTest();
 
@@ -16,7 +25,7 @@ const streaming = (content: string) =>
 describe("chat panel", () => {
   it("updates a streaming reply in place without rebuilding the list", () => {
     const { model, el } = open({
-      conversations: [conversation({ messages: [message(), streaming("Hel")] })],
+      ...chat([message(), streaming("Hel")]),
       generating: true,
     });
     const userNode = el.querySelector('[data-id="m1"]');
@@ -26,29 +35,25 @@ describe("chat panel", () => {
     expect(replyNode!.getAttribute("aria-busy")).toBe("true");
 
     model.update({
-      conversations: [conversation({ messages: [message(), streaming("Hello **there**")] })],
+      ...chat([message(), streaming("Hello **there**")]),
     });
     expect(el.querySelector('[data-id="a1"]')).toBe(replyNode);
     expect(el.querySelector('[data-id="m1"]')).toBe(userNode);
     expect(replyNode!.querySelector("strong")!.textContent).toBe("there");
 
     model.update({
-      conversations: [
-        conversation({
-          messages: [
-            message(),
-            message({
-              id: "a1",
-              role: "assistant",
-              content: "Hello **there**!",
-              status: "done",
-              model: REPO_A,
-              new_tokens: 42,
-              tokens_per_s: 18.25,
-            }),
-          ],
+      ...chat([
+        message(),
+        message({
+          id: "a1",
+          role: "assistant",
+          content: "Hello **there**!",
+          status: "done",
+          model: REPO_A,
+          new_tokens: 42,
+          tokens_per_s: 18.25,
         }),
-      ],
+      ]),
       generating: false,
     });
     expect(replyNode!.getAttribute("aria-busy")).toBeNull();
@@ -62,26 +67,19 @@ describe("chat panel", () => {
   it("announces a finished reply to screen readers, but not replies already done", () => {
     const done = message({ id: "a0", role: "assistant", content: "old", model: REPO_A });
     const { model, el } = open({
-      conversations: [conversation({ messages: [done, streaming("Hi")] })],
+      ...chat([done, streaming("Hi")]),
     });
     const announcer = el.querySelector("[aria-live='polite'].cw-sr-only")!;
     expect(announcer).toHaveTextContent("");
     model.update({
-      conversations: [
-        conversation({
-          messages: [
-            done,
-            message({ id: "a1", role: "assistant", content: "Hi all", model: REPO_A }),
-          ],
-        }),
-      ],
+      ...chat([done, message({ id: "a1", role: "assistant", content: "Hi all", model: REPO_A })]),
     });
     expect(announcer).toHaveTextContent("Reply from SmolLM2 135M Instruct: Hi all");
   });
 
   it("keeps the list pinned to the bottom only when it was at the bottom", () => {
     const { model, el } = open({
-      conversations: [conversation({ messages: [message(), streaming("a")] })],
+      ...chat([message(), streaming("a")]),
     });
     const list = el.querySelector<HTMLElement>(".cw-messages")!;
     // jsdom has no layout: the content height grows with the text, the view is 300px.
@@ -97,11 +95,11 @@ describe("chat panel", () => {
     });
 
     list.scrollTop = 1e9; // at the bottom
-    model.update({ conversations: [conversation({ messages: [message(), streaming("ab")] })] });
+    model.update({ ...chat([message(), streaming("ab")]) });
     expect(list.scrollTop).toBe(scrollHeight() - 300);
 
     list.scrollTop = 200; // the user scrolled up to read
-    model.update({ conversations: [conversation({ messages: [message(), streaming("abc")] })] });
+    model.update({ ...chat([message(), streaming("abc")]) });
     expect(list.scrollTop).toBe(200);
   });
 
@@ -112,11 +110,11 @@ describe("chat panel", () => {
     await user.click(box);
     await user.keyboard("first line{Shift>}{Enter}{/Shift}second line");
     expect((box as HTMLTextAreaElement).value).toBe("first line\nsecond line");
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
 
     await user.keyboard("{Enter}");
-    expect(model.sent).toHaveLength(1);
-    expect(model.sent[0]).toMatchObject({ kind: "send", text: "first line\nsecond line" });
+    expect(model.intents()).toHaveLength(1);
+    expect(model.intents()[0]).toMatchObject({ kind: "send", text: "first line\nsecond line" });
     expect((box as HTMLTextAreaElement).value).toBe("");
   });
 
@@ -127,10 +125,24 @@ describe("chat panel", () => {
     const send = within(el).getByRole("button", { name: "Send" });
     await user.type(box, "   ");
     await user.click(send);
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
     await user.type(box, "hi");
     await user.click(send);
     expect(model.sentKinds()).toEqual(["send"]);
+  });
+
+  it("shows the message being sent at once, then the kernel's row for it", async () => {
+    const user = userEvent.setup();
+    const { model, el } = open();
+    await user.type(within(el).getByRole("textbox", { name: "Message" }), "hi there{Enter}");
+    const pending = el.querySelector(".cw-msg-pending")!;
+    expect(pending).toHaveTextContent("hi there");
+    expect(pending.getAttribute("data-status")).toBe("sending");
+    model.reply(true);
+    await flush();
+    model.update(chat([message({ id: "u1", content: "hi there" })]));
+    expect(el.querySelector(".cw-msg-pending")).toBeNull();
+    expect(el.querySelectorAll("article.cw-msg-user")).toHaveLength(1);
   });
 
   it("gives the text back when the kernel refuses the message", async () => {
@@ -142,20 +154,17 @@ describe("chat panel", () => {
     model.reply(false, "no model is loaded");
     await flush();
     expect(box.value).toBe("keep me");
+    expect(el.querySelector(".cw-msg-pending")).toBeNull();
     expect(within(el).getByRole("alert").textContent).toContain("no model is loaded");
   });
 
   it("renders HTML in user and assistant messages as text", () => {
     const hostile = "<img src=x onerror=alert(1)> <script>alert(2)</script>";
     const { el } = open({
-      conversations: [
-        conversation({
-          messages: [
-            message({ content: hostile }),
-            message({ id: "a1", role: "assistant", content: hostile, model: REPO_A }),
-          ],
-        }),
-      ],
+      ...chat([
+        message({ content: hostile }),
+        message({ id: "a1", role: "assistant", content: hostile, model: REPO_A }),
+      ]),
     });
     expect(el.querySelector("img")).toBeNull();
     expect(el.querySelector("script")).toBeNull();
@@ -167,18 +176,14 @@ describe("chat panel", () => {
 
   it("styles code blocks in replies", () => {
     const { el } = open({
-      conversations: [
-        conversation({
-          messages: [
-            message({
-              id: "a1",
-              role: "assistant",
-              content: "Try:\n\n```js\nconsole.log(1)\n```",
-              model: REPO_A,
-            }),
-          ],
+      ...chat([
+        message({
+          id: "a1",
+          role: "assistant",
+          content: "Try:\n\n```js\nconsole.log(1)\n```",
+          model: REPO_A,
         }),
-      ],
+      ]),
     });
     const block = el.querySelector('[data-id="a1"] .cw-code');
     expect(block).not.toBeNull();
@@ -188,7 +193,7 @@ describe("chat panel", () => {
   it("shows Stop while generating and sends stop", async () => {
     const user = userEvent.setup();
     const { model, el } = open({
-      conversations: [conversation({ messages: [message(), streaming("x")] })],
+      ...chat([message(), streaming("x")]),
     });
     expect(within(el).queryByRole("button", { name: "Stop" })).toBeNull();
     model.update({ generating: true });
@@ -205,40 +210,36 @@ describe("chat panel", () => {
     const user = userEvent.setup();
     const done = message({ id: "a1", role: "assistant", content: "ok", model: REPO_A });
     const { model, el } = open({
-      conversations: [conversation({ messages: [message(), done] })],
+      ...chat([message(), done]),
     });
     await user.click(within(el).getByRole("button", { name: "Regenerate" }));
     expect(model.sentKinds()).toEqual(["regenerate"]);
 
     model.update({
-      conversations: [conversation({ messages: [message(), done, message({ id: "m2" })] })],
+      ...chat([message(), done, message({ id: "m2" })]),
     });
     expect(within(el).queryByRole("button", { name: "Regenerate" })).toBeNull();
   });
 
   it("shows stopped and error badges under replies", () => {
     const { el } = open({
-      conversations: [
-        conversation({
-          messages: [
-            message({
-              id: "a1",
-              role: "assistant",
-              content: "half",
-              status: "stopped",
-              model: REPO_A,
-            }),
-            message({
-              id: "a2",
-              role: "assistant",
-              content: "",
-              status: "error",
-              model: REPO_A,
-              error: "out of memory",
-            }),
-          ],
+      ...chat([
+        message({
+          id: "a1",
+          role: "assistant",
+          content: "half",
+          status: "stopped",
+          model: REPO_A,
         }),
-      ],
+        message({
+          id: "a2",
+          role: "assistant",
+          content: "",
+          status: "error",
+          model: REPO_A,
+          error: "out of memory",
+        }),
+      ]),
     });
     expect(el.querySelector('[data-id="a1"] .cw-badge')!.textContent).toBe("Stopped");
     expect(el.querySelector('[data-id="a2"] .cw-badge')!.textContent).toBe("Error");
@@ -257,7 +258,7 @@ describe("chat panel", () => {
     expect(send).toBeDisabled();
     expect(send).toHaveAccessibleDescription(/Waiting for Qwen2.5 0.5B Instruct/);
     await user.type(box, "hello{Enter}");
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
     expect(box.value).toBe("hello"); // the draft is kept
 
     model.update({
@@ -274,25 +275,22 @@ describe("chat panel", () => {
     });
     const box = within(el).getByRole<HTMLTextAreaElement>("textbox", { name: "Message" });
     await user.type(box, "draft one");
-    model.update({ active_conversation: "c2" });
+    model.update({ active_conversation: "c2", ...chat([], { conversationId: "c2" }) });
     expect(box.value).toBe("");
-    model.update({ active_conversation: "c1" });
+    model.update({ active_conversation: "c1", ...chat([]) });
     expect(box.value).toBe("draft one");
   });
 
   it("shows only the active conversation's messages", () => {
     const { model, el } = open({
-      conversations: [
-        conversation({ messages: [message({ content: "in one" })] }),
-        conversation({
-          id: "c2",
-          title: "Second",
-          messages: [message({ id: "x", content: "in two" })],
-        }),
-      ],
+      conversations: [conversation(), conversation({ id: "c2", title: "Second" })],
+      ...chat([message({ content: "in one" })]),
     });
     expect(el.querySelector(".cw-messages")!.textContent).toContain("in one");
-    model.update({ active_conversation: "c2" });
+    model.update({
+      active_conversation: "c2",
+      ...chat([message({ id: "x", content: "in two" })], { conversationId: "c2" }),
+    });
     const text = el.querySelector(".cw-messages")!.textContent;
     expect(text).toContain("in two");
     expect(text).not.toContain("in one");

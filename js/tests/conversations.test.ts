@@ -1,6 +1,6 @@
 import { within } from "@testing-library/dom";
 import userEvent from "@testing-library/user-event";
-import { REPO_B, conversation, message, mountPerTest } from "./fake-model";
+import { REPO_B, chat, conversation, message, mountPerTest } from "./fake-model";
 
 const open = mountPerTest();
 const twoChats = () => ({
@@ -26,7 +26,7 @@ describe("conversations", () => {
     const { model, el } = open(twoChats());
     await user.click(within(el).getByRole("button", { name: "New conversation" }));
     await user.click(within(el).getByRole("button", { name: /^Second/ }));
-    expect(model.sent.map(({ id: _id, ...rest }) => rest)).toEqual([
+    expect(model.intents().map(({ id: _id, ...rest }) => rest)).toEqual([
       { kind: "new_conversation" },
       { kind: "switch_conversation", conversation_id: "c2" },
     ]);
@@ -40,7 +40,7 @@ describe("conversations", () => {
     expect(input).toHaveFocus();
     await user.clear(input);
     await user.type(input, "Renamed{Enter}");
-    expect(model.sent[0]).toMatchObject({
+    expect(model.intents()[0]).toMatchObject({
       kind: "rename_conversation",
       conversation_id: "c2",
       title: "Renamed",
@@ -48,19 +48,15 @@ describe("conversations", () => {
 
     await user.click(within(el).getByRole("button", { name: "Rename First chat" }));
     await user.type(within(el).getByRole("textbox", { name: "Conversation title" }), "zzz{Escape}");
-    expect(model.sent).toHaveLength(1);
+    expect(model.intents()).toHaveLength(1);
     expect(within(el).queryByRole("textbox", { name: "Conversation title" })).toBeNull();
   });
 
   it("does not redraw the list on every streamed token", () => {
     const { model, el } = open(twoChats());
     const before = within(el).getByRole("button", { name: /^First chat/ });
-    model.update({
-      conversations: [
-        conversation({ messages: [message({ content: "streaming…" })] }),
-        twoChats().conversations[1],
-      ],
-    });
+    model.update(chat([message({ content: "streaming…" })]));
+    model.delta("m1", 0, " more");
     expect(within(el).getByRole("button", { name: /^First chat/ })).toBe(before);
   });
 
@@ -70,10 +66,13 @@ describe("conversations", () => {
     await user.click(within(el).getByRole("button", { name: "Delete Second" }));
     const dialog = within(el).getByRole("alertdialog");
     await user.click(within(dialog).getByRole("button", { name: "Keep" }));
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
 
     await user.click(within(el).getByRole("button", { name: "Delete Second" }));
     await user.click(within(el).getByRole("button", { name: "Delete" }));
-    expect(model.sent[0]).toMatchObject({ kind: "delete_conversation", conversation_id: "c2" });
+    expect(model.intents()[0]).toMatchObject({
+      kind: "delete_conversation",
+      conversation_id: "c2",
+    });
   });
 });

@@ -28,23 +28,43 @@ describe("download manager", () => {
     expect(within(r).queryByRole("button", { name: "Retry" })).toBeNull();
   });
 
+  // The kernel says what a row offers (from its lifecycle table); the row only shows it.
   it.each([
-    ["Queued", "Cancel", "0"],
-    ["Downloading", "Cancel", "45"],
-    ["Compiling", "Cancel", "100"],
-    ["Ready", null, "100"],
-    ["Failed", "Retry", "45"],
-    ["Canceled", "Retry", "45"],
-  ] as const)("labels a %s row and offers %s", (state, action, now) => {
+    ["Queued", true, false, "Cancel", "0"],
+    ["Downloading", true, false, "Cancel", "45"],
+    ["Compiling", true, false, "Cancel", "100"],
+    ["Ready", false, false, null, "100"],
+    ["Failed", false, true, "Retry", "45"],
+    ["Canceled", false, true, "Retry", "45"],
+  ] as const)("labels a %s row and offers what the kernel allows", (state, c, r, action, now) => {
     const bytes = state === "Queued" ? { bytes_done: 0 } : {};
-    const { el } = open({ downloads: [download({ state, ...bytes })] });
-    const r = row(el, REPO_B);
-    expect(r.querySelector(".cw-state-pill")).toHaveTextContent(state);
-    expect(within(r).getByRole("progressbar")).toHaveAttribute("aria-valuenow", now);
-    const names = within(r)
+    const { el } = open({
+      downloads: [download({ state, ...bytes, can_cancel: c, can_retry: r })],
+    });
+    const shown = row(el, REPO_B);
+    expect(shown.querySelector(".cw-state-pill")).toHaveTextContent(state);
+    expect(within(shown).getByRole("progressbar")).toHaveAttribute("aria-valuenow", now);
+    const names = within(shown)
       .queryAllByRole("button")
       .map((b) => b.getAttribute("aria-label"));
     expect(names).toEqual(action ? [action] : []);
+  });
+
+  it("offers no Retry where it cannot help, and says what to do instead", () => {
+    const { el } = open({
+      downloads: [
+        download({
+          state: "Failed",
+          error: "gated/tiny-chat is gated: you need access and a token.",
+          can_cancel: false,
+          can_retry: false,
+          action: "Add a token",
+        }),
+      ],
+    });
+    const shown = row(el, REPO_B);
+    expect(within(shown).queryByRole("button", { name: "Retry" })).toBeNull();
+    expect(shown).toHaveTextContent("What to do: Add a token");
   });
 
   it("shows the error message on a failed row", () => {
@@ -89,11 +109,11 @@ describe("download manager", () => {
     await user.click(cancel);
     const dialog = within(el).getByRole("alertdialog");
     expect(dialog).toHaveTextContent(REPO_B);
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
     await user.click(within(dialog).getByRole("button", { name: "Cancel download" }));
     expect(within(el).queryByRole("alertdialog")).toBeNull();
-    expect(model.sent).toHaveLength(1);
-    expect(model.sent[0]).toMatchObject({ kind: "cancel_download", repo_id: REPO_B });
+    expect(model.intents()).toHaveLength(1);
+    expect(model.intents()[0]).toMatchObject({ kind: "cancel_download", repo_id: REPO_B });
     model.reply(true);
     await flush();
     expect(cancel).toHaveFocus();
@@ -106,7 +126,7 @@ describe("download manager", () => {
     await user.click(cancel);
     await user.click(within(el).getByRole("button", { name: "Keep downloading" }));
     expect(within(el).queryByRole("alertdialog")).toBeNull();
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
     expect(cancel).toHaveFocus();
   });
 
@@ -128,16 +148,18 @@ describe("download manager", () => {
     expect(confirm).toHaveFocus();
     await user.keyboard("{Escape}");
     expect(within(el).queryByRole("alertdialog")).toBeNull();
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
     expect(cancel).toHaveFocus();
   });
 
   it("sends retry_download from Retry on a failed row", async () => {
     const user = userEvent.setup();
-    const { model, el } = open({ downloads: [download({ state: "Failed", error: "boom" })] });
+    const { model, el } = open({
+      downloads: [download({ state: "Failed", error: "boom", can_cancel: false, can_retry: true })],
+    });
     await user.click(within(row(el, REPO_B)).getByRole("button", { name: "Retry" }));
-    expect(model.sent).toHaveLength(1);
-    expect(model.sent[0]).toMatchObject({ kind: "retry_download", repo_id: REPO_B });
+    expect(model.intents()).toHaveLength(1);
+    expect(model.intents()[0]).toMatchObject({ kind: "retry_download", repo_id: REPO_B });
   });
 
   it("focuses itself when download_focus_seq grows, not on first render", () => {

@@ -3,15 +3,21 @@
 
 import type { AnyModel } from "@anywidget/types";
 import render from "../src/index";
-import type {
-  ConversationRow,
-  DownloadRow,
-  MessageRow,
-  ModelRow,
-  Reply,
-  Request,
-  WidgetState,
+import {
+  DEFAULT_SETTINGS,
+  type ConversationRow,
+  type Delta,
+  type DownloadRow,
+  type MessageRow,
+  type ModelRow,
+  type Reply,
+  type Request,
+  type Transcript,
+  type WidgetState,
 } from "../src/protocol";
+
+/** Requests the view makes on its own to stay in sync (not the user's intents). */
+const SYNC_KINDS = new Set(["resync", "history"]);
 
 // Same handler shape as AnyModel (it takes any arguments).
 type Handler = (...args: any[]) => void;
@@ -48,24 +54,66 @@ export class FakeModel implements AnyModel<WidgetState> {
     this.sent.push(content);
   }
 
-  /** Kernel side: change traits and fire `change:<trait>` for each. */
+  /** Kernel side: change traits and fire `change:<trait>` for each, as one batch with the
+   * next `seq` (unless `changes` gives one). */
   update(changes: Partial<WidgetState>): void {
-    Object.assign(this.state, changes);
-    for (const key of Object.keys(changes)) this.emit(`change:${key}`);
+    const batch = { seq: this.state.seq + 1, ...changes };
+    Object.assign(this.state, batch);
+    for (const key of Object.keys(batch)) this.emit(`change:${key}`);
+  }
+
+  /** Kernel side: the next `seq` number (as a delta would take it). */
+  nextSeq(): number {
+    this.state.seq += 1; // not a trait change event: deltas are custom messages
+    return this.state.seq;
+  }
+
+  /** Kernel side: stream `text` into message `messageId` as its chunk `index`. */
+  delta(messageId: string, index: number, text: string, conversationId = "c1"): Delta {
+    const delta: Delta = {
+      kind: "delta",
+      seq: this.nextSeq(),
+      conversation_id: conversationId,
+      message_id: messageId,
+      index,
+      text,
+    };
+    this.emit("msg:custom", delta, []);
+    return delta;
   }
 
   emit(event: string, ...args: unknown[]): void {
     for (const handler of [...(this.handlers.get(event) ?? [])]) handler(...args);
   }
 
-  /** Kernel side: answer the request with `id` (the last one by default). */
-  reply(ok: boolean, error?: string, id?: string): Reply {
-    const request = id ? this.sent.find((r) => r.id === id) : this.sent[this.sent.length - 1];
+  /** Kernel side: answer the request with `id` (the user's last intent by default). */
+  reply(ok: boolean, error?: string, id?: string, extra: Partial<Reply> = {}): Reply {
+    const intents = this.intents();
+    const request = id ? this.sent.find((r) => r.id === id) : intents[intents.length - 1];
     if (!request) throw new Error("no request to reply to");
-    const reply: Reply = { id: request.id, kind: `${request.kind}-response`, ok };
+    const reply: Reply = {
+      id: request.id,
+      kind: `${request.kind}-response`,
+      ok,
+      seq: this.state.seq,
+      busy: this.state.busy,
+      ...extra,
+    };
     if (error !== undefined) reply.error = error;
     this.emit("msg:custom", reply, []);
     return reply;
+  }
+
+  /** Kernel side: answer the latest `resync` with the whole state (as it is now). */
+  answerResync(state: WidgetState = this.state): Reply {
+    const request = [...this.sent].reverse().find((r) => r.kind === "resync");
+    if (!request) throw new Error("no resync request to answer");
+    return this.reply(true, undefined, request.id, { state: structuredClone(state) });
+  }
+
+  /** The user's intents, without the requests the view makes to stay in sync. */
+  intents(): Request[] {
+    return this.sent.filter((r) => !SYNC_KINDS.has(r.kind));
   }
 
   /** Number of listeners currently registered. */
@@ -75,8 +123,9 @@ export class FakeModel implements AnyModel<WidgetState> {
     return n;
   }
 
+  /** Kinds of the user's intents (sync requests left out). */
   sentKinds(): string[] {
-    return this.sent.map((r) => r.kind);
+    return this.intents().map((r) => r.kind);
   }
 }
 
@@ -91,6 +140,9 @@ export function modelRow(overrides: Partial<ModelRow> = {}): ModelRow {
     size_bytes: 269_060_552,
     state: "Ready",
     error: null,
+    can_cancel: false,
+    can_retry: false,
+    action: null,
     ...overrides,
   };
 }
@@ -105,6 +157,7 @@ export function message(overrides: Partial<MessageRow> = {}): MessageRow {
     new_tokens: null,
     tokens_per_s: null,
     error: null,
+    chunks: 0,
     ...overrides,
   };
 }
@@ -115,13 +168,45 @@ export function conversation(overrides: Partial<ConversationRow> = {}): Conversa
     title: "First chat",
     active_model: REPO_A,
     requested_model: REPO_A,
-    messages: [],
     ...overrides,
+  };
+}
+
+/** Trait `transcript` holding `messages` of conversation `conversationId` (all of them,
+ * unless `start` says the window starts later). */
+export function transcript(
+  messages: MessageRow[],
+  options: { conversationId?: string; start?: number; total?: number; epoch?: number } = {},
+): Transcript {
+  const start = options.start ?? 0;
+  return {
+    conversation_id: options.conversationId ?? "c1",
+    epoch: options.epoch ?? 0,
+    start,
+    total: options.total ?? start + messages.length,
+    messages,
+  };
+}
+
+/** The state change that shows `messages` in conversation `conversationId`. */
+export function chat(
+  messages: MessageRow[],
+  options: Parameters<typeof transcript>[1] = {},
+): Partial<WidgetState> {
+  return { transcript: transcript(messages, options) };
+}
+
+/** What the kernel's lifecycle table allows in `state` (the fake plays the kernel here). */
+function allowed(state: DownloadRow["state"]): Pick<DownloadRow, "can_cancel" | "can_retry"> {
+  return {
+    can_cancel: ["Queued", "Downloading", "Compiling", "Connecting"].includes(state),
+    can_retry: ["Failed", "Canceled"].includes(state),
   };
 }
 
 export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
   return {
+    ...allowed(overrides.state ?? "Downloading"),
     repo_id: REPO_B,
     state: "Downloading",
     bytes_done: 450_000_000,
@@ -130,12 +215,15 @@ export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
     eta_s: 131,
     error: null,
     file: "model.safetensors",
+    action: null,
     ...overrides,
   };
 }
 
 export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
   return {
+    seq: 1,
+    busy: false,
     models: [
       modelRow(),
       modelRow({
@@ -148,14 +236,9 @@ export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
     ],
     conversations: [conversation()],
     active_conversation: "c1",
+    transcript: transcript([]),
     downloads: [],
-    settings: {
-      system_prompt: "",
-      max_new_tokens: 256,
-      temperature: 0.7,
-      top_p: 0.9,
-      do_sample: true,
-    },
+    settings: { ...DEFAULT_SETTINGS },
     generating: false,
     last_switch: null,
     download_focus_seq: 0,

@@ -1,6 +1,6 @@
 // Keyboard users keep their place when the button they are on goes away with a state change.
 import { within } from "@testing-library/dom";
-import { conversation, download, message, mountPerTest, REPO_A, REPO_B } from "./fake-model";
+import { chat, download, message, mountPerTest, REPO_A, REPO_B } from "./fake-model";
 
 const open = mountPerTest();
 
@@ -41,17 +41,17 @@ describe("focus follows the download row's actions", () => {
 
 describe("focus follows the composer's actions", () => {
   const reply = message({ id: "m2", role: "assistant", content: "Hi", model: REPO_A });
-  const chat = [conversation({ messages: [message(), reply] })];
+  const turn = chat([message(), reply]);
 
   it("moves from Stop to the message box when the reply ends", () => {
-    const { model, el } = open({ conversations: chat, generating: true });
+    const { model, el } = open({ ...turn, generating: true });
     within(el).getByRole("button", { name: "Stop" }).focus();
     model.update({ generating: false });
     expect(within(el).getByRole("textbox", { name: "Message" })).toHaveFocus();
   });
 
   it("moves from Regenerate to Stop while the new reply is written", () => {
-    const { model, el } = open({ conversations: chat });
+    const { model, el } = open(turn);
     within(el).getByRole("button", { name: "Regenerate" }).focus();
     model.update({ generating: true });
     expect(within(el).getByRole("button", { name: "Stop" })).toHaveFocus();

@@ -61,8 +61,8 @@ describe("model selector", () => {
     const { model, el } = open();
     const select = within(el).getByRole("combobox", { name: "Model" });
     await user.selectOptions(select, REPO_B);
-    expect(model.sent).toHaveLength(1);
-    expect(model.sent[0]).toMatchObject({ kind: "select_model", repo_id: REPO_B });
+    expect(model.intents()).toHaveLength(1);
+    expect(model.intents()[0]).toMatchObject({ kind: "select_model", repo_id: REPO_B });
   });
 
   it("reverts the choice and shows the error when the kernel refuses it", async () => {
@@ -136,19 +136,22 @@ describe("model selector", () => {
 
     await user.type(input, "not a repo id");
     await user.click(add);
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
     expect(input).toHaveAttribute("aria-invalid", "true");
     expect(input).toHaveAccessibleDescription(/org\/name/);
 
     await user.clear(input);
     await user.type(input, "org/bad..name{Enter}");
-    expect(model.sent).toHaveLength(0);
+    expect(model.intents()).toHaveLength(0);
 
     await user.clear(input);
     expect(input).not.toHaveAttribute("aria-invalid");
     await user.type(input, "  my-org/My_Model-1.5B  {Enter}");
-    expect(model.sent).toHaveLength(1);
-    expect(model.sent[0]).toMatchObject({ kind: "add_model", repo_id: "my-org/My_Model-1.5B" });
+    expect(model.intents()).toHaveLength(1);
+    expect(model.intents()[0]).toMatchObject({
+      kind: "add_model",
+      repo_id: "my-org/My_Model-1.5B",
+    });
     model.reply(true);
     await flush();
     expect(input).toHaveValue("");

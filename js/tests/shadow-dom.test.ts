@@ -60,7 +60,7 @@ describe("inside a shadow root (as in marimo)", () => {
       press(confirm, "Escape");
       expect(within(el).queryByRole("alertdialog")).toBeNull();
       expect(root.activeElement).toBe(cancel);
-      expect(model.sent).toHaveLength(0);
+      expect(model.intents()).toHaveLength(0);
     } finally {
       cleanup();
     }

@@ -1,15 +1,7 @@
 import { within } from "@testing-library/dom";
 import userEvent from "@testing-library/user-event";
 import render from "../src/index";
-import {
-  FakeModel,
-  REPO_B,
-  conversation,
-  download,
-  message,
-  mount,
-  widgetState,
-} from "./fake-model";
+import { FakeModel, REPO_B, chat, download, message, mount, widgetState } from "./fake-model";
 
 describe("widget", () => {
   it("mounts the three panels with their accessible names", () => {
@@ -41,7 +33,7 @@ describe("widget", () => {
   it("a second render of the same model shows the same state", () => {
     const model = new FakeModel(
       widgetState({
-        conversations: [conversation({ messages: [message({ content: "still here" })] })],
+        ...chat([message({ content: "still here" })]),
         downloads: [download()],
       }),
     );
@@ -107,7 +99,9 @@ describe("widget", () => {
 
   it("never writes traits", async () => {
     const user = userEvent.setup();
-    const { model, el, cleanup } = mount({ downloads: [download({ state: "Failed" })] });
+    const { model, el, cleanup } = mount({
+      downloads: [download({ state: "Failed", can_cancel: false, can_retry: true })],
+    });
     await user.type(within(el).getByRole("textbox", { name: "Message" }), "hi{Enter}");
     await user.click(within(el).getByRole("button", { name: "Retry" }));
     await user.selectOptions(within(el).getByRole("combobox", { name: "Model" }), REPO_B);

@@ -1,102 +1,187 @@
-"""TraitPublisher: one writer thread, coalesced updates, errors surfaced."""
+"""Publisher: one writer thread, only what changed, coalesced, every message numbered."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection
 from typing import Any
 
-from chatwidget.widget.sync import TraitPublisher
+from chatwidget.session.deltas import DeltaStream
+from chatwidget.widget.sync import Publisher
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {"n": 0}
-        self.batches: list[dict[str, Any]] = []
+class Source:
+    """Plays the session (what changed, the values, streamed text) and the widget (sinks)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.values: dict[str, Any] = {"n": 0}
+        self.changed: set[str] = {"n"}
+        self.lock = threading.Lock()
+        self.rendered: list[set[str]] = []
+        self.sent: list[tuple[str, dict[str, Any]]] = []  # ("traits" | "custom", message)
         self.threads: set[str] = set()
+        self.fail_next = False
+        self.deltas = DeltaStream(self.poke)
+        self.pub = Publisher(
+            take_changes=self.take,
+            render=self.render,
+            apply=lambda v: self.record("traits", v),
+            take_deltas=self.deltas.take,
+            send=lambda m: self.record("custom", m),
+            **kwargs,
+        )
 
-    def render(self) -> Mapping[str, Any]:
-        return dict(self.state)
+    def poke(self) -> None:
+        self.pub.poke()
 
-    def apply(self, changed: Mapping[str, Any]) -> None:
+    def change(self, **values: Any) -> None:
+        with self.lock:
+            self.values.update(values)
+            self.changed.update(values)
+        self.pub.poke()
+
+    def take(self) -> set[str]:
+        with self.lock:
+            changed, self.changed = self.changed, set()
+            return changed
+
+    def render(self, names: Collection[str]) -> dict[str, Any]:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        self.rendered.append(set(names))
+        with self.lock:
+            return {name: self.values[name] for name in names}
+
+    def record(self, what: str, message: dict[str, Any]) -> None:
         self.threads.add(threading.current_thread().name)
-        self.batches.append(dict(changed))
+        self.sent.append((what, dict(message)))
+
+    def batches(self) -> list[dict[str, Any]]:
+        return [m for what, m in self.sent if what == "traits"]
+
+    def seqs(self) -> list[int]:
+        return [m["seq"] for _, m in self.sent]
 
 
-def test_flush_publishes_latest_state_only_changed_keys() -> None:
-    rec = Recorder()
-    pub = TraitPublisher(rec.render, rec.apply, min_interval=0.01)
+def test_only_changed_traits_are_rendered_and_each_batch_is_numbered() -> None:
+    src = Source(trait_interval=0.0, delta_interval=0.0)
     try:
-        assert pub.flush()
-        rec.state = {"n": 1, "m": "x"}
-        assert pub.flush()
-        rec.state = {"n": 1, "m": "y"}
-        assert pub.flush()
-        assert rec.batches == [{"n": 0}, {"n": 1, "m": "x"}, {"m": "y"}]
+        assert src.pub.flush()
+        src.change(a=1, b="x")
+        assert src.pub.flush()
+        src.change(b="y")
+        assert src.pub.flush()
+        assert src.rendered == [{"n"}, {"a", "b"}, {"b"}]
+        assert src.batches() == [
+            {"n": 0, "seq": 1},
+            {"a": 1, "b": "x", "seq": 2},
+            {"b": "y", "seq": 3},
+        ]
+        assert src.pub.seq == 3
     finally:
-        pub.close()
+        src.pub.close()
 
 
 def test_many_pokes_are_coalesced_into_few_writes() -> None:
-    rec = Recorder()
-    pub = TraitPublisher(rec.render, rec.apply, min_interval=0.2)
+    src = Source(trait_interval=0.2)
     try:
-        assert pub.flush()
+        assert src.pub.flush()
         for i in range(1, 501):
-            rec.state = {"n": i}
-            pub.poke()
-        assert pub.flush()
-        assert rec.batches[-1] == {"n": 500}
+            src.change(n=i)
+        assert src.pub.flush()
+        assert src.batches()[-1]["n"] == 500
         # 500 pokes within a few intervals: a handful of writes, not 500.
-        assert len(rec.batches) < 20
+        assert len(src.batches()) < 20
     finally:
-        pub.close()
+        src.pub.close()
+
+
+def test_streamed_text_goes_out_as_numbered_deltas_after_the_traits_of_the_same_round() -> None:
+    src = Source(trait_interval=0.0, delta_interval=0.0)
+    try:
+        assert src.pub.flush()
+        src.deltas.open("c1", "m1")
+        src.change(transcript="m1 is streaming")
+        for piece in ["Hel", "lo", " there"]:
+            src.deltas.append("m1", piece)
+        assert src.pub.flush()
+        src.deltas.append("m1", "!")
+        assert src.pub.flush()
+        customs = [m for what, m in src.sent if what == "custom"]
+        assert "".join(m["text"] for m in customs) == "Hello there!"
+        assert [m["index"] for m in customs] == list(range(len(customs)))
+        assert all(m["kind"] == "delta" and m["message_id"] == "m1" for m in customs)
+        seqs = src.seqs()
+        assert seqs == list(range(1, len(seqs) + 1))  # one counter for traits and deltas
+        first_delta = next(i for i, (what, _) in enumerate(src.sent) if what == "custom")
+        assert "transcript" in src.sent[first_delta - 1][1]
+    finally:
+        src.pub.close()
+
+
+def test_text_pieces_wake_the_publisher_once_per_chunk() -> None:
+    pokes = [0]
+    deltas = DeltaStream(lambda: pokes.__setitem__(0, pokes[0] + 1))
+    deltas.open("c1", "m1")
+    for _ in range(100):
+        deltas.append("m1", "x")
+    assert pokes[0] == 1
+    (chunk,) = deltas.take()
+    assert (chunk.index, chunk.text) == (0, "x" * 100)
+    deltas.append("m1", "y")
+    assert pokes[0] == 2
+    assert deltas.snapshot("m1") == ("x" * 100, 1)  # only what was taken
+    assert deltas.text("m1") == "x" * 100 + "y"
+    assert deltas.close("m1") == "x" * 100 + "y"
+    assert deltas.take() == []
 
 
 def test_all_writes_happen_on_the_publisher_thread() -> None:
-    rec = Recorder()
-    pub = TraitPublisher(rec.render, rec.apply, min_interval=0.0, name="only-writer")
+    src = Source(trait_interval=0.0, delta_interval=0.0, name="only-writer")
     try:
         workers = [
-            threading.Thread(target=lambda: [pub.poke() for _ in range(50)]) for _ in range(4)
+            threading.Thread(target=lambda k=k: [src.change(**{f"w{k}": i}) for i in range(50)])
+            for k in range(4)
         ]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-        rec.state = {"n": 7}
-        assert pub.flush()
-        assert rec.threads == {"only-writer"}
+        assert src.pub.flush()
+        assert src.threads == {"only-writer"}
     finally:
-        pub.close()
+        src.pub.close()
 
 
 def test_render_failure_is_reported_and_publisher_keeps_running() -> None:
     errors: list[BaseException] = []
-    rec = Recorder()
-    fail = threading.Event()
-
-    def render() -> Mapping[str, Any]:
-        if fail.is_set():
-            fail.clear()
-            raise RuntimeError("boom")
-        return rec.render()
-
-    pub = TraitPublisher(render, rec.apply, min_interval=0.0, on_error=errors.append)
+    src = Source(trait_interval=0.0, delta_interval=0.0, on_error=errors.append)
     try:
-        fail.set()
-        assert pub.flush()
+        assert src.pub.flush()
+        src.fail_next = True
+        src.change(n=2)
+        assert src.pub.flush()
         assert [str(e) for e in errors] == ["boom"]
-        rec.state = {"n": 3}
-        assert pub.flush()
-        assert rec.batches[-1] == {"n": 3}
+        src.change(n=3)
+        assert src.pub.flush()
+        assert src.batches()[-1]["n"] == 3
     finally:
-        pub.close()
+        src.pub.close()
 
 
 def test_close_stops_the_thread() -> None:
-    rec = Recorder()
-    pub = TraitPublisher(rec.render, rec.apply)
-    pub.close(timeout=2.0)
-    assert not pub.alive
-    assert not pub.flush(timeout=0.5)
+    src = Source()
+    src.pub.close(timeout=2.0)
+    assert not src.pub.alive
+    assert not src.pub.flush(timeout=0.5)
+
+
+def test_a_checkpointer_is_poked_after_every_piece_and_reads_the_text_so_far() -> None:
+    deltas = DeltaStream()
+    seen: list[str | None] = []
+    deltas.open("c1", "m1", on_append=lambda: seen.append(deltas.text("m1")))
+    for piece in ["a", "b", "c"]:
+        deltas.append("m1", piece)
+    deltas.take()
+    assert seen == ["a", "ab", "abc"]

@@ -1,90 +1,20 @@
 """ChatWidget headless, on the real stack: local hub, real downloader, engine and queue.
 
-The front end is replaced by the comm boundary only: incoming intents go through
-ipywidgets' own message dispatch (``_handle_msg``), and what the kernel would send to the
-browser is recorded from the comm. The browser tests cover the real front end.
+The front end is replaced by the comm boundary only (tests/widget/frontend.py). The browser
+tests cover the real front end.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from chatwidget.testing.hub import LocalHub
 from chatwidget.widget import ChatWidget
+from tests.widget.frontend import FrontEnd, wait_for
 
 TINY, TINY_B = "demo/tiny-chat", "demo/tiny-chat-b"
-
-
-class FrontEnd:
-    """Records what the kernel sends over the widget's comm and sends intents into it."""
-
-    def __init__(self, chat: ChatWidget) -> None:
-        self.chat = chat
-        self.sent: list[tuple[float, dict[str, Any]]] = []
-        chat.comm.publish_msg = self._record
-        self._n = 0
-
-    def _record(self, msg_type: str, data: Any = None, **_: Any) -> None:
-        if isinstance(data, dict):
-            self.sent.append((time.monotonic(), data))
-
-    def intent(self, content: Any) -> dict[str, Any]:
-        """Send one message as the browser would; return the kernel's reply to it."""
-        before = len(self.sent)
-        msg = {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
-        self.chat._handle_msg(msg)
-        replies = [d["content"] for _, d in self.sent[before:] if d.get("method") == "custom"]
-        assert len(replies) == 1, replies
-        return replies[0]
-
-    def request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        self._n += 1
-        return self.intent({"id": f"r{self._n}", "kind": kind, **fields})
-
-    def state_updates(self, trait: str) -> list[float]:
-        return [
-            t for t, d in self.sent if d.get("method") == "update" and trait in d.get("state", {})
-        ]
-
-
-def wait_for(
-    chat: ChatWidget, predicate: Callable[[], bool], timeout: float = 60.0, what: str = ""
-) -> None:
-    """Wait until ``predicate()`` holds, re-checking on every orchestrator event."""
-    changed = threading.Event()
-    unsubscribe = chat.subscribe(lambda _event: changed.set())
-    try:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for {what or predicate}")
-            changed.wait(left)
-            changed.clear()
-    finally:
-        unsubscribe()
-
-
-@pytest.fixture
-def make_chat(hf_cache: Path, local_hub: LocalHub) -> Iterator[Callable[..., ChatWidget]]:
-    made: list[ChatWidget] = []
-
-    def make(**kwargs: Any) -> ChatWidget:
-        kwargs.setdefault("models", [TINY, TINY_B])
-        chat = ChatWidget(endpoint=local_hub.url, cache_dir=hf_cache, **kwargs)
-        chat.set_settings(max_new_tokens=24)  # short replies keep the suite fast
-        made.append(chat)
-        return chat
-
-    yield make
-    for chat in made:
-        chat.close()
 
 
 def test_select_downloads_loads_and_chats_on_the_model(
@@ -115,8 +45,9 @@ def test_select_downloads_loads_and_chats_on_the_model(
     assert row["repo_id"] == TINY
     assert row["state"] == "Ready"
     assert row["bytes_done"] == row["bytes_total"] > 0
-    # The reply reached the front end as synced state.
-    assert front.state_updates("conversations")
+    # The reply reached the front end: as deltas while streaming, then as synced state.
+    assert front.state_updates("transcript")
+    assert "".join(d["text"] for d in front.deltas()) in text
 
 
 def test_chat_keeps_answering_on_current_model_while_another_downloads(
@@ -286,7 +217,7 @@ def test_token_never_enters_widget_state(make_chat: Callable[..., ChatWidget]) -
     assert chat.wait_until_idle(120)
     state = chat.get_state()
     assert secret not in repr(state)
-    assert all(secret not in repr(d) for _, d in front.sent)
+    assert all(secret not in repr(d) for d in front.messages())
     assert secret not in repr(chat._runtime.downloader)
 
 

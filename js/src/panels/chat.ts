@@ -1,18 +1,24 @@
 // The chat panel: message list with streamed replies, and the composer.
 //
 // Messages are keyed by id and updated in place: while a reply streams, only that
-// message's body is re-rendered. The list stays pinned to the bottom when it was there.
+// message's body is re-rendered, once per delta. Older pages of a long conversation are
+// drawn once (they do not change) and more are fetched with "Show earlier messages"; only
+// the kernel's last page is compared on a change. The list stays pinned to the bottom when
+// it was there.
 
 import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatRate } from "../format";
 import { enableCodeCopy, setMarkdown } from "../markdown";
-import type { ConversationRow, MessageRow } from "../protocol";
+import { MAX_TEXT_BYTES, type ConversationRow, type MessageRow } from "../protocol";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
+import type { TranscriptView } from "../transcript";
 import type { UiState } from "../ui-state";
 
 /** Distance from the bottom (px) within which the list counts as "at the bottom". */
 const PIN_SLACK_PX = 32;
+/** Older messages fetched per "Show earlier messages" (and once when a conversation opens). */
+export const HISTORY_BATCH = 100;
 const ROLE_LABELS: Record<MessageRow["role"], string> = {
   user: "You",
   assistant: "Assistant",
@@ -42,6 +48,7 @@ class MessageView {
       this.errorEl,
       this.meta,
     ]);
+
     this.update(message);
   }
 
@@ -49,16 +56,8 @@ class MessageView {
   update(message: MessageRow): boolean {
     const finished = this.status === "streaming" && message.status !== "streaming";
     if (message.content !== this.content || message.status !== this.status) {
-      this.content = message.content;
       this.status = message.status;
-      if (message.role === "assistant") setMarkdown(this.body, message.content);
-      else setText(this.body, message.content);
-      if (message.status === "streaming") {
-        // Put the caret at the end of the last paragraph, not on a line of its own.
-        const last = this.body.lastElementChild;
-        const host = last?.tagName === "P" ? last : this.body;
-        host.append(h("span", { class: "cw-caret", "aria-hidden": "true" }));
-      }
+      this.drawBody(message.role, message.content);
     }
     this.el.dataset.status = message.status;
     setAttr(this.el, "aria-busy", message.status === "streaming" ? "true" : null);
@@ -69,6 +68,23 @@ class MessageView {
     this.errorEl.hidden = message.status !== "error";
     this.drawMeta(message);
     return finished;
+  }
+
+  /** New streamed text of this (streaming) message. */
+  streamed(role: MessageRow["role"], text: string): void {
+    if (text !== this.content) this.drawBody(role, text);
+  }
+
+  private drawBody(role: MessageRow["role"], content: string): void {
+    this.content = content;
+    if (role === "assistant") setMarkdown(this.body, content);
+    else setText(this.body, content);
+    if (this.status === "streaming") {
+      // Put the caret at the end of the last paragraph, not on a line of its own.
+      const last = this.body.lastElementChild;
+      const host = last?.tagName === "P" ? last : this.body;
+      host.append(h("span", { class: "cw-caret", "aria-hidden": "true" }));
+    }
   }
 
   private drawMeta(message: MessageRow): void {
@@ -120,12 +136,18 @@ export class ChatPanel {
   private readonly modelChip: HTMLElement;
   private readonly list: HTMLElement;
   private readonly empty: HTMLElement;
+  private readonly earlier: HTMLButtonElement;
   private readonly hint: HTMLElement;
   private readonly announcer: HTMLElement;
   private readonly views = new Map<string, MessageView>();
   private readonly removeCopy: () => void;
   private conversationId: string | null = null;
+  private resets = 0;
+  private autosizedLength = 0;
+  /** The message being sent, shown until the kernel's transcript holds it. */
+  private pending: { el: HTMLElement; total: number } | null = null;
   private canSend = false;
+  private loadingEarlier = false;
 
   constructor(
     private readonly store: Store,
@@ -138,7 +160,12 @@ export class ChatPanel {
       h("p", { class: "cw-empty-title" }, ["Start a conversation"]),
       h("p", {}, ["Pick a model above, type a message below, and press Enter."]),
     ]);
+    this.earlier = h("button", { type: "button", class: "cw-btn cw-btn-small cw-earlier" }, [
+      "Show earlier messages",
+    ]);
+    this.earlier.addEventListener("click", () => void this.loadEarlier());
     this.list = h("div", { class: "cw-messages", tabindex: 0, "aria-label": "Messages" }, [
+      this.earlier,
       this.empty,
     ]);
     this.removeCopy = enableCodeCopy(this.list);
@@ -204,53 +231,116 @@ export class ChatPanel {
     ]);
   }
 
-  /** Redraw from traits. Cheap when little changed: only changed messages are touched. */
-  update(): void {
+  /**
+   * Redraw from the kernel's state: header and composer always, the messages when
+   * `messages` (the transcript changed). Cheap when little changed: only the kernel's last
+   * page is compared, and only changed messages are touched.
+   */
+  update(messages = true): void {
     const conv = this.store.activeConversation;
-    const switched = (conv?.id ?? null) !== this.conversationId;
-    if (switched) this.enterConversation(conv);
-    this.drawMessages(conv?.messages ?? [], switched);
+    const transcript = this.store.transcript;
+    const switched =
+      transcript.conversationId !== this.conversationId || transcript.resets !== this.resets;
+    if (switched) this.enterConversation(conv, transcript);
+    if (messages || switched) this.drawMessages(switched);
     this.drawHeader(conv);
     this.drawComposer(conv);
+  }
+
+  /** Streamed text arrived for message `id`. */
+  streamed(id: string): void {
+    const view = this.views.get(id);
+    const text = this.store.transcript.streamText(id);
+    if (!view || text === null) return;
+    const list = this.list;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight <= PIN_SLACK_PX;
+    view.streamed("assistant", text);
+    if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
   destroy(): void {
     this.removeCopy();
   }
 
-  private enterConversation(conv: ConversationRow | null): void {
-    this.conversationId = conv?.id ?? null;
+  private enterConversation(conv: ConversationRow | null, transcript: TranscriptView): void {
+    this.conversationId = transcript.conversationId;
+    this.resets = transcript.resets;
+    this.clearPending();
     for (const view of this.views.values()) view.el.remove();
     this.views.clear();
     this.textbox.value = conv ? (this.ui.drafts.get(conv.id) ?? "") : "";
     this.autosize();
   }
 
-  private drawMessages(messages: MessageRow[], forceBottom: boolean): void {
+  private drawMessages(forceBottom: boolean): void {
+    const transcript = this.store.transcript;
+    if (this.pending && transcript.total > this.pending.total) this.clearPending();
+    const messages = transcript.messages();
+    // Rows before the kernel's window never change: draw them once, compare only the rest.
+    const settled = transcript.windowStart - transcript.loadedFrom;
     const list = this.list;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight <= PIN_SLACK_PX;
     const seen = new Set<string>();
     let anchor: Element | null = this.empty.nextElementSibling;
-    for (const message of messages) {
+    messages.forEach((message, i) => {
       seen.add(message.id);
       let view = this.views.get(message.id);
       if (view) {
-        if (view.update(message) && message.role === "assistant") this.announce(message);
+        if (i >= settled && view.update(message) && message.role === "assistant") {
+          this.announce(message);
+        }
       } else {
         view = new MessageView(message, this.store);
         this.views.set(message.id, view);
       }
       if (view.el === anchor) anchor = anchor.nextElementSibling;
       else list.insertBefore(view.el, anchor);
-    }
-    for (const [id, view] of this.views) {
-      if (!seen.has(id)) {
-        view.el.remove();
-        this.views.delete(id);
+    });
+    if (this.views.size > seen.size) {
+      for (const [id, view] of this.views) {
+        if (!seen.has(id)) {
+          view.el.remove();
+          this.views.delete(id);
+        }
       }
     }
-    this.empty.hidden = messages.length > 0;
+    this.empty.hidden = messages.length > 0 || this.pending !== null;
+    this.drawEarlier();
     if (atBottom || forceBottom) list.scrollTop = list.scrollHeight;
+    if (forceBottom && transcript.loadedFrom > 0) void this.loadEarlier();
+  }
+
+  private drawEarlier(): void {
+    const more = this.store.transcript.loadedFrom;
+    this.earlier.hidden = more <= 0;
+    this.earlier.disabled = this.loadingEarlier;
+    setText(
+      this.earlier,
+      this.loadingEarlier ? "Loading earlier messages…" : `Show earlier messages (${more} more)`,
+    );
+  }
+
+  /** Fetch the page before the oldest message shown, keeping what is on screen in place. */
+  private async loadEarlier(): Promise<void> {
+    const transcript = this.store.transcript;
+    if (this.loadingEarlier || transcript.loadedFrom <= 0) return;
+    this.loadingEarlier = true;
+    this.drawEarlier();
+    const reply = await this.rpc.request({
+      kind: "history",
+      conversation_id: transcript.conversationId,
+      before: transcript.loadedFrom,
+      limit: HISTORY_BATCH,
+    });
+    this.loadingEarlier = false;
+    const list = this.list;
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    if (reply.ok && reply.page && transcript.prepend(reply.page)) {
+      this.drawMessages(false);
+      list.scrollTop = Math.max(0, list.scrollHeight - fromBottom);
+    } else {
+      this.drawEarlier(); // another conversation by now, or the kernel refused (reported)
+    }
   }
 
   /** Tell screen readers a reply is complete (the list itself is not a live region). */
@@ -295,8 +385,7 @@ export class ChatPanel {
 
     const focused = activeElementOf(this.el);
     this.stopButton.hidden = !generating;
-    const messages = conv?.messages ?? [];
-    const last = messages[messages.length - 1];
+    const last = this.store.transcript.last;
     this.regenerateButton.hidden = !(
       !generating &&
       active !== null &&
@@ -316,11 +405,18 @@ export class ChatPanel {
   private async send(): Promise<void> {
     const text = this.textbox.value;
     if (!this.canSend || text.trim() === "") return;
+    if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
+      setText(this.hint, `This message is over ${MAX_TEXT_BYTES / 1_000_000} MB: shorten it.`);
+      this.hint.classList.add("cw-hint-blocked");
+      return; // the text stays in the box
+    }
     const conversationId = this.conversationId;
     this.textbox.value = "";
     if (conversationId !== null) this.ui.drafts.delete(conversationId);
     this.autosize();
+    this.showPending(text);
     const reply = await this.rpc.request({ kind: "send", text });
+    if (!reply.ok) this.clearPending();
     if (!reply.ok && this.textbox.value === "" && this.conversationId === conversationId) {
       // Lose nothing: give the text back so the user can send it again.
       this.textbox.value = text;
@@ -329,10 +425,46 @@ export class ChatPanel {
     }
   }
 
+  /** Show the message being sent at once, until the kernel's transcript has it. */
+  private showPending(text: string): void {
+    this.clearPending();
+    const row: MessageRow = {
+      id: "pending",
+      role: "user",
+      content: text,
+      status: "done",
+      model: null,
+      new_tokens: null,
+      tokens_per_s: null,
+      error: null,
+      chunks: 0,
+    };
+    const view = new MessageView(row, this.store);
+    view.el.classList.add("cw-msg-pending");
+    view.el.dataset.status = "sending";
+    view.el.removeAttribute("data-id");
+    this.pending = { el: view.el, total: this.store.transcript.total };
+    this.list.append(view.el);
+    this.empty.hidden = true;
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  private clearPending(): void {
+    this.pending?.el.remove();
+    this.pending = null;
+  }
+
+  /**
+   * Fit the box to its text (up to 200 px). Growing needs no layout of the page; only a
+   * shorter text (a deletion, a sent message) resets the height to measure again, because
+   * that makes the whole chat column lay out, which is slow beside a long conversation.
+   */
   private autosize(): void {
-    this.textbox.style.height = "auto";
-    if (this.textbox.scrollHeight > 0) {
-      this.textbox.style.height = `${Math.min(this.textbox.scrollHeight, 200)}px`;
-    }
+    const box = this.textbox;
+    const length = box.value.length;
+    if (length < this.autosizedLength || length === 0) box.style.height = "auto";
+    this.autosizedLength = length;
+    const wanted = Math.min(box.scrollHeight, 200);
+    if (wanted > 0 && wanted !== box.clientHeight) box.style.height = `${wanted}px`;
   }
 }

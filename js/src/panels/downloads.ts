@@ -3,13 +3,13 @@
 
 import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatBytes, formatEta, formatSpeed, percent } from "../format";
-import type { DownloadRow, StateLabel } from "../protocol";
+import type { DownloadRow } from "../protocol";
 import type { Rpc } from "../rpc";
 import type { UiState } from "../ui-state";
 import type { Dialogs } from "./dialog";
 
-const CANCELABLE: ReadonlySet<StateLabel> = new Set(["Queued", "Downloading", "Compiling"]);
-const RETRYABLE: ReadonlySet<StateLabel> = new Set(["Failed", "Canceled"]);
+// What a row offers (Cancel, Retry, the failure's action) comes with the row from the
+// kernel's lifecycle table: no lifecycle rules here.
 
 /** CSS-friendly state name: "Not downloaded" -> "not-downloaded". */
 export function stateClass(state: string): string {
@@ -51,6 +51,7 @@ class DownloadRowView {
   private readonly etaEl: HTMLElement;
   private readonly fileEl: HTMLElement;
   private readonly errorEl: HTMLElement;
+  private readonly actionEl: HTMLElement;
   private readonly cancelButton: HTMLButtonElement;
   private readonly retryButton: HTMLButtonElement;
   private row: DownloadRow;
@@ -80,6 +81,7 @@ class DownloadRowView {
     this.etaEl = h("span", { class: "cw-dl-eta" });
     this.fileEl = h("div", { class: "cw-dl-file" });
     this.errorEl = h("p", { class: "cw-dl-error", hidden: true });
+    this.actionEl = h("p", { class: "cw-dl-action", hidden: true });
     this.cancelButton = h(
       "button",
       {
@@ -120,6 +122,7 @@ class DownloadRowView {
       ]),
       this.fileEl,
       this.errorEl,
+      this.actionEl,
     ]);
     this.update(row);
   }
@@ -143,8 +146,12 @@ class DownloadRowView {
     setText(this.errorEl, row.state === "Failed" ? (row.error ?? "The download failed.") : "");
     this.errorEl.hidden = row.state !== "Failed";
     const focused = activeElementOf(this.el);
-    this.cancelButton.hidden = !CANCELABLE.has(row.state);
-    this.retryButton.hidden = !RETRYABLE.has(row.state);
+    this.cancelButton.hidden = !row.can_cancel;
+    this.retryButton.hidden = !row.can_retry;
+    // Where Retry cannot help, say what can (e.g. "Add a token").
+    const action = !row.can_retry && row.action ? `What to do: ${row.action}` : "";
+    setText(this.actionEl, action);
+    this.actionEl.hidden = action === "";
     // A keyboard user whose button went away (Cancel once canceled, Retry once queued)
     // stays on this row: on its other action, else on the download manager.
     if (
@@ -229,7 +236,7 @@ export class DownloadsPanel {
       else this.list.insertBefore(node, anchor);
     }
     this.empty.hidden = downloads.length > 0;
-    const active = downloads.filter((row) => CANCELABLE.has(row.state)).length;
+    const active = downloads.filter((row) => row.can_cancel).length;
     const failed = downloads.filter((row) => row.state === "Failed").length;
     const parts = [active ? `${active} active` : "", failed ? `${failed} failed` : ""];
     setText(this.summary, parts.filter(Boolean).join(" · "));

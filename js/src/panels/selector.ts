@@ -80,6 +80,9 @@ export class SelectorPanel {
           size_bytes: null,
           state: this.store.download(extra)?.state ?? "Queued",
           error: null,
+          can_cancel: false,
+          can_retry: false,
+          action: null,
         });
       }
     }

@@ -3,7 +3,7 @@
 // fields then show what the kernel stored. A field being edited is never overwritten.
 
 import { activeElementOf, h, setAttr, setText, uid } from "../dom";
-import type { SettingsDict } from "../protocol";
+import { SETTINGS_BOUNDS, type SettingsDict } from "../protocol";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
 import type { UiState } from "../ui-state";
@@ -19,11 +19,18 @@ interface NumericField {
   integer: boolean;
 }
 
-const NUMERIC_FIELDS: NumericField[] = [
-  { key: "max_new_tokens", label: "Max new tokens", min: 1, max: 32768, step: 1, integer: true },
-  { key: "temperature", label: "Temperature", min: 0, max: 2, step: 0.05, integer: false },
-  { key: "top_p", label: "Top p", min: 0.01, max: 1, step: 0.01, integer: false },
-];
+const LABELS: Record<NumericKey, string> = {
+  max_new_tokens: "Max new tokens",
+  temperature: "Temperature",
+  top_p: "Top p",
+};
+
+/** The numeric fields, with the kernel's bounds (from protocol.ts, generated from Python). */
+const NUMERIC_FIELDS: NumericField[] = (Object.keys(LABELS) as NumericKey[]).map((key) => ({
+  key,
+  label: LABELS[key],
+  ...SETTINGS_BOUNDS[key],
+}));
 
 /** null when `raw` is a valid value for `field`, else what to type instead. */
 export function numericProblem(field: NumericField, raw: string): string | null {

@@ -1,4 +1,4 @@
-"""A reply being generated on its own thread, and the handle ``ChatWidget.send`` returns."""
+"""The handle ``ChatWidget.send`` returns: a reply being generated on its own thread."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ class ReplyHandle:
         return self._result.text
 
     def _got_text(self) -> None:
-        self._first_token.set()
+        if not self._first_token.is_set():  # once per token: a flag read after the first
+            self._first_token.set()
 
     def _finish(self, result: GenerationResult) -> None:
         self._result = result

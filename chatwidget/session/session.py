@@ -1,0 +1,558 @@
+"""The session: one user's conversations with their model intent, replies and settings.
+
+A :class:`Session` is everything :class:`~chatwidget.ChatWidget` does except the widget
+part: it has no traitlets and sends nothing to a browser. It turns Python API calls into
+orchestrator intents, runs replies on a thread, keeps the settings and the failures to show,
+and records *what changed* as a set of parts (:data:`PARTS`) that a reader, such as the
+widget's publisher, collects with :meth:`Session.take_changes` and renders.
+
+- Conversations are read and written only through a
+  :class:`~chatwidget.session.store.ConversationStore` (in memory by default).
+- Streamed text goes only through :attr:`Session.deltas`, a
+  :class:`~chatwidget.session.deltas.DeltaStream`; per token that costs a list append, and
+  nothing else is touched until the reply ends.
+- The stale-completion guard stays in the orchestrator: the session only asks for models.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
+from chatwidget.engine.types import GenerationSettings
+from chatwidget.errors import ChatWidgetError, NoActiveModelError
+from chatwidget.orchestrator import (
+    ErrorReported,
+    Event,
+    Evicted,
+    ModelState,
+    OrchestratorSnapshot,
+    ProgressChanged,
+    StateChanged,
+    Switched,
+)
+from chatwidget.orchestrator.lifecycle import IN_FLIGHT
+from chatwidget.session.deltas import DeltaStream
+from chatwidget.session.messages import ConversationInfo, Message, new_id, to_markdown
+from chatwidget.session.reply import ReplyHandle
+from chatwidget.session.settings import settings_from
+from chatwidget.session.store import ConversationStore, MemoryStore
+
+if TYPE_CHECKING:
+    from chatwidget.runtime import Runtime
+
+log = logging.getLogger("chatwidget.session")
+
+Part = Literal[
+    "models",  # the catalog and each model's state
+    "downloads",  # the download manager's rows (progress too)
+    "conversations",  # the conversation list: ids, titles, models
+    "transcript",  # the active conversation's messages (at turn boundaries)
+    "settings",
+    "errors",
+    "switch",  # the latest auto-switch notice
+    "focus",  # the download manager was asked to open
+    "activity",  # a reply or a download/load started or ended
+]
+PARTS: tuple[Part, ...] = (
+    "models",
+    "downloads",
+    "conversations",
+    "transcript",
+    "settings",
+    "errors",
+    "switch",
+    "focus",
+    "activity",
+)
+#: Failures kept for the UI.
+MAX_ERRORS = 20
+
+
+class Notice(NamedTuple):
+    """A failure shown to the user; ``seq`` grows by one per notice."""
+
+    seq: int
+    message: str
+
+
+class SwitchNotice(NamedTuple):
+    """The latest auto-switch: conversation ``conversation_id`` now chats with ``repo_id``."""
+
+    seq: int
+    conversation_id: str
+    repo_id: str
+
+
+class Window(NamedTuple):
+    """Messages ``start`` to ``total`` of a conversation, for a reader that pages."""
+
+    conversation_id: str
+    epoch: int  # changes when messages before the end change in place (readers refetch)
+    start: int
+    total: int
+    messages: list[Message]
+
+
+class Session:
+    """Conversations, their intent, replies and settings, on a shared runtime.
+
+    ``on_change`` is called (from any thread, without locks held) whenever a part changed
+    or streamed text is waiting in :attr:`deltas`; keep it cheap (the widget pokes its
+    publisher). ``store`` defaults to a :class:`MemoryStore`. ``group`` names this session
+    to the orchestrator (its conversations, and whose token its downloads use).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        models: Iterable[ModelSpec | str] | None = None,
+        *,
+        store: ConversationStore | None = None,
+        group: str | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._closed = False
+        self._runtime = runtime
+        self._orch = runtime.orchestrator
+        self._group = group if group is not None else new_id("w")
+        self._on_change = on_change
+        self._changes: set[Part] = set(PARTS)
+        self._store: ConversationStore = store if store is not None else MemoryStore()
+        self._epochs: dict[str, int] = {}
+        self._catalog: dict[str, ModelSpec] = {}
+        self._download_order: list[str] = []
+        self._settings = GenerationSettings()
+        self._errors: collections.deque[Notice] = collections.deque(maxlen=MAX_ERRORS)
+        self._error_seq = 0
+        self._switch: SwitchNotice | None = None
+        self._switch_seq = 0
+        self._focus_seq = 0
+        self._reply: ReplyHandle | None = None
+        self._reply_thread: threading.Thread | None = None
+        self._subscriptions: list[Callable[[], None]] = []
+        self.deltas = DeltaStream(self._notify)
+
+        for spec in models if models is not None else DEFAULT_CATALOG:
+            self._add_spec(ModelSpec.coerce(spec))
+        first = self._store.create()
+        self._orch.open_conversation(first.id, group=self._group)
+        self._orch.set_active_conversation(first.id, group=self._group)
+        self._active = first.id
+        self._unsubscribe = self._orch.subscribe(self._on_event)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def conversation_id(self) -> str:
+        """The id of the active conversation."""
+        return self._active
+
+    @property
+    def active_model(self) -> str | None:
+        """The model that answers the next message in the active conversation."""
+        return self._orch.active_model(self._active)
+
+    @property
+    def requested_model(self) -> str | None:
+        """The latest model asked for in the active conversation (may still be on its way)."""
+        return self._orch.requested_model(self._active)
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return self._settings
+
+    @property
+    def store(self) -> ConversationStore:
+        """Where the conversations live (read it; change them through the session)."""
+        return self._store
+
+    @property
+    def catalog(self) -> list[ModelSpec]:
+        """The models offered, in the order they were added."""
+        with self._lock:
+            return list(self._catalog.values())
+
+    def knows(self, repo_id: str) -> bool:
+        """Whether ``repo_id`` is in the catalog."""
+        with self._lock:
+            return repo_id in self._catalog
+
+    @property
+    def download_order(self) -> list[str]:
+        """Models that went through the queue, in the order they were first queued."""
+        with self._lock:
+            return list(self._download_order)
+
+    @property
+    def errors(self) -> list[Notice]:
+        with self._lock:
+            return list(self._errors)
+
+    @property
+    def last_switch(self) -> SwitchNotice | None:
+        return self._switch
+
+    @property
+    def focus_seq(self) -> int:
+        """Grows by one each time the download manager should open (a model was queued)."""
+        return self._focus_seq
+
+    @property
+    def generating(self) -> bool:
+        """Whether a reply is being generated."""
+        reply = self._reply
+        return reply is not None and not reply.done
+
+    def busy(self, snapshot: OrchestratorSnapshot | None = None) -> bool:
+        """Whether work is in flight: a reply, or a download or load of one of our models."""
+        if self.generating:
+            return True
+        snapshot = snapshot or self._orch.snapshot()
+        with self._lock:
+            mine = set(self._catalog) | set(self._download_order)
+        return any(
+            status.state in IN_FLIGHT
+            for repo_id, status in snapshot.models.items()
+            if repo_id in mine
+        )
+
+    def snapshot(self) -> OrchestratorSnapshot:
+        """The orchestrator's state now (models, conversations, queue)."""
+        return self._orch.snapshot()
+
+    def model_state(self, repo_id: str) -> ModelState:
+        status = self._orch.snapshot().models.get(repo_id)
+        return status.state if status else ModelState.NOT_DOWNLOADED
+
+    def conversations(self) -> list[ConversationInfo]:
+        return self._store.infos()
+
+    def messages(self, conversation_id: str | None = None) -> list[Message]:
+        """Every message of a conversation (the active one by default)."""
+        return self._store.messages(conversation_id or self._active)
+
+    def epoch(self, conversation_id: str) -> int:
+        with self._lock:
+            return self._epochs.get(conversation_id, 0)
+
+    def window(self, page: int, conversation_id: str | None = None) -> Window:
+        """The last, partly filled page of ``page`` messages of a conversation (the active
+        one by default): messages ``start`` to the end, where ``start`` is a multiple of
+        ``page``. Earlier pages only change when the epoch does."""
+        cid = conversation_id or self._active
+        total = self._store.info(cid).count
+        start = ((total - 1) // page) * page if total else 0
+        return Window(cid, self.epoch(cid), start, total, self._store.messages(cid, start))
+
+    def page(self, conversation_id: str, before: int, limit: int) -> tuple[int, list[Message]]:
+        """Up to ``limit`` messages before index ``before``: (index of the first, messages)."""
+        start = max(0, before - limit)
+        return start, self._store.messages(conversation_id, start, max(start, before))
+
+    def urgent_changes(self) -> bool:
+        """Whether a change waiting is more than download progress (which may be coalesced)."""
+        with self._lock:
+            return bool(self._changes - {"downloads"})
+
+    def take_changes(self) -> set[Part]:
+        """The parts changed since the last call (all of them at first)."""
+        with self._lock:
+            changes, self._changes = self._changes, set()
+            return changes
+
+    # ------------------------------------------------------------------ models
+
+    def select_model(self, model: ModelSpec | str) -> ModelState:
+        """Pick a model for the active conversation; returns its state.
+
+        A Ready model answers the next message. Any other model is queued (downloaded if
+        needed, then loaded) and the download manager is asked to open.
+        """
+        spec = self._add_spec(ModelSpec.coerce(model))
+        state = self._orch.request_model(self._active, spec)
+        if state is not ModelState.READY:
+            with self._lock:
+                if spec.repo_id in self._download_order:
+                    self._download_order.remove(spec.repo_id)
+                self._download_order.append(spec.repo_id)
+                self._focus_seq += 1
+            self._changed("downloads", "focus", "activity")
+        self._changed("conversations", "models")
+        return state
+
+    def add_model(self, model: ModelSpec | str) -> ModelSpec:
+        """Add a model to the catalog (checked against the hub) without selecting it."""
+        spec = ModelSpec.coerce(model)
+        self._runtime.downloader.plan(spec)  # raises a clear error for unknown/gated repos
+        spec = self._add_spec(spec)
+        self._changed("models")
+        return spec
+
+    def cancel_download(self, repo_id: str) -> None:
+        self._orch.cancel(validate_repo_id(repo_id))
+        self._changed("models", "downloads", "activity")
+
+    def retry_download(self, repo_id: str) -> None:
+        repo_id = validate_repo_id(repo_id)
+        self._orch.retry(repo_id)
+        with self._lock:
+            if repo_id not in self._download_order:
+                self._download_order.append(repo_id)
+        self._changed("models", "downloads", "activity")
+
+    # ------------------------------------------------------------------ replies
+
+    def send(self, text: str) -> ReplyHandle:
+        """Send a message in the active conversation; returns a handle to the reply."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("Type a message first: it cannot be empty.")
+        cid = self._active
+        with self._lock:
+            self._require_idle()
+            self._require_model(cid)
+            self._store.append(cid, Message(new_id("m"), "user", text))
+            return self._start_reply(cid)
+
+    def regenerate(self) -> ReplyHandle:
+        """Generate the last reply of the active conversation again."""
+        cid = self._active
+        with self._lock:
+            self._require_idle()
+            self._require_model(cid)
+            if self._store.truncate_after_last_user(cid) is None:
+                raise ValueError("There is no message to regenerate a reply for.")
+            return self._start_reply(cid)
+
+    def stop(self) -> None:
+        """Stop the reply being generated, keeping what it has written."""
+        reply = self._reply
+        if reply is not None:
+            reply.stop()
+
+    # ------------------------------------------------------------------ conversations
+
+    def new_conversation(self, title: str | None = None) -> str:
+        """Start a conversation on the current model and make it active; returns its id."""
+        conv = self._store.create(title)
+        self._orch.open_conversation(conv.id, group=self._group, model=self.active_model)
+        self.switch_conversation(conv.id)
+        return conv.id
+
+    def switch_conversation(self, conversation_id: str) -> None:
+        """Make another conversation active; it keeps its own history and model."""
+        self._store.info(conversation_id)  # raises UnknownConversationError
+        self._orch.set_active_conversation(conversation_id, group=self._group)
+        self._active = conversation_id
+        self._changed("conversations", "transcript")
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        self._store.rename(conversation_id, title)
+        self._changed("conversations")
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation; the last one is replaced by a new, empty one."""
+        self._store.info(conversation_id)
+        reply = self._reply
+        if reply is not None and reply.conversation_id == conversation_id:
+            reply.stop()
+        self._store.delete(conversation_id)
+        self._orch.close_conversation(conversation_id)
+        if conversation_id == self._active:
+            remaining = self._store.ids()
+            if remaining:
+                self.switch_conversation(remaining[-1])
+            else:
+                self.new_conversation()
+        self._changed("conversations")
+
+    def set_settings(self, **changes: Any) -> None:
+        """Change generation settings: system_prompt, max_new_tokens, temperature, top_p,
+        do_sample."""
+        with self._lock:
+            self._settings = settings_from(self._settings, changes)
+        self._changed("settings")
+
+    def export_messages(self, conversation_id: str | None = None) -> list[dict[str, str]]:
+        """A conversation as ``[{"role", "content"}, ...]``, ready for a chat template."""
+        return self._store.history(conversation_id or self._active)
+
+    def export_markdown(self, conversation_id: str | None = None) -> str:
+        """A conversation as Markdown."""
+        cid = conversation_id or self._active
+        return to_markdown(self._store.info(cid).title, self._store.messages(cid))
+
+    # ------------------------------------------------------------------ events, errors, life
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every orchestrator event, in order (on its worker
+        thread); returns an unsubscribe function."""
+        unsubscribe = self._orch.subscribe(callback)
+        self._subscriptions.append(unsubscribe)
+        return unsubscribe
+
+    def report(self, exc: BaseException) -> None:
+        """Show a failure to the user (part ``errors``); the same one twice in a row once."""
+        message = str(exc) or repr(exc)
+        with self._lock:
+            if self._errors and self._errors[-1].message == message:
+                return
+            self._error_seq += 1
+            self._errors.append(Notice(self._error_seq, message))
+        self._changed("errors")
+
+    def wait_until_idle(self, timeout: float | None = 60.0) -> bool:
+        """Wait until the queue is drained and no reply is running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._orch.wait_until_idle(timeout):
+            return False
+        thread = self._reply_thread
+        if thread is not None:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+        return True
+
+    def close(self) -> None:
+        """Stop the reply and detach from the shared queue. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.stop()
+        if self._reply_thread is not None:
+            self._reply_thread.join(5.0)
+        self._unsubscribe()
+        for unsubscribe in self._subscriptions:
+            unsubscribe()
+        for cid in self._store.ids():
+            self._orch.close_conversation(cid)
+
+    # ------------------------------------------------------------------ internals
+
+    def _changed(self, *parts: Part) -> None:
+        with self._lock:
+            self._changes.update(parts)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _bump_epoch(self, conversation_id: str) -> None:
+        """Messages other than the newest changed in place: readers must refetch pages."""
+        with self._lock:
+            self._epochs[conversation_id] = self._epochs.get(conversation_id, 0) + 1
+        self._changed("transcript")
+
+    def _add_spec(self, spec: ModelSpec) -> ModelSpec:
+        with self._lock:
+            known = self._catalog.get(spec.repo_id)
+            if known is not None:
+                return known
+            self._catalog[spec.repo_id] = spec
+        self._orch.register(spec)
+        return spec
+
+    def _require_idle(self) -> None:
+        if self.generating:
+            raise RuntimeError("A reply is still being generated: stop it or wait for it.")
+
+    def _require_model(self, cid: str) -> str:
+        model = self._orch.active_model(cid)
+        if model is None:
+            waiting = self._orch.requested_model(cid)
+            raise NoActiveModelError(
+                f"No model is ready in this conversation yet: waiting for {waiting}."
+                if waiting
+                else "Pick a model first: no model is active in this conversation."
+            )
+        return model
+
+    def _start_reply(self, cid: str) -> ReplyHandle:
+        model = self._require_model(cid)
+        history = self._store.history(cid)
+        assistant = Message(new_id("m"), "assistant", "", status="streaming", model=model)
+        self.deltas.open(cid, assistant.id)
+        self._store.append(cid, assistant)
+        handle = ReplyHandle(cid, assistant.id)
+        self._reply = handle
+        thread = threading.Thread(
+            target=self._run_reply,
+            args=(handle, history, self._settings),
+            name="chatwidget-reply",
+            daemon=True,
+        )
+        self._reply_thread = thread
+        self._changed("transcript", "activity")
+        thread.start()
+        return handle
+
+    def _run_reply(
+        self, handle: ReplyHandle, history: Sequence[dict[str, str]], settings: GenerationSettings
+    ) -> None:
+        cid, mid = handle.conversation_id, handle.message_id
+        append = self.deltas.append
+        first = handle._got_text
+
+        def on_text(piece: str) -> None:
+            append(mid, piece)
+            first()
+
+        try:
+            result = self._orch.generate(
+                cid, history, settings, on_text=on_text, stop=handle.stop_event
+            )
+        except Exception as exc:
+            log.warning("Reply failed: %s", exc)
+            partial = self.deltas.close(mid)
+            self._store_update(cid, mid, content=partial, status="error", error=str(exc))
+            self.report(exc)
+            handle._fail(exc)
+        else:
+            self.deltas.close(mid)
+            usage = result.usage
+            self._store_update(
+                cid,
+                mid,
+                content=result.text,
+                status="stopped" if result.stopped else "done",
+                model=usage.model,
+                new_tokens=usage.new_tokens,
+                tokens_per_s=usage.tokens_per_s,
+            )
+            handle._finish(result)
+        finally:
+            self._changed("transcript", "activity")
+
+    def _store_update(self, cid: str, mid: str, **changes: object) -> None:
+        try:
+            self._store.update(cid, mid, **changes)
+        except (KeyError, ChatWidgetError):
+            log.info("Conversation %s was deleted while its reply ran", cid)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ErrorReported) and event.repo_id is None:
+            # Not tied to a model row (a failing event subscriber, say): show it here.
+            self.report(RuntimeError(f"{event.source} failed: {event.message}"))
+            return
+        if isinstance(event, ProgressChanged):
+            self._changed("downloads")
+        elif isinstance(event, Switched):
+            if event.conversation_id in self._store.ids():
+                with self._lock:
+                    self._switch_seq += 1
+                    self._switch = SwitchNotice(
+                        self._switch_seq, event.conversation_id, event.repo_id
+                    )
+                self._changed("switch", "conversations")
+        elif isinstance(event, StateChanged | Evicted):
+            self._changed("models", "downloads", "conversations", "activity")
+        else:
+            self._changed("models", "downloads", "conversations")

@@ -1,0 +1,45 @@
+"""One wire vocabulary: js/src/protocol.ts is generated from chatwidget/widget/protocol.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from chatwidget.engine.types import GenerationSettings
+from chatwidget.orchestrator import ModelState
+from chatwidget.session import PARTS
+from chatwidget.widget import ChatWidget, protocol, tsgen, views
+
+
+def test_regenerating_protocol_ts_changes_nothing() -> None:
+    committed = tsgen.TARGET.read_text(encoding="utf-8")
+    assert committed == tsgen.render(), (
+        "js/src/protocol.ts is out of date: run `python -m chatwidget.widget.tsgen`"
+    )
+
+
+def test_the_generated_file_carries_pythons_settings_defaults_and_bounds() -> None:
+    text = tsgen.TARGET.read_text(encoding="utf-8")
+    defaults = dataclasses.asdict(GenerationSettings())
+    assert defaults == protocol.DEFAULT_SETTINGS
+    for name, value in defaults.items():
+        shown = tsgen._literal(value)
+        assert f"  {name}: {shown},\n" in text
+    assert "temperature: { min: 0, max: 5, step: 0.05, integer: false }" in text
+
+
+def test_every_state_label_and_trait_is_in_the_vocabulary() -> None:
+    labels = set(typing.get_args(protocol.StateLabel))
+    assert labels == {state.value for state in ModelState}
+    synced = set(ChatWidget.class_trait_names(sync=True)) - set(
+        ChatWidget.__mro__[1].class_trait_names(sync=True)
+    )
+    assert synced == set(typing.get_type_hints(protocol.WidgetState))
+    rendered = {t for part in PARTS for t in views.TRAITS[part]} | {"seq"}
+    assert rendered == synced
+
+
+def test_every_intent_kind_is_checked_and_dispatched() -> None:
+    source = ChatWidget._dispatch.__code__.co_consts
+    for kind in protocol.INTENT_FIELDS:
+        assert kind in source, f"{kind} is in the protocol but not dispatched"
