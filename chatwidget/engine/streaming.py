@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import TextStreamer
@@ -38,18 +39,84 @@ _ROLES = frozenset({"system", "user", "assistant"})
 DECODE_INTERVAL_S = 0.05
 
 
-class _TextPieces(TextStreamer):
-    """transformers' ``TextStreamer`` rules, handing each finished piece to ``emit``."""
+def _fast_decode(tokenizer: Any) -> Callable[[list[int]], str]:
+    """``tokenizer.decode(ids, skip_special_tokens=True)``, without its per-call Python work
+    where the result is the same: for a Rust-backed tokenizer that does not clean up
+    spaces, the backend's own ``decode`` (``tokenizer.decode`` first checks every id in
+    Python, which costs more than decoding a few hundred ids)."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    backend = getattr(tokenizer, "_tokenizer", None)
+    cls = type(tokenizer)
+    if (
+        isinstance(tokenizer, TokenizersBackend)
+        and cls.decode is TokenizersBackend.decode
+        and cls._decode is TokenizersBackend._decode
+        and backend is not None
+        and hasattr(backend, "decode")
+        and not getattr(tokenizer, "clean_up_tokenization_spaces", True)
+    ):
+        decode = backend.decode
+        return lambda ids: decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _is_cjk(codepoint: int) -> bool:
+    """TextStreamer's test for a CJK character (its method does not use ``self``)."""
+    return bool(TextStreamer._is_chinese_char(None, codepoint))  # type: ignore[arg-type, no-untyped-call]
+
+
+def _is_word(text: str) -> bool:
+    """Letters (with combining marks), digits and spaces only: TextStreamer prints those at
+    once; anything else waits for the next space."""
+    return all(c.isspace() or unicodedata.category(c)[0] in "LMN" for c in text)
+
+
+class _TextPieces:
+    """transformers' ``TextStreamer`` rules, on lists of ids, handing each piece to ``emit``.
+
+    The ids of the current line are decoded together (a token's text can depend on its
+    neighbours); a piece goes out when it cannot change any more: up to the last space,
+    letters and digits at once, the whole line at a newline (keeping its last token as
+    context for the next line), CJK characters at once, the rest at the end.
+    """
 
     def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
-        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self._decode = _fast_decode(tokenizer)
         self._emit = emit
+        self._cache: list[int] = []
+        self._printed = 0  # characters of the line's text already handed out
         self.emitted = False  # whether any text went out yet
 
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
+    def put(self, ids: list[int]) -> None:
+        """Add ids to the line and hand out what is final."""
+        cache = self._cache
+        cache.extend(ids)
+        text = self._decode(cache)
+        printed = self._printed
+        if text.endswith("\n"):
+            piece = text[printed:]
+            self._cache = cache[-1:]
+            self._printed = len(self._decode(self._cache))
+        elif (text and _is_cjk(ord(text[-1]))) or _is_word(text[printed:]):
+            piece = text[printed:]
+            self._printed += len(piece)
+        else:
+            piece = text[printed : text.rfind(" ") + 1]
+            self._printed += len(piece)
+        self._send(piece)
+
+    def end(self, ids: list[int]) -> None:
+        """Add the last ids and hand out everything left (one decode)."""
+        self._cache.extend(ids)
+        piece = self._decode(self._cache)[self._printed :] if self._cache else ""
+        self._cache, self._printed = [], 0
+        self._send(piece)
+
+    def _send(self, piece: str) -> None:
+        if piece:
             self.emitted = True
-            self._emit(text)
+            self._emit(piece)
 
 
 class _Abort(Exception):  # noqa: N818 - not an error: the way out of generate()
@@ -62,6 +129,9 @@ class TokenStream(BaseStreamer):
     ``ids`` are the new tokens; ``stopped`` says a stop event ended generation;
     ``first_token_at`` is when the first token came (``perf_counter``); ``error`` is what
     ``emit`` raised, if anything (generation was ended at once, and the caller re-raises it).
+    Per token, :meth:`put` keeps the id, checks the stop events and reads the clock; the
+    ids collected are decoded at most every :data:`DECODE_INTERVAL_S` (every token until
+    the first text is out).
     """
 
     def __init__(
@@ -71,7 +141,7 @@ class TokenStream(BaseStreamer):
         self.stopped = False
         self.first_token_at: float | None = None
         self.error: BaseException | None = None
-        self._pending: list[int] = []
+        self._decoded = 0  # ids[:_decoded] went to the decoder
         self._text = _TextPieces(tokenizer, emit)
         self._stops = tuple(stop_events)
         self._prompt = True
@@ -86,19 +156,17 @@ class TokenStream(BaseStreamer):
             if len(ids) > 1:
                 raise ValueError("streaming supports batch size 1 only")
             ids = ids[0]
-        self.ids.extend(ids)
-        self._pending.extend(ids)
+        self.ids += ids
         for event in self._stops:
             if event.is_set():
                 self.stopped = True
                 raise _Abort
         now = time.perf_counter()
+        if now < self._next_decode:
+            return
         if self.first_token_at is None:
             self.first_token_at = now
-        elif now < self._next_decode and self._text.emitted:
-            return  # until the first words are out, every token is decoded at once
-        self._next_decode = now + DECODE_INTERVAL_S
-        self._decode()
+        self._decode(now)
 
     def end(self) -> None:
         """generate() is done; :meth:`finish` flushes (outside generate, so that what
@@ -106,21 +174,22 @@ class TokenStream(BaseStreamer):
 
     def finish(self) -> None:
         """Decode what is left and flush the last line (``emit``'s errors propagate)."""
-        ids, self._pending = self._pending, []
-        if ids:
-            self._text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
-        self._text.end()  # type: ignore[no-untyped-call]
+        self._text.end(self._take())
 
-    def _decode(self) -> None:
+    def _take(self) -> list[int]:
+        ids = self.ids[self._decoded :]
+        self._decoded = len(self.ids)
+        return ids
+
+    def _decode(self, now: float) -> None:
         """Inside generate(): decode the ids collected; if ``emit`` raises, end generation."""
-        ids, self._pending = self._pending, []
-        if not ids:
-            return
         try:
-            self._text.put(torch.tensor(ids))  # type: ignore[no-untyped-call]
+            self._text.put(self._take())
         except Exception as exc:
             self.error = exc
             raise _Abort from None
+        if self._text.emitted:  # until the first text is out, every token is decoded
+            self._next_decode = now + DECODE_INTERVAL_S
 
 
 def validate_request(messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> None:
@@ -163,7 +232,7 @@ def encode_chat(
             "for it. Pick an instruct/chat model (its tokenizer_config.json or "
             "chat_template.jinja defines one)."
         )
-    chat = build_chat(messages, settings.system_prompt)
+    chat = _with_system_prompt(messages, settings.system_prompt)
     limit = context_length(loaded)
 
     def apply(kept: list[dict[str, str]]) -> Any:
@@ -181,14 +250,35 @@ def encode_chat(
         logger.info(
             "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, fitted.dropped
         )
-    return fitted.encoding.to(loaded.model.device)
+    encoding = fitted.encoding.convert_to_tensors("pt", prepend_batch_axis=True)
+    return encoding.to(loaded.model.device)
 
 
-def _apply_template(loaded: LoadedModel, chat: list[dict[str, str]]) -> Any:
+def _with_system_prompt(
+    messages: Sequence[Mapping[str, str]], system_prompt: str
+) -> list[dict[str, str]]:
+    """:func:`build_chat` without copying every message: fitting reads only ``role`` and
+    ``content`` of the newest ones, and :func:`_apply_template` copies those it keeps."""
+    chat = cast("list[dict[str, str]]", list(messages))
+    if system_prompt:
+        if chat and chat[0]["role"] == "system":
+            chat = chat[1:]
+        chat.insert(0, {"role": "system", "content": system_prompt})
+    return chat
+
+
+def _apply_template(loaded: LoadedModel, chat: Sequence[Mapping[str, str]]) -> Any:
+    """The chat template applied to ``chat`` and tokenized, as lists (no tensors).
+
+    The same ids as ``apply_chat_template(..., tokenize=True)``, which renders and then
+    tokenizes the text with ``add_special_tokens=False``; done in two steps, a fitting
+    check costs no tensors and no per-token Python work.
+    """
+    tokenizer = loaded.tokenizer
+    messages = [{"role": m["role"], "content": m["content"]} for m in chat]
     try:
-        return loaded.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)
     except Exception as exc:
         raise InvalidGenerationRequestError(
             f"the chat template of {loaded.repo_id} rejected this conversation: {exc}"
