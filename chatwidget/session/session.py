@@ -138,6 +138,10 @@ class Session:
         self._reply_thread: threading.Thread | None = None
         self._subscriptions: list[Callable[[], None]] = []
         self.deltas = DeltaStream(self._notify)
+        #: Called on the reply thread before the reply starts, to wait (briefly) until the
+        #: turn's start is published: the widget sets its publisher's ``flush``. Publishing
+        #: and encoding the prompt then take turns instead of fighting over the interpreter.
+        self.settle: Callable[[], object] | None = None
 
         for spec in models if models is not None else DEFAULT_CATALOG:
             self._add_spec(ModelSpec.coerce(spec))
@@ -500,6 +504,9 @@ class Session:
         cid, mid = handle.conversation_id, handle.message_id
         append = self.deltas.append
         first = handle._got_text
+        settle = self.settle
+        if settle is not None:
+            settle()
 
         def on_text(piece: str) -> None:
             append(mid, piece)

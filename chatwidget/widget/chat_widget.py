@@ -35,6 +35,8 @@ from chatwidget.widget.sync import Publisher
 log = logging.getLogger("chatwidget.widget")
 
 _STATIC = Path(__file__).parent.parent / "static"
+#: The most a reply waits for its start to be published before it encodes the prompt.
+SETTLE_TIMEOUT_S = 0.2
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -100,6 +102,7 @@ class ChatWidget(anywidget.AnyWidget):
             urgent=self._session.urgent_changes,
             on_error=self._session.report,
         )
+        self._session.settle = self._settle
         self.on_msg(self._on_msg)
         if model is not None:
             self._session.select_model(model)
@@ -266,6 +269,13 @@ class ChatWidget(anywidget.AnyWidget):
         publisher = self._publisher
         if publisher is not None and publisher.alive:
             publisher.poke()
+
+    def _settle(self) -> None:
+        """Wait until the start of a reply is published (the reply thread, before it encodes
+        the prompt): bounded, a slow round only delays the reply by ``SETTLE_TIMEOUT_S``."""
+        publisher = self._publisher
+        if publisher is not None and publisher.alive:
+            publisher.flush(SETTLE_TIMEOUT_S)
 
     def _render(self, parts: Collection[Any]) -> dict[str, Any]:
         return views.render(self._session, cast("Collection[Part]", parts))
