@@ -35,7 +35,8 @@ class Comparer:
 
     ``settings()`` gives the generation settings to use; ``history()`` the session's store
     (None: an in-memory one). ``on_change`` is called (any thread) when the current
-    comparison changes; its text streams through :attr:`deltas`.
+    comparison changes; its text streams through :attr:`deltas`, which calls ``on_text``
+    when text starts collecting (once per chunk, not per token).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class Comparer:
         settings: Callable[[], GenerationSettings],
         history: Callable[[], History | None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
+        on_text: Callable[[], None] = lambda: None,
         shuffle: Callable[[list[ModelSpec]], None] | None = None,
     ) -> None:
         self._runtime = runtime
@@ -58,7 +60,7 @@ class Comparer:
         self._memory: History | None = None
         self._current: CompareRun | None = None
         self._closed = False
-        self.deltas = DeltaStream(on_change)
+        self.deltas = DeltaStream(on_text)
 
     @property
     def current(self) -> CompareRun | None:

@@ -15,7 +15,7 @@ def _cell(value: str) -> str:
 
 
 def _number(value: float | None, unit: str = "", digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}{unit}"
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
 def to_markdown(
@@ -37,7 +37,7 @@ def to_markdown(
     for i, r in enumerate(results):
         model = r.model if r.model is not None else "(hidden until you vote)"
         mark = " ✓ better" if winner == i else ""
-        tokens = "–" if r.new_tokens is None else str(r.new_tokens)
+        tokens = "-" if r.new_tokens is None else str(r.new_tokens)
         lines.append(
             f"| {r.label}{mark} | {_cell(model)} | {_number(r.time_to_first_token_s, ' s')} "
             f"| {_number(r.tokens_per_s, '', 1)} | {tokens} | {r.status} |"
@@ -108,7 +108,7 @@ def saved_results(comparison: Comparison) -> list[CompareResult]:
                 column_label(i),
                 r.model,
                 r.text,
-                status if status in ("done", "stopped", "failed") else "done",  # type: ignore[arg-type]
+                status if status in ("done", "stopped", "failed") else "done",
                 usage,
                 r.error,
             )
@@ -123,9 +123,7 @@ def _winner(comparison: Comparison) -> int | None:
 
 def comparison_markdown(comparison: Comparison) -> str:
     """A saved comparison (from ``chat.comparisons()``) as Markdown."""
-    return to_markdown(
-        comparison.prompt, saved_results(comparison), winner=_winner(comparison)
-    )
+    return to_markdown(comparison.prompt, saved_results(comparison), winner=_winner(comparison))
 
 
 def comparison_json(comparison: Comparison) -> str:

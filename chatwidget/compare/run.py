@@ -112,6 +112,11 @@ class CompareRun:
         return self._done.is_set()
 
     @property
+    def deltas(self) -> DeltaStream:
+        """Where the columns' text streams (message ids: ``Column.message_id``)."""
+        return self._deltas
+
+    @property
     def revealed(self) -> bool:
         """Whether model names may be shown (not blind, or voted)."""
         return not self.blind or self.vote is not None

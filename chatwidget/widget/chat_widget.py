@@ -23,7 +23,10 @@ import traitlets
 
 from chatwidget import runtime
 from chatwidget.catalog import ModelSpec, validate_repo_id
+from chatwidget.compare.handle import CompareHandle
+from chatwidget.compare.view import CompareMode
 from chatwidget.errors import ChatWidgetError, ProtocolError
+from chatwidget.history.types import Comparison
 from chatwidget.orchestrator import Event
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
@@ -71,6 +74,8 @@ class ChatWidget(anywidget.AnyWidget):
     last_switch = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     download_focus_seq = traitlets.Int(0).tag(sync=True)
     errors = traitlets.List(traitlets.Dict()).tag(sync=True)
+    compare_state = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
+    """The Compare view's state (``chatwidget.compare.view``; its own publisher writes it)."""
 
     def __init__(
         self,
@@ -86,6 +91,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._closed = False
         self._handling = threading.local()
         self._publisher: Publisher | None = None
+        self._compare_mode: CompareMode | None = None
         self._group = new_id("w")
         self._runtime = runtime.acquire(
             endpoint=endpoint, cache_dir=cache_dir, token=token, group=self._group
@@ -213,6 +219,20 @@ class ChatWidget(anywidget.AnyWidget):
         """A conversation as Markdown."""
         return self._session.export_markdown(conversation_id)
 
+    def compare(
+        self, prompt: str, models: Iterable[ModelSpec | str], blind: bool = False
+    ) -> CompareHandle:
+        """Answer ``prompt`` with 2-3 models side by side; returns a handle at once
+        (``.wait()``, ``.to_markdown()``, ``.vote()``). Models not downloaded are queued as
+        usual; no conversation's model changes. ``blind`` hides the names until the vote.
+        See docs/compare.md."""
+        with self._api():
+            return self._compare().compare(prompt, models, blind=blind)
+
+    def comparisons(self) -> list[Comparison]:
+        """The saved comparisons (prompt, each model's answer, blind, vote), oldest first."""
+        return self._compare().comparer.comparisons()
+
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every orchestrator event, in order; returns an
         unsubscribe function. Events come from the shared queue, on its worker thread: keep
@@ -233,6 +253,8 @@ class ChatWidget(anywidget.AnyWidget):
         if getattr(self, "_closed", True):  # closed, or __init__ never got this far
             return
         self._closed = True
+        if self._compare_mode is not None:
+            self._compare_mode.close()
         session = getattr(self, "_session", None)
         if session is not None:
             session.close()
@@ -381,9 +403,24 @@ class ChatWidget(anywidget.AnyWidget):
                 return True
             case "history":
                 reply["page"] = self._history(args)
+            case "compare" | "compare_vote" | "compare_stop" | "compare_export":
+                self._compare().intent(kind, args, reply)
             case _:  # pragma: no cover - validate() rejects unknown kinds
                 raise ProtocolError(f"Unknown message kind {kind!r}.")
         return False
+
+    def _compare(self) -> CompareMode:
+        """Compare mode, started on first use (its publisher thread writes ``compare_state``)."""
+        if self._compare_mode is None:
+            self._compare_mode = CompareMode(
+                self._runtime,
+                group=self._group,
+                session=self._session,
+                apply=self._apply,
+                send=self._send_custom,
+                on_error=self._session.report,
+            )
+        return self._compare_mode
 
     def _history(self, args: dict[str, Any]) -> Any:
         cid, before, limit = args["conversation_id"], args["before"], args["limit"]

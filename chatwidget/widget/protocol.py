@@ -199,6 +199,41 @@ class WidgetState(TypedDict):
     errors: list[ErrorNotice]
 
 
+CompareMode = Literal["sequential", "concurrent"]
+CompareStatus = Literal["waiting", "streaming", "done", "stopped", "failed"]
+
+
+class CompareColumnRow(TypedDict):
+    """A Compare column; ``model`` None while blind, ``chunks`` as in MessageRow."""
+
+    index: int
+    label: str
+    model: str | None
+    state: StateLabel
+    note: str | None
+    status: CompareStatus
+    text: str
+    chunks: int
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None
+    new_tokens: int | None
+    error: str | None
+
+
+class CompareState(TypedDict):
+    """Trait ``compare_state`` (written by the compare publisher, outside ``seq``)."""
+
+    id: str
+    prompt: str
+    blind: bool
+    mode: CompareMode | None
+    reason: str | None
+    done: bool
+    vote: int | None
+    saved: bool
+    columns: list[CompareColumnRow]
+
+
 # --------------------------------------------------------------------- kernel messages
 
 
@@ -209,6 +244,16 @@ class Delta(TypedDict):
     seq: int
     conversation_id: str
     message_id: str
+    index: int
+    text: str
+
+
+class CompareDelta(TypedDict):
+    """Streamed text of a Compare column: chunk ``index`` of column ``column``."""
+
+    kind: Literal["compare_delta"]
+    compare_id: str
+    column: int
     index: int
     text: str
 
@@ -232,6 +277,7 @@ class Reply(TypedDict):
     busy: bool
     state: NotRequired[WidgetState]
     page: NotRequired[Transcript]
+    export: NotRequired[str]
 
 
 # --------------------------------------------------------------------- intents
@@ -310,6 +356,33 @@ class HistoryIntent(TypedDict):
     limit: int
 
 
+class CompareIntent(TypedDict):
+    """Answer ``prompt`` with 2-3 ``models`` side by side (``blind``: names hidden)."""
+
+    kind: Literal["compare"]
+    prompt: Text
+    models: list[Id]
+    blind: bool
+
+
+class CompareVoteIntent(TypedDict):
+    """The reply in ``column`` (0 = first shown) is the better one."""
+
+    kind: Literal["compare_vote"]
+    column: int
+
+
+class CompareStopIntent(TypedDict):
+    kind: Literal["compare_stop"]
+
+
+class CompareExportIntent(TypedDict):
+    """The current comparison as ``format`` "markdown" or "json" (answered with ``export``)."""
+
+    kind: Literal["compare_export"]
+    format: Id
+
+
 INTENTS: tuple[type, ...] = (
     SendIntent,
     StopIntent,
@@ -325,6 +398,10 @@ INTENTS: tuple[type, ...] = (
     SetSettingsIntent,
     ResyncIntent,
     HistoryIntent,
+    CompareIntent,
+    CompareVoteIntent,
+    CompareStopIntent,
+    CompareExportIntent,
 )
 
 
@@ -345,6 +422,10 @@ def _fields(intent: type) -> tuple[str, tuple[Field, ...]]:
         base, limit = (
             typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint, None)
         )
+        if typing.get_origin(base) is list:  # list[Id]: a list of ids
+            (item,) = typing.get_args(base)
+            limit = typing.get_args(item)[1] if typing.get_origin(item) is Annotated else None
+            base = list
         fields.append(Field(name, dict if typing.is_typeddict(base) else base, limit))
     return kind, tuple(fields)
 

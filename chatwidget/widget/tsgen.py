@@ -27,6 +27,8 @@ ALIASES: dict[str, Any] = {
     "StateLabel": p.StateLabel,
     "Role": p.Role,
     "MessageStatus": p.MessageStatus,
+    "CompareMode": p.CompareMode,
+    "CompareStatus": p.CompareStatus,
 }
 INTERFACES: tuple[type, ...] = (
     p.ModelRow,
@@ -40,7 +42,10 @@ INTERFACES: tuple[type, ...] = (
     p.ErrorNotice,
     p.SettingBounds,
     p.WidgetState,
+    p.CompareColumnRow,
+    p.CompareState,
     p.Delta,
+    p.CompareDelta,
     p.SyncNotice,
     p.Reply,
 )

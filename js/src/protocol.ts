@@ -16,6 +16,10 @@ export type Role = "user" | "assistant" | "system";
 
 export type MessageStatus = "done" | "streaming" | "stopped" | "error";
 
+export type CompareMode = "sequential" | "concurrent";
+
+export type CompareStatus = "waiting" | "streaming" | "done" | "stopped" | "failed";
+
 /** One catalog entry, trait ``models``. */
 export interface ModelRow {
   repo_id: string;
@@ -129,12 +133,50 @@ export interface WidgetState {
   errors: ErrorNotice[];
 }
 
+/** A Compare column; ``model`` None while blind, ``chunks`` as in MessageRow. */
+export interface CompareColumnRow {
+  index: number;
+  label: string;
+  model: string | null;
+  state: StateLabel;
+  note: string | null;
+  status: CompareStatus;
+  text: string;
+  chunks: number;
+  time_to_first_token_s: number | null;
+  tokens_per_s: number | null;
+  new_tokens: number | null;
+  error: string | null;
+}
+
+/** Trait ``compare_state`` (written by the compare publisher, outside ``seq``). */
+export interface CompareState {
+  id: string;
+  prompt: string;
+  blind: boolean;
+  mode: CompareMode | null;
+  reason: string | null;
+  done: boolean;
+  vote: number | null;
+  saved: boolean;
+  columns: CompareColumnRow[];
+}
+
 /** Streamed text: chunk ``index`` of message ``message_id``. */
 export interface Delta {
   kind: "delta";
   seq: number;
   conversation_id: string;
   message_id: string;
+  index: number;
+  text: string;
+}
+
+/** Streamed text of a Compare column: chunk ``index`` of column ``column``. */
+export interface CompareDelta {
+  kind: "compare_delta";
+  compare_id: string;
+  column: number;
   index: number;
   text: string;
 }
@@ -156,6 +198,7 @@ export interface Reply {
   busy: boolean;
   state?: WidgetState;
   page?: Transcript;
+  export?: string;
 }
 
 /** What the front end may ask; the kernel answers each with a Reply. */
@@ -174,7 +217,11 @@ export type Intent =
   | { kind: "delete_conversation"; conversation_id: string }
   | { kind: "set_settings"; settings: SettingsPatch }
   | { kind: "resync" }
-  | { kind: "history"; conversation_id: string; before: number; limit: number };
+  | { kind: "history"; conversation_id: string; before: number; limit: number }
+  | { kind: "compare"; prompt: string; models: string[]; blind: boolean }
+  | { kind: "compare_vote"; column: number }
+  | { kind: "compare_stop" }
+  | { kind: "compare_export"; format: string };
 
 export type Request = Intent & { id: string };
 
