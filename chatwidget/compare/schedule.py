@@ -45,6 +45,10 @@ class ProbeBook:
         with self._lock:
             self._ratios[frozenset(ratios)] = dict(ratios)
 
+    def forget(self, models: Sequence[str]) -> None:
+        with self._lock:
+            self._ratios.pop(frozenset(models), None)
+
     def lookup(self, models: Sequence[str]) -> dict[str, float] | None:
         with self._lock:
             found = self._ratios.get(frozenset(models))

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from chatwidget.compare import PROBES, comparison_json, comparison_markdown
+from chatwidget.history import History
 from chatwidget.testing.hub import LocalHub
 from chatwidget.widget import ChatWidget
 from tests.widget.frontend import FrontEnd, wait_for
@@ -54,6 +60,122 @@ def test_compare_two_models_one_downloading_leaves_the_active_model_alone(
     ]
     # the small model's reply takes longer than one 50 ms round: it streamed
     assert any(d["column"] == 1 for d in deltas)
-    assert wait_for(chat, lambda: (chat.compare_state or {}).get("done"), 10, "done")
+    wait_for(chat, lambda: bool((chat.compare_state or {}).get("done")), 10, "done")
     cols = chat.compare_state["columns"]
     assert [c["text"] for c in cols] == [r.text for r in results]
+
+
+def test_blind_mode_hides_names_until_the_vote_and_the_vote_is_stored_in_sqlite(
+    make_chat: Callable[..., ChatWidget], tmp_path: Path
+) -> None:
+    chat = make_chat()
+    path = tmp_path / "history.sqlite3"
+    history = History.open(path)
+    # The conversations stream exposes the session's History as ``session.history``;
+    # compare mode saves there (this is that attribute, set by hand until it lands).
+    chat.session.history = history  # type: ignore[attr-defined]
+    handle = chat.compare("Tell me a fact", models=[TINY, TINY_B], blind=True)
+    results = handle.wait(240)
+    assert [r.label for r in results] == ["Model A", "Model B"]
+    assert all(r.model is None for r in results)
+    state = chat.compare_state
+    wait_for(chat, lambda: bool((chat.compare_state or {}).get("saved")), 10, "saved")
+    state = chat.compare_state
+    assert state is not None and state["blind"]
+    assert all(c["model"] is None for c in state["columns"])
+    assert TINY not in handle.to_markdown() and TINY_B not in handle.to_markdown()
+    assert handle.comparison_id is not None
+    with pytest.raises(ValueError, match="Model A"):
+        handle.vote(TINY)  # names are hidden: vote by column
+    winner = handle.vote("Model B")
+    assert winner.model in (TINY, TINY_B)
+    revealed = handle.results
+    assert {r.model for r in revealed} == {TINY, TINY_B}
+    wait_for(chat, lambda: (chat.compare_state or {}).get("vote") == 1, 10, "vote shown")
+    assert {c["model"] for c in chat.compare_state["columns"]} == {TINY, TINY_B}
+    assert history.flush(10)
+    history.close()
+    # A new History on the file reads the comparison and its vote back.
+    reopened = History.open(path)
+    try:
+        (saved,) = reopened.comparisons()
+        assert saved.id == handle.comparison_id
+        assert saved.blind
+        assert saved.vote == winner.model
+        assert saved.prompt == "Tell me a fact"
+        assert [r.model for r in saved.results] == [r.model for r in revealed]
+        assert [r.text for r in saved.results] == [r.text for r in revealed]
+        assert all(r.usage is not None and r.usage.new_tokens for r in saved.results)
+        markdown = comparison_markdown(saved)
+        assert "✓ better" in markdown and winner.model in markdown
+        data = json.loads(comparison_json(saved))
+        assert data["vote"] == winner.model and data["blind"] is True
+    finally:
+        reopened.close()
+
+
+def test_export_and_front_end_intents(make_chat: Callable[..., ChatWidget]) -> None:
+    chat = make_chat()
+    front = FrontEnd(chat)
+    bad = front.request("compare", prompt="Hi", models=[TINY], blind=False)
+    assert not bad["ok"] and "2 or 3 models" in bad["error"]
+    none = front.request("compare_export", format="markdown")
+    assert not none["ok"] and "no comparison yet" in none["error"]
+    ok = front.request("compare", prompt="Hi there", models=[TINY, TINY_B], blind=False)
+    assert ok["ok"], ok
+    handle = chat._compare().comparer.handle()
+    assert handle is not None
+    results = handle.wait(240)
+    assert chat.active_model is None  # nothing was selected for the conversation
+    md = front.request("compare_export", format="markdown")
+    assert md["ok"] and md["export"] == handle.to_markdown()
+    assert "| Column | Model | Time to first token | Tokens/s | Tokens | Status |" in md["export"]
+    js = front.request("compare_export", format="json")
+    data = json.loads(js["export"])
+    assert [r["model"] for r in data["results"]] == [TINY, TINY_B]
+    assert [r["text"] for r in data["results"]] == [r.text for r in results]
+    assert all(r["time_to_first_token_s"] is not None for r in data["results"])
+    vote = front.request("compare_vote", column=0)
+    assert vote["ok"]
+    (saved,) = chat.comparisons()  # no History: kept in memory
+    assert saved.vote == TINY and not saved.blind
+
+
+def test_models_that_do_not_fit_together_run_one_after_another(
+    make_chat: Callable[..., ChatWidget], small_repo: str
+) -> None:
+    chat = make_chat(models=[TINY, small_repo])
+    runtime = chat._runtime
+    first = chat.compare("Warm up", models=[TINY, small_repo])  # downloads both
+    first.wait(240)
+    need = [runtime.engine.estimate_memory(runtime.orchestrator.spec(m)) for m in (TINY, small_repo)]
+    runtime.configure(memory_budget=max(need) + (min(need) // 2))
+    try:
+        handle = chat.compare("Hello again", models=[small_repo, TINY])
+        results = handle.wait(240)
+    finally:
+        runtime.configure(memory_budget=None)
+    schedule = handle.schedule
+    assert schedule is not None
+    assert schedule.mode == "sequential" and not schedule.fits_together
+    assert "memory budget" in schedule.reason and "one after another" in schedule.reason
+    assert [r.status for r in results] == ["done", "done"]
+    assert chat.compare_state is not None
+    wait_for(chat, lambda: (chat.compare_state or {}).get("reason") == schedule.reason, 10, "")
+    assert chat.active_model is None
+
+
+def test_a_measured_probe_at_or_above_the_floor_runs_the_models_together(
+    make_chat: Callable[..., ChatWidget],
+) -> None:
+    chat = make_chat()
+    chat.compare("Warm up", models=[TINY, TINY_B]).wait(240)
+    PROBES.record({TINY: 0.95, TINY_B: 0.93})
+    try:
+        handle = chat.compare("Together now", models=[TINY, TINY_B])
+        results = handle.wait(240)
+    finally:
+        PROBES.forget([TINY, TINY_B])
+    assert handle.schedule is not None and handle.schedule.mode == "concurrent"
+    assert "0.93x" in handle.schedule.reason
+    assert [r.status for r in results] == ["done", "done"]
