@@ -42,14 +42,17 @@ def test_compare_two_models_one_downloading_leaves_the_active_model_alone(
     for r in results:
         assert r.status == "done", r
         assert r.text
-        assert r.new_tokens and r.new_tokens > 0
-        assert r.tokens_per_s and r.tokens_per_s > 0
+        assert r.new_tokens
+        assert r.new_tokens > 0
+        assert r.tokens_per_s
+        assert r.tokens_per_s > 0
         assert r.time_to_first_token_s is not None
     assert chat.active_model == TINY
     assert chat.requested_model == TINY
     assert handle._run.active_models_changed == {}
     assert "Downloading" in states or "Queued" in states
-    assert handle.schedule is not None and handle.schedule.mode == "sequential"
+    assert handle.schedule is not None
+    assert handle.schedule.mode == "sequential"
     table = handle.to_markdown()
     assert "| Model A | demo/tiny-chat |" in table
     # streamed as compare deltas, then the trait has the final text
@@ -81,9 +84,11 @@ def test_blind_mode_hides_names_until_the_vote_and_the_vote_is_stored_in_sqlite(
     state = chat.compare_state
     wait_for(chat, lambda: bool((chat.compare_state or {}).get("saved")), 10, "saved")
     state = chat.compare_state
-    assert state is not None and state["blind"]
+    assert state is not None
+    assert state["blind"]
     assert all(c["model"] is None for c in state["columns"])
-    assert TINY not in handle.to_markdown() and TINY_B not in handle.to_markdown()
+    assert TINY not in handle.to_markdown()
+    assert TINY_B not in handle.to_markdown()
     assert handle.comparison_id is not None
     with pytest.raises(ValueError, match="Model A"):
         handle.vote(TINY)  # names are hidden: vote by column
@@ -107,9 +112,11 @@ def test_blind_mode_hides_names_until_the_vote_and_the_vote_is_stored_in_sqlite(
         assert [r.text for r in saved.results] == [r.text for r in revealed]
         assert all(r.usage is not None and r.usage.new_tokens for r in saved.results)
         markdown = comparison_markdown(saved)
-        assert "✓ better" in markdown and winner.model in markdown
+        assert "✓ better" in markdown
+        assert winner.model in markdown
         data = json.loads(comparison_json(saved))
-        assert data["vote"] == winner.model and data["blind"] is True
+        assert data["vote"] == winner.model
+        assert data["blind"] is True
     finally:
         reopened.close()
 
@@ -118,9 +125,11 @@ def test_export_and_front_end_intents(make_chat: Callable[..., ChatWidget]) -> N
     chat = make_chat()
     front = FrontEnd(chat)
     bad = front.request("compare", prompt="Hi", models=[TINY], blind=False)
-    assert not bad["ok"] and "2 or 3 models" in bad["error"]
+    assert not bad["ok"]
+    assert "2 or 3 models" in bad["error"]
     none = front.request("compare_export", format="markdown")
-    assert not none["ok"] and "no comparison yet" in none["error"]
+    assert not none["ok"]
+    assert "no comparison yet" in none["error"]
     ok = front.request("compare", prompt="Hi there", models=[TINY, TINY_B], blind=False)
     assert ok["ok"], ok
     handle = chat._compare().comparer.handle()
@@ -128,7 +137,8 @@ def test_export_and_front_end_intents(make_chat: Callable[..., ChatWidget]) -> N
     results = handle.wait(240)
     assert chat.active_model is None  # nothing was selected for the conversation
     md = front.request("compare_export", format="markdown")
-    assert md["ok"] and md["export"] == handle.to_markdown()
+    assert md["ok"]
+    assert md["export"] == handle.to_markdown()
     assert "| Column | Model | Time to first token | Tokens/s | Tokens | Status |" in md["export"]
     js = front.request("compare_export", format="json")
     data = json.loads(js["export"])
@@ -138,7 +148,8 @@ def test_export_and_front_end_intents(make_chat: Callable[..., ChatWidget]) -> N
     vote = front.request("compare_vote", column=0)
     assert vote["ok"]
     (saved,) = chat.comparisons()  # no History: kept in memory
-    assert saved.vote == TINY and not saved.blind
+    assert saved.vote == TINY
+    assert not saved.blind
 
 
 def test_models_that_do_not_fit_together_run_one_after_another(
@@ -148,7 +159,8 @@ def test_models_that_do_not_fit_together_run_one_after_another(
     runtime = chat._runtime
     first = chat.compare("Warm up", models=[TINY, small_repo])  # downloads both
     first.wait(240)
-    need = [runtime.engine.estimate_memory(runtime.orchestrator.spec(m)) for m in (TINY, small_repo)]
+    specs = [runtime.orchestrator.spec(m) for m in (TINY, small_repo)]
+    need = [runtime.engine.estimate_memory(spec) for spec in specs]
     runtime.configure(memory_budget=max(need) + (min(need) // 2))
     try:
         handle = chat.compare("Hello again", models=[small_repo, TINY])
@@ -157,8 +169,10 @@ def test_models_that_do_not_fit_together_run_one_after_another(
         runtime.configure(memory_budget=None)
     schedule = handle.schedule
     assert schedule is not None
-    assert schedule.mode == "sequential" and not schedule.fits_together
-    assert "memory budget" in schedule.reason and "one after another" in schedule.reason
+    assert schedule.mode == "sequential"
+    assert not schedule.fits_together
+    assert "memory budget" in schedule.reason
+    assert "one after another" in schedule.reason
     assert [r.status for r in results] == ["done", "done"]
     assert chat.compare_state is not None
     wait_for(chat, lambda: (chat.compare_state or {}).get("reason") == schedule.reason, 10, "")
@@ -176,6 +190,7 @@ def test_a_measured_probe_at_or_above_the_floor_runs_the_models_together(
         results = handle.wait(240)
     finally:
         PROBES.forget([TINY, TINY_B])
-    assert handle.schedule is not None and handle.schedule.mode == "concurrent"
+    assert handle.schedule is not None
+    assert handle.schedule.mode == "concurrent"
     assert "0.93x" in handle.schedule.reason
     assert [r.status for r in results] == ["done", "done"]
