@@ -33,7 +33,7 @@ def test_compare_two_models_one_downloading_leaves_the_active_model_alone(
         row = (chat.compare_state or {}).get("columns", [{}, {}])[1]
         if row.get("state") and (not states or states[-1] != row["state"]):
             states.append(row["state"])
-        return row.get("state") == "Downloading"
+        return bool(row.get("state") == "Downloading")
 
     wait_for(chat, downloading, 60, "the second column to show Downloading")
     local_hub.rate = None
