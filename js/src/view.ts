@@ -4,6 +4,7 @@
 import { h } from "./dom";
 import { isolateKeys } from "./keyboard";
 import { ChatPanel } from "./panels/chat";
+import { ComparePanel, type CompareModel } from "./panels/compare";
 import { ConversationsPanel } from "./panels/conversations";
 import { Dialogs } from "./panels/dialog";
 import { DownloadsPanel } from "./panels/downloads";
@@ -40,6 +41,7 @@ export class WidgetView {
   private readonly dialogs: Dialogs;
   private readonly errors: ErrorArea;
   private readonly chat: ChatPanel;
+  private readonly compare: ComparePanel;
   private readonly conversations: ConversationsPanel;
   private readonly selector: SelectorPanel;
   private readonly settings: SettingsPanel;
@@ -63,6 +65,17 @@ export class WidgetView {
     this.selector = new SelectorPanel(this.store, this.rpc);
     this.settings = new SettingsPanel(this.store, this.rpc, ui);
     this.downloads = new DownloadsPanel(this.rpc, this.dialogs, ui);
+    let showCompare: (open: boolean) => void = () => {};
+    this.compare = new ComparePanel(
+      model as unknown as CompareModel, // its trait, compare_state, is outside WidgetState
+      {
+        models: () => this.store.models,
+        displayName: (repoId) => this.store.displayName(repoId),
+        request: (intent) => this.rpc.request(intent),
+      },
+      (open) => showCompare(open),
+    );
+    showCompare = this.chat.mountView(this.compare.toggle, this.compare.el);
 
     this.root.append(
       // A div, not a <header>: inside a notebook a header is a banner landmark nested in the
@@ -113,6 +126,7 @@ export class WidgetView {
     this.toasts.destroy();
     this.selector.destroy();
     this.chat.destroy();
+    this.compare.destroy();
     this.root.remove();
   }
 
@@ -129,6 +143,7 @@ export class WidgetView {
     if (panels.has("chat") || panels.has("messages")) {
       this.guard(what, () => this.chat.update(panels.has("messages")));
     }
+    if (keys.has("models")) this.guard(what, () => this.compare.updateModels());
     if (keys.has("errors")) {
       this.guard(what, () => this.errors.setKernelErrors(this.sync.get("errors") ?? []));
     }

@@ -134,6 +134,7 @@ export class ChatPanel {
   readonly regenerateButton: HTMLButtonElement;
   private readonly titleEl: HTMLElement;
   private readonly modelChip: HTMLElement;
+  private readonly header: HTMLElement;
   private readonly list: HTMLElement;
   private readonly empty: HTMLElement;
   private readonly earlier: HTMLButtonElement;
@@ -213,8 +214,9 @@ export class ChatPanel {
       void this.rpc.request({ kind: "regenerate" });
     });
 
+    this.header = h("header", { class: "cw-chat-header" }, [this.titleEl, this.modelChip]);
     this.el = h("section", { class: "cw-panel cw-chat", "aria-label": "Chat" }, [
-      h("header", { class: "cw-chat-header" }, [this.titleEl, this.modelChip]),
+      this.header,
       this.list,
       this.announcer,
       h("div", { class: "cw-composer" }, [
@@ -245,6 +247,14 @@ export class ChatPanel {
     if (messages || switched) this.drawMessages(switched);
     this.drawHeader(conv);
     this.drawComposer(conv);
+  }
+
+  /** Mount another view of the chat (Compare): its button in the header, its body under it;
+   * while it is open the messages and the composer are hidden. */
+  mountView(button: HTMLElement, body: HTMLElement): (open: boolean) => void {
+    this.header.append(button);
+    this.el.append(body);
+    return (open) => this.el.classList.toggle("cw-chat-comparing", open);
   }
 
   /** Streamed text arrived for message `id`. */
