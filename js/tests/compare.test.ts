@@ -82,7 +82,7 @@ describe("compare view", () => {
     const { model, el } = open();
     const region = openCompare(el);
     const user = userEvent.setup();
-    const start = within(region).getByRole("button", { name: "Compare" });
+    const start = within(region).getByRole("button", { name: "Start comparison" });
     expect(start).toBeDisabled(); // no prompt yet
     expect(within(region).getByLabelText("Model 1")).toHaveValue(REPO_A);
     expect(within(region).getByLabelText("Model 2")).toHaveValue(REPO_B);
@@ -106,7 +106,7 @@ describe("compare view", () => {
     const user = userEvent.setup();
     await user.selectOptions(within(region).getByLabelText("Model 2"), REPO_A);
     await user.type(within(region).getByLabelText("Prompt"), "Hi");
-    expect(within(region).getByRole("button", { name: "Compare" })).toBeDisabled();
+    expect(within(region).getByRole("button", { name: "Start comparison" })).toBeDisabled();
     expect(region).toHaveTextContent("Choose different models.");
   });
 

@@ -52,16 +52,18 @@ def test_compare_streams_two_columns_and_a_downloading_model_shows_its_state(
     nb.probe("chat.set_settings(max_new_tokens=300)")  # long enough to stream visibly
     hub.rate = 1_500_000  # demo/small-chat takes about 18 s: its column shows Downloading
 
-    toggle = nb.widget.get_by_role("button", name="Compare", exact=True)
+    toggle = nb.widget.locator(".cw-compare-toggle")
+    expect(toggle).to_have_accessible_name("Compare")
     toggle.click()
     region = compare_region(nb)
     expect(region).to_be_visible()
     expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(toggle).to_have_accessible_name("Back to chat")
     region.get_by_label("Model 1").select_option(TINY)
     region.get_by_label("Model 2").select_option(SMALL)
     region.get_by_label("Prompt").fill("Tell me about the weather")
     region.locator(".cw-compare-columns").evaluate(_COLUMN_RECORDER_JS)
-    region.get_by_role("button", name="Compare", exact=True).click()
+    region.get_by_role("button", name="Start comparison").click()
 
     columns = region.locator(".cw-compare-column")
     expect(columns).to_have_count(2, timeout=STEP_MS)
@@ -86,7 +88,8 @@ def test_compare_streams_two_columns_and_a_downloading_model_shows_its_state(
         lengths = {c["length"] for c in history if c["column"] == i and c["status"] == "streaming"}
         assert len(lengths - {0}) >= 2, f"column {i} did not stream in pieces: {history}"
     states = [c["state"] for c in history if c["column"] == 1]
-    assert "Downloading" in states and states[-1] == "Ready", states
+    assert "Downloading" in states, states
+    assert states[-1] == "Ready", states
     expect(region.get_by_role("button", name="Export Markdown")).to_be_visible()
     screenshot(nb, "compare-done")
 

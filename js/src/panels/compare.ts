@@ -235,7 +235,9 @@ export class ComparePanel {
       }
     });
     this.hint = h("p", { class: "cw-composer-hint", id: hintId });
-    this.startButton = h("button", { type: "button", class: "cw-btn cw-btn-primary" }, ["Compare"]);
+    this.startButton = h("button", { type: "button", class: "cw-btn cw-btn-primary" }, [
+      "Start comparison",
+    ]);
     this.startButton.addEventListener("click", () => void this.start());
     this.stopButton = h("button", { type: "button", class: "cw-btn cw-btn-danger", hidden: true }, [
       "Stop",
