@@ -37,6 +37,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "bench_fit.py": ("bench_fit", [], ["--sizes", "tiny", "small"]),
     "bench_lifecycle.py": ("bench_lifecycle", [], ["--rounds", "2", "--samples", "2"]),
+    "bench_compare.py": ("bench_compare", [], ["--rounds", "2"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -71,6 +72,9 @@ GOALS: dict[str, str] = {
     "cold_swap_peak_rss_over_larger_model_alone": "<= 1.1",
     "rss_after_unload_over_before_first_load": "<= 1.05",
     "ttft_during_download_over_idle": "<= 1.2",
+    "compare column tokens/s / solo (min over columns)": ">= 0.9",
+    "view choice matches measurement (default rule)": "== 1",
+    "view choice matches measurement (measurement recorded)": "== 1",
 }
 
 
