@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from chatwidget.compare import PROBES, comparison_json, comparison_markdown
+from chatwidget.compare.probe import measure
+from chatwidget.engine.types import GenerationSettings
 from chatwidget.history import History
 from chatwidget.testing.hub import LocalHub
 from chatwidget.widget import ChatWidget
@@ -194,3 +196,59 @@ def test_a_measured_probe_at_or_above_the_floor_runs_the_models_together(
     assert handle.schedule.mode == "concurrent"
     assert "0.93x" in handle.schedule.reason
     assert [r.status for r in results] == ["done", "done"]
+
+
+def test_streaming_costs_a_delta_per_round_and_the_trait_changes_at_most_ten_times_a_second(
+    make_chat: Callable[..., ChatWidget], small_repo: str
+) -> None:
+    chat = make_chat(models=[TINY, small_repo])
+    chat.compare("Warm up", models=[TINY, small_repo]).wait(240)  # download and load
+    chat.set_settings(max_new_tokens=300)
+    front = FrontEnd(chat)
+    handle = chat.compare("Tell me a long story", models=[small_repo, TINY])
+    results = handle.wait(240)
+    wait_for(chat, lambda: bool((chat.compare_state or {}).get("saved")), 10, "saved")
+    updates = front.state_updates("compare_state")
+    deltas = [
+        m["content"]
+        for m in front.messages()
+        if m.get("method") == "custom" and m["content"].get("kind") == "compare_delta"
+    ]
+    tokens = sum(r.new_tokens or 0 for r in results)
+    assert tokens > 100
+    assert len(deltas) >= 3, "the small model's reply should stream in several chunks"
+    # Per token nothing but the delta stream: far fewer trait writes than tokens, at most
+    # about ten a second, and every delta carries only its own chunk.
+    span = max(updates[-1] - updates[0], 0.1)
+    assert len(updates) <= 10 * span + 3
+    assert len(updates) < tokens / 5
+    streamed = {0: "", 1: ""}
+    for d in deltas:
+        streamed[d["column"]] += d["text"]
+    for column, text in streamed.items():
+        assert results[column].text.startswith(text)
+    # The trait never carries the seq of the chat's publisher: it has its own thread.
+    assert all(
+        "seq" not in m["state"]
+        for m in front.messages()
+        if m.get("method") == "update" and "compare_state" in m.get("state", {})
+    )
+
+
+def test_the_probe_measures_both_models_and_records_for_the_schedule(
+    make_chat: Callable[..., ChatWidget],
+) -> None:
+    chat = make_chat()
+    ratios = measure(
+        chat._runtime,
+        [TINY, TINY_B],
+        settings=GenerationSettings(max_new_tokens=16),
+        rounds=1,
+    )
+    try:
+        assert set(ratios) == {TINY, TINY_B}
+        assert all(r > 0 for r in ratios.values())
+        assert PROBES.lookup([TINY_B, TINY]) == ratios
+    finally:
+        PROBES.forget([TINY, TINY_B])
+    assert chat.active_model is None
