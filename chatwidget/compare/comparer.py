@@ -151,11 +151,14 @@ class Comparer:
             for c in run.columns
         ]
         saved = self.store().save_comparison(run.prompt, results, blind=run.blind)
-        run.comparison_id = saved.id
+        with run.lock:
+            run.comparison_id = saved.id
+            run.version += 1
 
     def _vote(self, run: CompareRun, index: int) -> None:
         with run.lock:
             run.vote = index
+            run.version += 1
         if run.comparison_id is not None:
             self.store().set_vote(run.comparison_id, run.columns[index].repo_id)
         self._on_change()

@@ -87,6 +87,7 @@ class CompareRun:
         self.schedule: Schedule | None = None
         self.vote: int | None = None  # the winning column, once voted
         self.comparison_id: str | None = None  # its record in the store, once saved
+        self.version = 0  # grows with every change (the view keeps the newest state)
         self.active_models_changed: dict[str, tuple[str | None, str | None]] = {}
         self._runtime = runtime
         self._orch = runtime.orchestrator
@@ -204,6 +205,10 @@ class CompareRun:
         """Wait for this column's model, then stream its reply. ``then`` (sequential runs of
         models that do not fit together) is requested once this reply starts, so its
         download overlaps and its load waits for this reply (the memory policy)."""
+        if self._stop.is_set():  # stopped before this column's turn: do not queue its model
+            with self.lock:
+                c.status = "stopped"
+            return
         self._request(c)
         if not self._wait_ready(c):
             return
@@ -218,7 +223,8 @@ class CompareRun:
             append(mid, piece)
             if first[0] is not None:
                 nxt, first[0] = first[0], None
-                self._request(nxt)
+                if not self._stop.is_set():
+                    self._request(nxt)
 
         messages = [{"role": "user", "content": self.prompt}]
         try:
@@ -235,7 +241,7 @@ class CompareRun:
             with self.lock:
                 c.text, c.usage = result.text, result.usage
                 c.status = "stopped" if result.stopped else "done"
-        if then is not None:
+        if then is not None and not self._stop.is_set():
             self._request(then)
         self._changed()
 
@@ -336,6 +342,8 @@ class CompareRun:
         return changed
 
     def _changed(self) -> None:
+        with self.lock:
+            self.version += 1
         try:
             self._on_change()
         except Exception:

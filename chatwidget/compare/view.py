@@ -63,6 +63,7 @@ def render(run: CompareRun | None) -> CompareState | None:
         s = run.schedule
         return {
             "id": run.id,
+            "version": run.version,
             "prompt": run.prompt,
             "blind": run.blind,
             "mode": None if s is None else s.mode,
@@ -124,8 +125,14 @@ class CompareMode:
     # ------------------------------------------------------------------ intents
 
     def intent(self, kind: str, args: dict[str, Any], reply: Reply) -> None:
-        """Act on a front-end compare intent (``compare``, ``compare_vote``,
-        ``compare_stop``, ``compare_export``)."""
+        """Act on a front-end compare intent (``compare``, ``compare_vote``, ``compare_stop``,
+        ``compare_sync``, ``compare_export``); the reply carries the state (``compare``)."""
+        try:
+            self._act(kind, args, reply)
+        finally:  # every compare reply carries the state as it is now
+            reply["compare"] = render(self.comparer.current)
+
+    def _act(self, kind: str, args: dict[str, Any], reply: Reply) -> None:
         match kind:
             case "compare":
                 specs = check_models(args["models"])
@@ -137,6 +144,8 @@ class CompareMode:
                 self.comparer.stop()
             case "compare_export":
                 reply["export"] = self.export(args["format"])
+            case "compare_sync":
+                pass
             case _:  # pragma: no cover - validate() rejects unknown kinds
                 raise ProtocolError(f"Unknown compare message {kind!r}.")
 

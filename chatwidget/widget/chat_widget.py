@@ -403,7 +403,7 @@ class ChatWidget(anywidget.AnyWidget):
                 return True
             case "history":
                 reply["page"] = self._history(args)
-            case "compare" | "compare_vote" | "compare_stop" | "compare_export":
+            case "compare" | "compare_vote" | "compare_stop" | "compare_sync" | "compare_export":
                 self._compare().intent(kind, args, reply)
             case _:  # pragma: no cover - validate() rejects unknown kinds
                 raise ProtocolError(f"Unknown message kind {kind!r}.")

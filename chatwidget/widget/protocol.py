@@ -224,6 +224,7 @@ class CompareState(TypedDict):
     """Trait ``compare_state`` (written by the compare publisher, outside ``seq``)."""
 
     id: str
+    version: int  # grows with every change of this comparison (newer state wins)
     prompt: str
     blind: bool
     mode: CompareMode | None
@@ -278,6 +279,7 @@ class Reply(TypedDict):
     state: NotRequired[WidgetState]
     page: NotRequired[Transcript]
     export: NotRequired[str]
+    compare: NotRequired[CompareState | None]
 
 
 # --------------------------------------------------------------------- intents
@@ -376,6 +378,13 @@ class CompareStopIntent(TypedDict):
     kind: Literal["compare_stop"]
 
 
+class CompareSyncIntent(TypedDict):
+    """Ask for the Compare view's state (answered with ``compare``, from the kernel's thread:
+    hosts that drop background-thread messages still show the comparison)."""
+
+    kind: Literal["compare_sync"]
+
+
 class CompareExportIntent(TypedDict):
     """The current comparison as ``format`` "markdown" or "json" (answered with ``export``)."""
 
@@ -401,6 +410,7 @@ INTENTS: tuple[type, ...] = (
     CompareIntent,
     CompareVoteIntent,
     CompareStopIntent,
+    CompareSyncIntent,
     CompareExportIntent,
 )
 

@@ -152,6 +152,7 @@ export interface CompareColumnRow {
 /** Trait ``compare_state`` (written by the compare publisher, outside ``seq``). */
 export interface CompareState {
   id: string;
+  version: number;
   prompt: string;
   blind: boolean;
   mode: CompareMode | null;
@@ -199,6 +200,7 @@ export interface Reply {
   state?: WidgetState;
   page?: Transcript;
   export?: string;
+  compare?: CompareState | null;
 }
 
 /** What the front end may ask; the kernel answers each with a Reply. */
@@ -221,6 +223,7 @@ export type Intent =
   | { kind: "compare"; prompt: string; models: string[]; blind: boolean }
   | { kind: "compare_vote"; column: number }
   | { kind: "compare_stop" }
+  | { kind: "compare_sync" }
   | { kind: "compare_export"; format: string };
 
 export type Request = Intent & { id: string };

@@ -71,7 +71,7 @@ export class WidgetView {
       {
         models: () => this.store.models,
         displayName: (repoId) => this.store.displayName(repoId),
-        request: (intent) => this.rpc.request(intent),
+        request: (intent, options) => this.rpc.request(intent, options),
       },
       (open) => showCompare(open),
     );

@@ -27,6 +27,7 @@ function column(overrides: Partial<CompareColumnRow> = {}): CompareColumnRow {
 function compareState(overrides: Partial<CompareState> = {}): CompareState {
   return {
     id: "cmp1",
+    version: 1,
     prompt: "Say hi",
     blind: false,
     mode: "sequential",
@@ -241,6 +242,36 @@ describe("compare view", () => {
     model.reply(true, undefined, undefined, { export: "## Comparison" });
     await flush();
     expect(region).toHaveTextContent("Exported comparison.md.");
+  });
+
+  it("asks the kernel for the state after a second of silence while running", async () => {
+    vi.useFakeTimers();
+    try {
+      const { model, el } = open();
+      const region = openCompare(el);
+      setCompare(model, compareState({ version: 5 }));
+      const polls = () => model.sent.filter((r) => r.kind === "compare_sync").length;
+      const before = polls(); // opening the view asks once
+      vi.advanceTimersByTime(1100);
+      expect(polls()).toBe(before + 1);
+      const request = model.sent.filter((r) => r.kind === "compare_sync").at(-1)!;
+      // a host dropped the trait updates: the reply brings the finished comparison
+      const done = compareState({
+        version: 9,
+        done: true,
+        columns: [column({ status: "done", text: "All of it" }), column({ index: 1 })],
+      });
+      model.reply(true, undefined, request.id, { compare: done });
+      await flush();
+      expect(region.querySelector(".cw-compare-body")).toHaveTextContent("All of it");
+      // an older state arriving later is ignored
+      setCompare(model, compareState({ version: 6 }));
+      expect(region.querySelector(".cw-compare-body")).toHaveTextContent("All of it");
+      vi.advanceTimersByTime(5000);
+      expect(polls()).toBe(before + 1); // done: no more polling
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("words each column status", () => {

@@ -17,7 +17,7 @@ import {
 } from "../src/protocol";
 
 /** Requests the view makes on its own to stay in sync (not the user's intents). */
-const SYNC_KINDS = new Set(["resync", "history"]);
+const SYNC_KINDS = new Set(["resync", "history", "compare_sync"]);
 
 // Same handler shape as AnyModel (it takes any arguments).
 type Handler = (...args: any[]) => void;

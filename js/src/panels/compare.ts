@@ -10,13 +10,14 @@
 import { h, setAttr, setText, uid } from "../dom";
 import { formatRate } from "../format";
 import { setMarkdown } from "../markdown";
-import type {
-  CompareColumnRow,
-  CompareDelta,
-  CompareState,
-  Intent,
-  ModelRow,
-  Reply,
+import {
+  RESYNC_IDLE_MS,
+  type CompareColumnRow,
+  type CompareDelta,
+  type CompareState,
+  type Intent,
+  type ModelRow,
+  type Reply,
 } from "../protocol";
 import "./compare.css";
 
@@ -31,7 +32,7 @@ export interface CompareModel {
 export interface CompareHost {
   models(): ModelRow[];
   displayName(repoId: string): string;
-  request(intent: Intent): Promise<Reply>;
+  request(intent: Intent, options?: { quiet?: boolean; patient?: boolean }): Promise<Reply>;
 }
 
 const MAX_COLUMNS = 3;
@@ -181,8 +182,11 @@ export class ComparePanel {
   private columns: ColumnView[] = [];
   private compareId: string | null = null;
   private lastState: CompareState | null = null;
-  private readonly onTrait = (): void => this.update();
+  private readonly onTrait = (): void => this.apply(this.traitState());
   private readonly onMessage = (msg: unknown): void => this.custom(msg);
+  private heardAt = Date.now();
+  private pollTimer: ReturnType<typeof setTimeout> | null = null;
+  private disposed = false;
   /** Last text exported (tests and the browser test read it). */
   lastExport: string | null = null;
 
@@ -287,6 +291,7 @@ export class ComparePanel {
     model.on("change:compare_state", this.onTrait);
     model.on("msg:custom", this.onMessage);
     this.updateModels();
+    this.lastState = this.traitState();
     this.update();
   }
 
@@ -299,7 +304,10 @@ export class ComparePanel {
     this.toggle.setAttribute("aria-expanded", String(open));
     setText(this.toggle, open ? "Back to chat" : "Compare");
     this.onOpen(open);
-    if (open) this.pickers[0]?.focus();
+    if (open) {
+      this.pickers[0]?.focus();
+      void this.sync(); // the state as the kernel has it now (a host may have dropped some)
+    }
   }
 
   /** The catalog changed: refill the model pickers, keeping each choice. */
@@ -323,6 +331,8 @@ export class ComparePanel {
   }
 
   destroy(): void {
+    this.disposed = true;
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
     this.model.off("change:compare_state", this.onTrait);
     this.model.off("msg:custom", this.onMessage);
   }
@@ -356,11 +366,13 @@ export class ComparePanel {
       models: this.chosenModels(),
       blind: this.blind.checked,
     });
+    this.fromReply(reply);
     if (reply.ok) setText(this.announcer, "Comparison started.");
   }
 
   private async vote(index: number): Promise<void> {
     const reply = await this.host.request({ kind: "compare_vote", column: index });
+    this.fromReply(reply);
     if (reply.ok) setText(this.announcer, "Vote saved: the names are shown now.");
   }
 
@@ -381,11 +393,47 @@ export class ComparePanel {
     setText(this.announcer, `Exported ${name}.`);
   }
 
-  /** Redraw from the trait. */
-  update(): void {
-    const state = (this.model.get("compare_state") ?? null) as CompareState | null;
+  private traitState(): CompareState | null {
+    return (this.model.get("compare_state") ?? null) as CompareState | null;
+  }
+
+  /** Take a state from the trait or a reply, unless this view holds a newer one. */
+  private apply(state: CompareState | null): void {
+    this.heardAt = Date.now();
+    const held = this.lastState;
+    if (state === null && held !== null) return; // nothing newer than what is shown
+    if (state && held && state.id === held.id && state.version < held.version) return;
     this.lastState = state;
+    this.update();
+  }
+
+  private fromReply(reply: Reply): void {
+    if (reply.compare !== undefined) this.apply(reply.compare);
+  }
+
+  /** Ask the kernel for the state (answered from its own thread). */
+  private async sync(): Promise<void> {
+    const reply = await this.host.request({ kind: "compare_sync" }, { quiet: true, patient: true });
+    if (!this.disposed) this.fromReply(reply);
+  }
+
+  /** While a comparison runs, a second of silence asks for the state again. */
+  private armPoll(): void {
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    if (this.disposed || !this.running()) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      if (Date.now() - this.heardAt >= RESYNC_IDLE_MS) void this.sync();
+      this.armPoll();
+    }, RESYNC_IDLE_MS);
+  }
+
+  /** Redraw from the state held. */
+  update(): void {
+    const state = this.lastState;
     this.drawControls();
+    this.armPoll();
     if (state === null) {
       setText(this.modeEl, "");
       this.columnsEl.replaceChildren();
@@ -415,6 +463,7 @@ export class ComparePanel {
 
   private custom(msg: unknown): void {
     if (!isDelta(msg) || msg.compare_id !== this.compareId) return;
+    this.heardAt = Date.now();
     this.columns[msg.column]?.delta(msg.index, msg.text);
   }
 }
