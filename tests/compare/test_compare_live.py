@@ -147,8 +147,13 @@ def test_export_and_front_end_intents(make_chat: Callable[..., ChatWidget]) -> N
     assert [r["model"] for r in data["results"]] == [TINY, TINY_B]
     assert [r["text"] for r in data["results"]] == [r.text for r in results]
     assert all(r["time_to_first_token_s"] is not None for r in data["results"])
+    synced = front.request("compare_sync")  # answered from this (the kernel's) thread
+    assert synced["ok"]
+    assert synced["compare"]["done"]
+    assert [c["text"] for c in synced["compare"]["columns"]] == [r.text for r in results]
     vote = front.request("compare_vote", column=0)
     assert vote["ok"]
+    assert vote["compare"]["vote"] == 0
     (saved,) = chat.comparisons()  # no History: kept in memory
     assert saved.vote == TINY
     assert not saved.blind
@@ -252,3 +257,28 @@ def test_the_probe_measures_both_models_and_records_for_the_schedule(
     finally:
         PROBES.forget([TINY, TINY_B])
     assert chat.active_model is None
+
+
+def test_stop_keeps_what_was_written_and_does_not_wait_for_the_rest(
+    make_chat: Callable[..., ChatWidget], local_hub: LocalHub, small_repo: str
+) -> None:
+    chat = make_chat(models=[TINY, small_repo])
+    local_hub.rate = 1_000_000  # the second model takes about 30 s to download
+    try:
+        handle = chat.compare("Say hello", models=[TINY, small_repo])
+        wait_for(
+            chat,
+            lambda: chat.model_state(small_repo) == "Downloading" and bool(handle.results[0].text),
+            120,
+            "the first reply while the second model downloads",
+        )
+        handle.stop()
+        results = handle.wait(30)
+    finally:
+        local_hub.rate = None
+    assert results[0].status in ("done", "stopped")
+    assert results[0].text
+    assert results[1].status == "stopped"
+    assert results[1].text == ""
+    (saved,) = chat.comparisons()
+    assert [r.status for r in saved.results] == [results[0].status, "stopped"]
