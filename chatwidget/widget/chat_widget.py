@@ -412,6 +412,8 @@ class ChatWidget(anywidget.AnyWidget):
     def _compare(self) -> CompareMode:
         """Compare mode, started on first use (its publisher thread writes ``compare_state``)."""
         if self._compare_mode is None:
+            if self._closed:
+                raise RuntimeError("This widget is closed: create a new one to compare.")
             self._compare_mode = CompareMode(
                 self._runtime,
                 group=self._group,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -282,3 +284,25 @@ def test_stop_keeps_what_was_written_and_does_not_wait_for_the_rest(
     assert results[1].text == ""
     (saved,) = chat.comparisons()
     assert [r.status for r in saved.results] == [results[0].status, "stopped"]
+
+
+def test_closing_the_widget_mid_comparison_stops_its_threads_promptly(
+    make_chat: Callable[..., ChatWidget], local_hub: LocalHub, small_repo: str
+) -> None:
+    chat = make_chat(models=[TINY, small_repo])
+    local_hub.rate = 1_000_000
+    try:
+        handle = chat.compare("Say hello", models=[small_repo, TINY])
+        wait_for(chat, lambda: chat.model_state(small_repo) == "Downloading", 60, "download")
+        started = time.monotonic()
+        chat.close()
+        took = time.monotonic() - started
+    finally:
+        local_hub.rate = None
+    assert took < 5.0
+    assert handle.done
+    names = {t.name for t in threading.enumerate()}
+    assert "chatwidget-compare" not in names
+    assert "chatwidget-compare-publisher" not in names
+    with pytest.raises(RuntimeError, match="closed"):
+        chat.compare("Again", models=[small_repo, TINY])
