@@ -36,7 +36,8 @@ class Comparer:
     ``settings()`` gives the generation settings to use; ``history()`` the session's store
     (None: an in-memory one). ``on_change`` is called (any thread) when the current
     comparison changes; its text streams through :attr:`deltas`, which calls ``on_text``
-    when text starts collecting (once per chunk, not per token).
+    when text starts collecting (once per chunk, not per token). ``on_queued(repo_id)`` is
+    called when a model had to be queued (the widget shows it in the download manager).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Comparer:
         history: Callable[[], History | None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
         on_text: Callable[[], None] = lambda: None,
+        on_queued: Callable[[str], None] = lambda repo_id: None,
         shuffle: Callable[[list[ModelSpec]], None] | None = None,
     ) -> None:
         self._runtime = runtime
@@ -55,6 +57,7 @@ class Comparer:
         self._settings = settings
         self._history = history
         self._on_change = on_change
+        self._on_queued = on_queued
         self._shuffle = shuffle or random.SystemRandom().shuffle
         self._lock = threading.Lock()
         self._memory: History | None = None
@@ -96,6 +99,7 @@ class Comparer:
                 deltas=self.deltas,
                 on_change=self._on_change,
                 on_done=self._save,
+                on_queued=self._on_queued,
             )
             self._current = run
         run.start()

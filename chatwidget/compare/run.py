@@ -65,7 +65,8 @@ class Column:
 
 class CompareRun:
     """A prompt answered by 2-3 models. Start it with :meth:`start`; ``on_change`` is called
-    (any thread, no lock held) when a column's state changes; ``on_done`` once at the end."""
+    (any thread, no lock held) when a column's state changes; ``on_done`` once at the end;
+    ``on_queued(repo_id)`` when a column's model had to be queued (not Ready)."""
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class CompareRun:
         deltas: DeltaStream,
         on_change: Callable[[], None] = lambda: None,
         on_done: Callable[[CompareRun], None] = lambda run: None,
+        on_queued: Callable[[str], None] = lambda repo_id: None,
     ) -> None:
         self.id = new_id("cmp")
         self.prompt = prompt
@@ -96,6 +98,7 @@ class CompareRun:
         self._deltas = deltas
         self._on_change = on_change
         self._on_done = on_done
+        self._on_queued = on_queued
         self._stop = threading.Event()
         self._done = threading.Event()
         self._wake = threading.Condition()
@@ -251,10 +254,13 @@ class CompareRun:
                 return
             c.requested = True
         try:
-            self._orch.request_model(c.conversation_id, c.spec)
+            state = self._orch.request_model(c.conversation_id, c.spec)
         except Exception as exc:
             with self.lock:
                 c.status, c.error = "failed", str(exc)
+        else:
+            if state is not ModelState.READY:
+                self._on_queued(c.repo_id)  # the download manager shows it too
         self._refresh_states()
 
     def _wait_ready(self, c: Column) -> bool:

@@ -98,6 +98,7 @@ class CompareMode:
             history=lambda: getattr(session, "history", None),
             on_change=self._changed,
             on_text=self._poke,
+            on_queued=session.track_download,
         )
         self._publisher = Publisher(
             take_changes=self._take_changes,

@@ -295,6 +295,15 @@ class Session:
         self._changed("models")
         return spec
 
+    def track_download(self, repo_id: str) -> None:
+        """Show a model queued by other work of this session (a comparison) in the download
+        manager, without selecting it or opening the manager."""
+        with self._lock:
+            if repo_id in self._download_order:
+                return
+            self._download_order.append(repo_id)
+        self._changed("downloads", "activity")
+
     def cancel_download(self, repo_id: str) -> None:
         self._orch.cancel(validate_repo_id(repo_id))
         self._changed("models", "downloads", "activity")

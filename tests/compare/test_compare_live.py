@@ -40,6 +40,13 @@ def test_compare_two_models_one_downloading_leaves_the_active_model_alone(
         return bool(row.get("state") == "Downloading")
 
     wait_for(chat, downloading, 60, "the second column to show Downloading")
+    # the download manager shows it too (queued by the comparison, not selected)
+    wait_for(
+        chat,
+        lambda: [row["repo_id"] for row in chat.downloads] == [TINY, small_repo],
+        10,
+        "the download manager's rows",
+    )
     local_hub.rate = None
     results = handle.wait(240)
     assert [r.model for r in results] == [TINY, small_repo]
