@@ -29,7 +29,7 @@ def required_bytes(runtime: Runtime, spec: ModelSpec, *, group: str | None) -> i
     try:
         runtime.orchestrator.plan(spec, group=group)  # remembers the headers' facts
         return runtime.engine.estimate_memory(spec)
-    except ChatWidgetError as exc:
+    except Exception as exc:  # unknown: the schedule then runs them one after another
         log.info("No memory estimate for %s: %s", spec.repo_id, exc)
         return None
 

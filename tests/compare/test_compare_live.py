@@ -313,3 +313,17 @@ def test_closing_the_widget_mid_comparison_stops_its_threads_promptly(
     assert "chatwidget-compare-publisher" not in names
     with pytest.raises(RuntimeError, match="closed"):
         chat.compare("Again", models=[small_repo, TINY])
+
+
+def test_a_model_the_hub_does_not_have_fails_its_column_and_the_other_answers(
+    make_chat: Callable[..., ChatWidget],
+) -> None:
+    chat = make_chat()
+    handle = chat.compare("Hello", models=[TINY, "demo/no-such-model"])
+    first, second = handle.wait(240)
+    assert first.status == "done"
+    assert first.text
+    assert second.status == "failed"
+    assert second.error
+    assert "no-such-model" in second.error
+    assert chat.active_model is None
