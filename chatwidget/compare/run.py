@@ -240,8 +240,8 @@ class CompareRun:
                 c.text = self._deltas.close(mid)
                 c.status, c.error = "failed", str(exc)
         else:
-            self._deltas.close(mid)
-            with self.lock:
+            with self.lock:  # closing and setting the text at once: readers see one or other
+                self._deltas.close(mid)
                 c.text, c.usage = result.text, result.usage
                 c.status = "stopped" if result.stopped else "done"
         if then is not None and not self._stop.is_set():
