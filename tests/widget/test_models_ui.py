@@ -59,7 +59,8 @@ def test_unload_frees_the_memory_the_rows_say_so_and_the_next_reply_loads_again(
     loaded = _row(chat.downloads, TINY)["residency"]
     assert loaded["placement"] == ["CPU"]
     assert loaded["can_unload"] is True
-    assert loaded["memory_bytes"] and loaded["memory_bytes"] > 0
+    assert loaded["memory_bytes"]
+    assert loaded["memory_bytes"] > 0
     assert _row(chat.models, TINY)["residency"] == loaded
     engine = chat._runtime.engine
     assert engine.used_bytes() == loaded["memory_bytes"]
@@ -91,7 +92,8 @@ def test_unload_frees_the_memory_the_rows_say_so_and_the_next_reply_loads_again(
     assert _row(chat.downloads, TINY)["residency"]["freed_bytes"] is None
 
     result = chat.unload(TINY)  # the Python API says what it freed too
-    assert result.unloaded and result.freed_bytes == loaded["memory_bytes"]
+    assert result.unloaded
+    assert result.freed_bytes == loaded["memory_bytes"]
     assert chat.unload(TINY).unloaded is False  # not loaded: nothing to do
 
 
@@ -125,7 +127,8 @@ def test_gated_row_offers_add_a_token_and_the_token_never_shows(
     assert "ChatWidget(token=" in row["error"] or "token" in row["error"]
 
     bad = front.request("set_token", token="   ")
-    assert not bad["ok"] and "empty" in bad["error"]
+    assert not bad["ok"]
+    assert "empty" in bad["error"]
     reply = front.request("set_token", token=DEMO_GATED_TOKEN)
     assert reply["ok"], reply
     wait_for(chat, lambda: chat.model_state(DEMO_GATED_REPO) == "Ready", 120, "gated ready")
@@ -169,7 +172,8 @@ def test_downloads_model_state_and_active_model_read_one_snapshot(
         assert time.monotonic() < deadline
     # The read that saw Failed brought the rows to the same snapshot: the error is there.
     row = _row(chat.downloads, DEMO_GATED_REPO)
-    assert row["state"] == "Failed" and row["error"]
+    assert row["state"] == "Failed"
+    assert row["error"]
     assert _row(chat.models, DEMO_GATED_REPO)["state"] == "Failed"
     assert chat.active_model is None
     assert chat.conversations[0]["requested_model"] == DEMO_GATED_REPO
@@ -234,7 +238,8 @@ def test_fit_labels_per_precision_before_download_and_the_choice_is_remembered(
     ]
     # The table itself, from Python.
     table = chat.fit(TINY)
-    assert table is not None and table.row("float32").label in VERDICT_LABELS
+    assert table is not None
+    assert table.row("float32").label in VERDICT_LABELS
 
     assert _row(_models(chat), TINY)["precision"] == "auto"
     assert front.request("set_precision", repo_id=TINY, option="float32")["ok"]
@@ -242,14 +247,15 @@ def test_fit_labels_per_precision_before_download_and_the_choice_is_remembered(
     spec = next(s for s in chat.session.catalog if s.repo_id == TINY)
     assert (spec.dtype, spec.quantization) == ("float32", None)
     refused = front.request("set_precision", repo_id=TINY, option="4bit")
-    assert not refused["ok"] and "bitsandbytes" in refused["error"]
+    assert not refused["ok"]
+    assert "bitsandbytes" in refused["error"]
     assert _row(_models(chat), TINY)["precision"] == "float32"  # nothing changed
 
     chat.select_model(TINY)
     assert chat.wait_until_idle(120)
     import torch
 
-    loaded = chat._runtime.engine._pool.get(TINY)  # type: ignore[attr-defined]
+    loaded = chat._runtime.engine._pool.get(TINY)
     assert loaded is not None
     assert next(loaded.model.parameters()).dtype == torch.float32
 
@@ -258,5 +264,6 @@ def test_fit_labels_per_precision_before_download_and_the_choice_is_remembered(
     assert chat.model_state(TINY) == "Downloaded"
     assert _row(_models(chat), TINY)["precision"] == "bfloat16"
     assert chat.send("Hi").wait(120)
-    loaded = chat._runtime.engine._pool.get(TINY)  # type: ignore[attr-defined]
+    loaded = chat._runtime.engine._pool.get(TINY)
+    assert loaded is not None
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
