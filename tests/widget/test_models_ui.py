@@ -267,3 +267,21 @@ def test_fit_labels_per_precision_before_download_and_the_choice_is_remembered(
     loaded = chat._runtime.engine._pool.get(TINY)
     assert loaded is not None
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
+
+
+def test_precision_changed_while_downloading_is_the_one_loaded(
+    make_chat: Callable[..., ChatWidget], local_hub: LocalHub
+) -> None:
+    import torch
+
+    chat = make_chat()
+    local_hub.rate = 20_000  # slow enough to change the precision mid-download
+    chat.select_model(TINY_B)
+    wait_for(chat, lambda: chat.model_state(TINY_B) == "Downloading", 60, "download")
+    chat.set_precision(TINY_B, "float32")
+    local_hub.rate = None
+    assert chat.wait_until_idle(120)
+    assert chat.model_state(TINY_B) == "Ready"
+    loaded = chat._runtime.engine._pool.get(TINY_B)
+    assert loaded is not None
+    assert next(loaded.model.parameters()).dtype == torch.float32
