@@ -210,7 +210,7 @@ describe("precision and fit labels", () => {
       "4-bit — unavailable",
     ]);
     expect(select.options[4].disabled).toBe(true);
-    expect(el).toHaveTextContent("Not offered: 8-bit: need bitsandbytes and a CUDA GPU");
+    expect(el).toHaveTextContent("Not offered — 8-bit, 4-bit: need bitsandbytes and a CUDA GPU");
     expect(el.querySelector(".cw-fit-summary")).toHaveTextContent(
       "CPU only · needs 400 MB (memory budget 8.00 GB)",
     );

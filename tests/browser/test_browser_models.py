@@ -46,7 +46,7 @@ def test_fit_labels_before_download_precision_placement_and_unload(
         expect(precision.locator(f'option[value="{option}"]')).to_have_text(VERDICT)
     for option in ("8bit", "4bit"):  # no bitsandbytes + CUDA here: listed, disabled, why
         expect(precision.locator(f'option[value="{option}"]')).to_be_disabled()
-    expect(nb.widget.locator(".cw-fit-note")).to_contain_text("Not offered: 8-bit")
+    expect(nb.widget.locator(".cw-fit-note")).to_contain_text("Not offered — 8-bit, 4-bit")
     precision.select_option("float32")
     expect(nb.widget.locator(".cw-fit-summary")).to_contain_text(VERDICT)
     kernel = nb.probe(

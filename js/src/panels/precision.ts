@@ -120,10 +120,14 @@ export class PrecisionPanel {
     setText(this.summaryEl, summary);
     this.el.dataset.verdict = chosen?.verdict ?? "";
 
-    const notes = (info?.absent ?? []).map(
-      (a) => `${PRECISIONS.find((p) => p.option === a.option)?.label ?? a.option}: ${a.reason}`,
-    );
-    setText(this.noteEl, notes.length ? `Not offered: ${notes.join("; ")}` : "");
+    // One line per reason: "Not offered — 8-bit, 4-bit: need bitsandbytes and a CUDA GPU".
+    const byReason = new Map<string, string[]>();
+    for (const a of info?.absent ?? []) {
+      const label = PRECISIONS.find((p) => p.option === a.option)?.label ?? a.option;
+      byReason.set(a.reason, [...(byReason.get(a.reason) ?? []), label]);
+    }
+    const notes = [...byReason].map(([reason, labels]) => `${labels.join(", ")}: ${reason}`);
+    setText(this.noteEl, notes.length ? `Not offered — ${notes.join("; ")}` : "");
     this.noteEl.hidden = notes.length === 0;
   }
 
