@@ -196,7 +196,7 @@ class ChatWidget(anywidget.AnyWidget):
         reprs or errors. Models that failed for want of it are queued again (returned).
         """
         with self._api():
-            return self._session.set_token(token)
+            return self._token_set(token)
 
     def set_precision(self, model: str, precision: str) -> ModelSpec:
         """Load ``model`` in ``precision`` from now on: ``"auto"``, ``"bfloat16"``,
@@ -370,6 +370,12 @@ class ChatWidget(anywidget.AnyWidget):
             snapshot_taken=self._took,
         )
 
+    def _token_set(self, token: str | bool | None) -> tuple[str, ...]:
+        retried = self._session.set_token(token)
+        if self._fits is not None:  # models the hub refused to describe may be visible now
+            self._fits.retry_unavailable(self._session.catalog)
+        return retried
+
     def _took(self, snapshot: OrchestratorSnapshot) -> None:
         self._shown = snapshot
 
@@ -496,7 +502,7 @@ class ChatWidget(anywidget.AnyWidget):
                 s.free_memory(validate_repo_id(args["repo_id"]))
             case "set_token":
                 # The token goes to the downloader and nowhere else; never logged or echoed.
-                s.set_token(args["token"])
+                self._token_set(args["token"])
             case "set_precision":
                 self.set_precision(args["repo_id"], args["option"])
             case "estimate_fit":

@@ -97,6 +97,14 @@ def _unavailable(why: str) -> FitInfo:
     }
 
 
+def _why(exc: Exception) -> str:
+    """A short reason for a missing estimate (the row has the full error)."""
+    if getattr(exc, "kind", None) == "gated":
+        return "No estimate until a token is added: the repo is gated."
+    text = str(exc) or type(exc).__name__
+    return f"No estimate: {text if len(text) <= 160 else text[:157] + '…'}"
+
+
 class FitEstimates:
     """Fit tables per model, computed off the caller's thread.
 
@@ -142,6 +150,13 @@ class FitEstimates:
         self._queue.put(spec)
         self._on_change()
 
+    def retry_unavailable(self, specs: list[ModelSpec]) -> None:
+        """Estimate again those of ``specs`` that had no estimate (e.g. after a token)."""
+        for spec in specs:
+            info = self.info(spec.repo_id)
+            if info is not None and info["status"] == "unavailable":
+                self.request(spec, force=True)
+
     def info(self, repo_id: str) -> FitInfo | None:
         with self._lock:
             return self._infos.get(repo_id)
@@ -173,7 +188,7 @@ class FitEstimates:
                 info = fit_info(table)
             except Exception as exc:  # shown in the row; never a crash of the thread
                 log.info("No fit estimate for %s: %s", spec.repo_id, exc)
-                table, info = None, _unavailable(f"No estimate: {exc}")
+                table, info = None, _unavailable(_why(exc))
             with self._lock:
                 if table is not None:
                     self._tables[spec.repo_id] = table

@@ -126,6 +126,13 @@ def test_gated_row_offers_add_a_token_and_the_token_never_shows(
     assert row["can_retry"] is False
     assert "ChatWidget(token=" in row["error"] or "token" in row["error"]
 
+    def refused() -> bool:
+        fit = _row(_models(chat), DEMO_GATED_REPO)["fit"]
+        return fit is not None and fit["status"] == "unavailable"
+
+    wait_for(chat, refused, 60, "the gated model's estimate, refused")
+    assert "token" in _row(_models(chat), DEMO_GATED_REPO)["fit"]["note"]
+
     bad = front.request("set_token", token="   ")
     assert not bad["ok"]
     assert "empty" in bad["error"]
@@ -134,6 +141,12 @@ def test_gated_row_offers_add_a_token_and_the_token_never_shows(
     wait_for(chat, lambda: chat.model_state(DEMO_GATED_REPO) == "Ready", 120, "gated ready")
     assert chat.active_model == DEMO_GATED_REPO
     assert any(r.token_present for r in local_hub.requests)
+
+    def estimated() -> bool:
+        fit = _row(_models(chat), DEMO_GATED_REPO)["fit"]
+        return fit is not None and fit["status"] == "ready"
+
+    wait_for(chat, estimated, 60, "the gated model's estimate, with the token")
 
     # The token is in no trait, comm message, event, log, repr or error text.
     assert chat.wait_until_idle(30)
