@@ -291,16 +291,23 @@ class Session:
         self._changed("conversations", "models")
         return state
 
-    def add_model(self, model: ModelSpec | str, *, check: bool = True) -> ModelSpec:
-        """Add a model to the catalog without selecting it; returns at once.
+    def add_model(
+        self, model: ModelSpec | str, *, check: bool = True, wait: bool = True
+    ) -> ModelSpec:
+        """Add a model to the catalog without selecting it.
 
-        With ``check``, a background thread asks the hub about it (never the caller's
-        thread): a model the hub does not know is taken out of the catalog again and the
-        reason is shown (part ``errors``); a gated one stays, for a token to unlock it.
+        With ``check`` the hub is asked about it (with this session's token): with ``wait``
+        in the caller's thread, raising a clear error for an unknown or gated repo (nothing
+        is added); without, on a background thread, returning at once: a model the hub does
+        not know leaves the catalog again and the reason is shown (part ``errors``); a
+        gated one stays, for a token to unlock it. The front end never waits for the hub.
         """
-        spec = self._add_spec(ModelSpec.coerce(model))
+        spec = ModelSpec.coerce(model)
+        if check and wait and not spec.is_remote:
+            self._runtime.plan(spec, group=self._group)  # raises for unknown/gated repos
+        spec = self._add_spec(spec)
         self._changed("models")
-        if check and not spec.is_remote:
+        if check and not wait and not spec.is_remote:
             threading.Thread(
                 target=self._check_model, args=(spec,), name="chatwidget-add-model", daemon=True
             ).start()

@@ -240,12 +240,19 @@ class ChatWidget(anywidget.AnyWidget):
         with self._api():
             return self._session.select_model(model).value
 
-    def add_model(self, model: ModelSpec | str) -> ModelSpec:
-        """Add a model to the selector without selecting it; returns at once. The hub is
-        asked on a worker thread: a model it does not know leaves the selector again and
-        the reason shows in the widget's errors."""
+    def add_model(self, model: ModelSpec | str, *, wait: bool = True) -> ModelSpec:
+        """Add a model to the selector without selecting it, checked against the hub.
+
+        ``wait=True``: asked in this cell, raising a clear error for an unknown or gated
+        repo. ``wait=False``: returns at once; a worker thread asks the hub, and a model it
+        does not know leaves the selector again (the reason shows in the widget). The
+        widget's own Add field never waits for the hub: the queue's worker checks it.
+        """
         with self._api():
-            return self._session.add_model(model)
+            spec = self._session.add_model(model, wait=wait)
+            if self._fits is not None:
+                self._fits.request(spec)
+            return spec
 
     def send(self, text: str) -> ReplyHandle:
         """Send a message in the active conversation; returns a handle to the reply."""

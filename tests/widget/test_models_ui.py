@@ -210,11 +210,11 @@ def test_add_model_from_the_front_end_answers_without_waiting_for_the_hub(
     assert row["action"] == "Check the model id"
 
 
-def test_python_add_model_checks_the_hub_on_a_worker_thread(
+def test_python_add_model_can_check_the_hub_on_a_worker_thread(
     make_chat: Callable[..., ChatWidget],
 ) -> None:
     chat = make_chat()
-    spec = chat.add_model("demo/missing-model")
+    spec = chat.add_model("demo/missing-model", wait=False)
     assert spec.repo_id == "demo/missing-model"
     wait_for(chat, lambda: not chat.session.knows("demo/missing-model"), 60, "check")
     assert any("demo/missing-model" in n.message for n in chat.session.errors)
