@@ -1117,9 +1117,10 @@ class Orchestrator:
         )
         raise SpecConflictError(
             f"{repo_id} is {entry.state.label} with revision {old.revision!r} "
-            f"(trust_remote_code={old.trust_remote_code}, allow_pickle={old.allow_pickle}); "
-            f"to use revision {spec.revision!r} (trust_remote_code={spec.trust_remote_code}, "
-            f"allow_pickle={spec.allow_pickle}), {how}, then select it again."
+            f"(trust_remote_code={old.trust_remote_code}, allow_pickle={old.allow_pickle}, "
+            f"precision {old.quantization or old.dtype}); to use revision {spec.revision!r} "
+            f"(trust_remote_code={spec.trust_remote_code}, allow_pickle={spec.allow_pickle}, "
+            f"precision {spec.quantization or spec.dtype}), {how}, then select it again."
         )
 
     def _enqueue(

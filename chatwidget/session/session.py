@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
@@ -39,6 +40,7 @@ from chatwidget.orchestrator import (
     UnloadResult,
 )
 from chatwidget.orchestrator.lifecycle import IN_FLIGHT
+from chatwidget.orchestrator.orchestrator import same_load
 from chatwidget.session.deltas import DeltaStream
 from chatwidget.session.messages import ConversationInfo, Message, new_id, to_markdown
 from chatwidget.session.reply import ReplyHandle
@@ -144,7 +146,7 @@ class Session:
         self.deltas = DeltaStream(self._notify)
 
         for spec in models if models is not None else DEFAULT_CATALOG:
-            self._add_spec(ModelSpec.coerce(spec))
+            self._add_spec(self._coerce(spec))
         first = self._store.create()
         self._orch.open_conversation(first.id, group=self._group)
         self._orch.set_active_conversation(first.id, group=self._group)
@@ -279,7 +281,7 @@ class Session:
         A Ready model answers the next message. Any other model is queued (downloaded if
         needed, then loaded) and the download manager is asked to open.
         """
-        spec = self._add_spec(ModelSpec.coerce(model))
+        spec = self._add_spec(self._coerce(model))
         state = self._orch.request_model(self._active, spec)
         if state is not ModelState.READY:
             with self._lock:
@@ -550,6 +552,20 @@ class Session:
         with self._lock:
             self._epochs[conversation_id] = self._epochs.get(conversation_id, 0) + 1
         self._changed("transcript")
+
+    def _coerce(self, model: ModelSpec | str) -> ModelSpec:
+        """A spec for ``model``. One that names no precision (``auto``) takes the precision
+        the queue already has for that model, so another widget's choice for it stands."""
+        spec = ModelSpec.coerce(model)
+        if (spec.dtype, spec.quantization) != ("auto", None):
+            return spec
+        try:
+            known = self._orch.spec(spec.repo_id)
+        except ChatWidgetError:  # not registered yet
+            return spec
+        if same_load(replace(known, dtype="auto", quantization=None), spec):
+            return replace(spec, dtype=known.dtype, quantization=known.quantization)
+        return spec
 
     def _add_spec(self, spec: ModelSpec) -> ModelSpec:
         with self._lock:

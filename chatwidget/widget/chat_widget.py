@@ -25,7 +25,7 @@ from chatwidget import runtime
 from chatwidget.catalog import ModelSpec, validate_repo_id
 from chatwidget.errors import ChatWidgetError, ProtocolError
 from chatwidget.fit import FitTable
-from chatwidget.orchestrator import Event, OrchestratorSnapshot, UnloadResult
+from chatwidget.orchestrator import Event, MemoryPolicy, OrchestratorSnapshot, UnloadResult
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
 from chatwidget.widget import fallback, views
@@ -175,6 +175,12 @@ class ChatWidget(anywidget.AnyWidget):
         Read from the same snapshot as :attr:`downloads`, :attr:`models` and
         :attr:`active_model` (they are brought up to date together first)."""
         return self._consistent().state(repo_id).value
+
+    @property
+    def memory_policy(self) -> MemoryPolicy:
+        """The memory policy in force (shared by every widget on this hub and cache): the
+        budget in bytes (None: half the free memory), the model limit, keep_alive in s."""
+        return self._runtime.policy
 
     def unload(self, model: str) -> UnloadResult:
         """Unload a loaded model now; it is Downloaded again and ``.freed_bytes`` says what
