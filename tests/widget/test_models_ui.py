@@ -298,3 +298,28 @@ def test_precision_changed_while_downloading_is_the_one_loaded(
     loaded = chat._runtime.engine._pool.get(TINY_B)
     assert loaded is not None
     assert next(loaded.model.parameters()).dtype == torch.float32
+
+
+def test_a_model_too_large_offers_free_memory_not_retry_and_free_memory_tries_again(
+    make_chat: Callable[..., ChatWidget],
+) -> None:
+    chat = make_chat()
+    front = FrontEnd(chat)
+    chat.select_model(TINY)
+    assert chat.wait_until_idle(120)
+    size = _row(chat.downloads, TINY)["residency"]["memory_bytes"]
+    chat._runtime.configure(memory_budget=size // 2)  # too small for either model
+    chat.select_model(TINY_B)
+    assert chat.wait_until_idle(120)
+    row = _row(chat.downloads, TINY_B)
+    assert row["state"] == "Failed"
+    assert row["action"] == "Free memory"
+    assert row["can_retry"] is False
+    assert "chat.unload(" in row["error"]
+
+    chat._runtime.configure(memory_budget=None)  # room again (the default budget)
+    reply = front.request("free_memory", repo_id=TINY_B)
+    assert reply["ok"], reply
+    assert chat.wait_until_idle(120)
+    assert chat.model_state(TINY_B) == "Ready"
+    assert chat.active_model == TINY_B
