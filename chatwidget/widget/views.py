@@ -135,8 +135,19 @@ def residency(
         "memory_bytes": status.memory_bytes if ready and status else None,
         "can_unload": ready,
         "freed_bytes": None if ready or freed_bytes is None else freed_bytes(repo_id),
-        "note": status.note if status else None,
+        "note": _note(status),
     }
+
+
+def _note(status: ModelStatus | None) -> str | None:
+    """The lifecycle's note, else the download's ("Waiting for another download of X")."""
+    if status is None:
+        return None
+    if status.note:
+        return status.note
+    p = status.progress
+    downloading = status.state is ModelState.DOWNLOADING
+    return p.note if p is not None and downloading and p.note else None
 
 
 def model_rows(
