@@ -4,9 +4,11 @@ import type { FitInfo } from "../src/protocol";
 import {
   REPO_A,
   REPO_B,
+  chat,
   conversation,
   download,
   flush,
+  message,
   modelRow,
   mountPerTest,
   residency,
@@ -273,5 +275,25 @@ describe("precision and fit labels", () => {
     const model = within(el).getByRole<HTMLSelectElement>("combobox", { name: "Model" });
     expect(model.options[1]).toHaveTextContent("SmolLM2 135M Instruct · Active · 269 MB · CPU");
     expect(el.querySelector(".cw-residency")).toHaveTextContent("On CPU · 120 MB");
+  });
+});
+
+describe("a reply whose model loads again", () => {
+  it("shows Loading model… until the model is back, then Generating…", () => {
+    const reply = (note: string | null) =>
+      message({
+        id: "a1",
+        role: "assistant",
+        content: "",
+        status: "streaming",
+        model: REPO_A,
+        note,
+      });
+    const { model, el } = open({ ...chat([message(), reply("Loading model…")]), generating: true });
+    const meta = () => el.querySelector('[data-id="a1"] .cw-msg-meta');
+    expect(meta()).toHaveTextContent("Loading model…");
+    model.update({ ...chat([message(), reply(null)]) });
+    expect(meta()).toHaveTextContent("Generating…");
+    expect(meta()).not.toHaveTextContent("Loading model…");
   });
 });
