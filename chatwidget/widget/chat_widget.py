@@ -26,11 +26,13 @@ from chatwidget.catalog import ModelSpec, validate_repo_id
 from chatwidget.compare.handle import CompareHandle
 from chatwidget.compare.view import CompareMode
 from chatwidget.errors import ChatWidgetError, ProtocolError
+from chatwidget.fit import FitTable
 from chatwidget.history.types import Comparison
-from chatwidget.orchestrator import Event
+from chatwidget.orchestrator import Event, MemoryPolicy, OrchestratorSnapshot, UnloadResult
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
 from chatwidget.widget import fallback, views
+from chatwidget.widget.fit_options import FitEstimates, spec_for_option
 from chatwidget.widget.intents import short_id, validate
 from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply
 from chatwidget.widget.sync import Publisher
@@ -51,6 +53,13 @@ class ChatWidget(anywidget.AnyWidget):
             only; never placed in widget state. Defaults to huggingface_hub's usual sources.
         endpoint: the hub to download from (defaults to ``HF_ENDPOINT`` or the Hub).
         cache_dir: the HF cache to use (defaults to the standard one).
+        memory_budget: most memory loaded models may take together (bytes or ``"8GB"``);
+            default ``CHATWIDGET_MEMORY_BUDGET``, else half the free memory.
+        max_loaded_models: most models loaded at once; default
+            ``CHATWIDGET_MAX_LOADED_MODELS``, else no limit.
+        keep_alive: unload a model unused this long (seconds or ``"10m"``; the active one
+            too: it loads again on the next message); default ``CHATWIDGET_KEEP_ALIVE``,
+            else never. The policy is shared by every widget on the same hub and cache.
 
     Unknown keyword arguments raise ``TypeError`` naming the nearest valid one.
     """
@@ -84,6 +93,10 @@ class ChatWidget(anywidget.AnyWidget):
         token: str | bool | None = None,
         endpoint: str | None = None,
         cache_dir: str | Path | None = None,
+        *,
+        memory_budget: int | str | None = None,
+        max_loaded_models: int | str | None = None,
+        keep_alive: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         _check_keywords(kwargs)
@@ -92,11 +105,29 @@ class ChatWidget(anywidget.AnyWidget):
         self._handling = threading.local()
         self._publisher: Publisher | None = None
         self._compare_mode: CompareMode | None = None
+        self._shown: OrchestratorSnapshot | None = None
+        self._fits: FitEstimates | None = None
         self._group = new_id("w")
-        self._runtime = runtime.acquire(
-            endpoint=endpoint, cache_dir=cache_dir, token=token, group=self._group
+        # Weakly owned: a widget that is garbage-collected without close() stops pinning
+        # its models (the runtime's reaper closes its conversations and drops its token).
+        self._consumer = runtime.connect(
+            self,
+            endpoint=endpoint,
+            cache_dir=cache_dir,
+            token=token,
+            group=self._group,
+            memory_budget=memory_budget,
+            max_loaded_models=max_loaded_models,
+            keep_alive=keep_alive,
         )
+        self._runtime = self._consumer.runtime
         self._session = Session(self._runtime, models, group=self._group, on_change=self._poke)
+        self._fits = FitEstimates(
+            self._runtime,
+            group=self._group,
+            cache_dir=self._runtime.downloader.cache_dir,
+            on_change=self._fits_changed,
+        )
         self._publisher = Publisher(
             take_changes=self._session.take_changes,
             render=self._render,
@@ -125,8 +156,9 @@ class ChatWidget(anywidget.AnyWidget):
 
     @property
     def active_model(self) -> str | None:
-        """The model that answers the next message in the active conversation."""
-        return self._session.active_model
+        """The model that answers the next message in the active conversation (read from
+        the same snapshot as :attr:`downloads` and :meth:`model_state`)."""
+        return self._consistent().active_model(self._session.conversation_id)
 
     @property
     def requested_model(self) -> str | None:
@@ -144,8 +176,71 @@ class ChatWidget(anywidget.AnyWidget):
         return rows
 
     def model_state(self, repo_id: str) -> str:
-        """The state label the UI shows: "Not downloaded", "Downloaded", "Queued", ...."""
-        return self._session.model_state(repo_id).value
+        """The state label the UI shows: "Not downloaded", "Downloaded", "Queued", ....
+
+        Read from the same snapshot as :attr:`downloads`, :attr:`models` and
+        :attr:`active_model` (they are brought up to date together first)."""
+        return self._consistent().state(repo_id).value
+
+    @property
+    def memory_policy(self) -> MemoryPolicy:
+        """The memory policy in force (shared by every widget on this hub and cache): the
+        budget in bytes (None: half the free memory), the model limit, keep_alive in s."""
+        return self._runtime.policy
+
+    def unload(self, model: str) -> UnloadResult:
+        """Unload a loaded model now; it is Downloaded again and ``.freed_bytes`` says what
+        it freed. A conversation on it loads it again on its next message. Raises
+        ModelBusyError while a reply uses it: ``chat.stop()`` first."""
+        with self._api():
+            return self._session.unload(model)
+
+    def free_memory(self, model: str | None = None) -> int:
+        """Unload every loaded model no reply uses (then retry ``model``, one that did not
+        fit); returns the bytes freed."""
+        with self._api():
+            return self._session.free_memory(model)
+
+    def set_token(self, token: str | bool | None) -> tuple[str, ...]:
+        """Use a Hugging Face token for this widget's downloads (gated or private repos).
+
+        The token is kept by the downloader only: never in widget state, events, logs,
+        reprs or errors. Models that failed for want of it are queued again (returned).
+        """
+        with self._api():
+            return self._token_set(token)
+
+    def set_precision(self, model: str, precision: str) -> ModelSpec:
+        """Load ``model`` in ``precision`` from now on: ``"auto"``, ``"bfloat16"``,
+        ``"float16"``, ``"float32"``, or ``"8bit"``/``"4bit"`` (bitsandbytes + CUDA). A
+        loaded model in another precision is unloaded (it loads again when used)."""
+        with self._api():
+            repo_id = validate_repo_id(model)
+            known = next((s for s in self._session.catalog if s.repo_id == repo_id), None)
+            spec = spec_for_option(known or ModelSpec(repo_id), precision)
+            table = self._fits.table(repo_id) if self._fits else None
+            if table is not None and precision in {a.option for a in table.absent}:
+                table.row(precision)  # raises KeyError saying why it is absent
+            if known is None:
+                self._session.add_model(spec, check=False)
+                return spec
+            return self._session.set_precision(repo_id, spec)
+
+    def fit(self, model: str, timeout: float | None = 60.0) -> FitTable | None:
+        """Will ``model`` fit, per precision option (before download: config and weight
+        headers only). Estimated on a worker thread; waits up to ``timeout`` for it."""
+        repo_id = validate_repo_id(model)
+        assert self._fits is not None
+        spec = next((s for s in self._session.catalog if s.repo_id == repo_id), None)
+        self._fits.request(spec or ModelSpec(repo_id))
+        self._fits.wait(repo_id, timeout)
+        return self._fits.table(repo_id)
+
+    def estimate_fits(self) -> None:
+        """Estimate every catalog model's fit in the background (rows show the labels)."""
+        assert self._fits is not None
+        for spec in self._session.catalog:
+            self._fits.request(spec)
 
     def select_model(self, model: ModelSpec | str) -> str:
         """Pick a model for the active conversation; returns its state label.
@@ -157,10 +252,19 @@ class ChatWidget(anywidget.AnyWidget):
         with self._api():
             return self._session.select_model(model).value
 
-    def add_model(self, model: ModelSpec | str) -> ModelSpec:
-        """Add a model to the selector (validated against the hub) without selecting it."""
+    def add_model(self, model: ModelSpec | str, *, wait: bool = True) -> ModelSpec:
+        """Add a model to the selector without selecting it, checked against the hub.
+
+        ``wait=True``: asked in this cell, raising a clear error for an unknown or gated
+        repo. ``wait=False``: returns at once; a worker thread asks the hub, and a model it
+        does not know leaves the selector again (the reason shows in the widget). The
+        widget's own Add field never waits for the hub: the queue's worker checks it.
+        """
         with self._api():
-            return self._session.add_model(model)
+            spec = self._session.add_model(model, wait=wait)
+            if self._fits is not None:
+                self._fits.request(spec)
+            return spec
 
     def send(self, text: str) -> ReplyHandle:
         """Send a message in the active conversation; returns a handle to the reply."""
@@ -258,10 +362,13 @@ class ChatWidget(anywidget.AnyWidget):
         session = getattr(self, "_session", None)
         if session is not None:
             session.close()
+        if self._fits is not None:
+            self._fits.close()
         if self._publisher is not None:
             self._publisher.close()
-        if getattr(self, "_runtime", None) is not None:
-            runtime.release(self._runtime, group=self._group)
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.close()
         super().close()
 
     # ------------------------------------------------------------------ display
@@ -290,7 +397,42 @@ class ChatWidget(anywidget.AnyWidget):
             publisher.poke()
 
     def _render(self, parts: Collection[Any]) -> dict[str, Any]:
-        return views.render(self._session, cast("Collection[Part]", parts))
+        fits = self._fits
+        return views.render(
+            self._session,
+            cast("Collection[Part]", parts),
+            fits=None if fits is None else fits.info,
+            snapshot_taken=self._took,
+        )
+
+    def _token_set(self, token: str | bool | None) -> tuple[str, ...]:
+        retried = self._session.set_token(token)
+        if self._fits is not None:  # models the hub refused to describe may be visible now
+            self._fits.retry_unavailable(self._session.catalog)
+        return retried
+
+    def _took(self, snapshot: OrchestratorSnapshot) -> None:
+        self._shown = snapshot
+
+    def _fits_changed(self) -> None:
+        self._session._changed("models")
+
+    def _consistent(self) -> OrchestratorSnapshot:
+        """Bring the model, download and conversation traits up to date from one snapshot,
+        under the publisher's lock, and return that snapshot (Python reads agree with it)."""
+        publisher = self._publisher
+        if publisher is None or self._closed or not publisher.alive:
+            return self._session.snapshot()
+        with publisher.lock:
+            values = self._render(views.MODEL_PARTS)
+            snapshot = self._shown
+            changed = {k: v for k, v in values.items() if getattr(self, k) != v}
+            if changed:
+                publisher.seq += 1
+                changed["seq"] = publisher.seq
+                self._apply(changed)
+        assert snapshot is not None
+        return snapshot
 
     def _apply(self, values: dict[str, Any]) -> None:
         with self.hold_sync():
@@ -381,10 +523,25 @@ class ChatWidget(anywidget.AnyWidget):
             case "select_model":
                 s.select_model(validate_repo_id(args["repo_id"]))
             case "add_model":
+                # No hub request here: the queue's worker asks the hub, and a failure
+                # (not found, gated: "Add a token") shows in the model's row.
                 repo_id = validate_repo_id(args["repo_id"])
                 if not s.knows(repo_id):
-                    s.add_model(repo_id)
+                    s.add_model(repo_id, check=False)
                 s.select_model(repo_id)
+                if self._fits is not None:
+                    self._fits.request(next(m for m in s.catalog if m.repo_id == repo_id))
+            case "unload_model":
+                s.unload(validate_repo_id(args["repo_id"]))
+            case "free_memory":
+                s.free_memory(validate_repo_id(args["repo_id"]))
+            case "set_token":
+                # The token goes to the downloader and nowhere else; never logged or echoed.
+                self._token_set(args["token"])
+            case "set_precision":
+                self.set_precision(args["repo_id"], args["option"])
+            case "estimate_fit":
+                self.estimate_fits()
             case "cancel_download":
                 s.cancel_download(args["repo_id"])
             case "retry_download":

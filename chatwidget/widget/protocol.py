@@ -75,8 +75,55 @@ Role = Literal["user", "assistant", "system"]
 MessageStatus = Literal["done", "streaming", "stopped", "error"]
 
 
+class FitOption(TypedDict):
+    """One precision option's verdict: ``verdict`` is gpu / partial / cpu / none, ``label``
+    the words ("Fits on GPU", "Partial offload", "CPU only", "Won't fit")."""
+
+    option: str
+    verdict: str
+    label: str
+    required_bytes: int
+    budget_bytes: int | None
+    note: str
+
+
+class AbsentFitOption(TypedDict):
+    """A precision option this machine or checkpoint cannot offer, and why."""
+
+    option: str
+    reason: str
+
+
+class FitInfo(TypedDict):
+    """Will it fit, per precision option, before download. ``status``: pending (being
+    estimated), ready, or unavailable (``note`` says why)."""
+
+    status: Literal["pending", "ready", "unavailable"]
+    context_tokens: int
+    source: str
+    options: list[FitOption]
+    absent: list[AbsentFitOption]
+    note: str | None
+
+
+class Residency(TypedDict):
+    """Where a model is while loaded, and what unloading it did.
+
+    ``placement``: "GPU 0", "CPU", "disk offload" (from ``hf_device_map``); ``memory_bytes``:
+    what the memory budget counts for it; ``can_unload``: it is loaded and may be unloaded;
+    ``freed_bytes``: what the last unload freed (shown until it loads again); ``note``: a
+    status text ("waiting for the reply on X to finish", "Waiting for another download")."""
+
+    placement: list[str]
+    memory_bytes: int | None
+    can_unload: bool
+    freed_bytes: int | None
+    note: str | None
+
+
 class ModelRow(TypedDict):
-    """One catalog entry, trait ``models``."""
+    """One catalog entry, trait ``models``; ``precision`` is the option chosen for it
+    (``auto``, ``bfloat16``, ``float16``, ``float32``, ``8bit``, ``4bit``)."""
 
     repo_id: str
     name: str
@@ -87,10 +134,14 @@ class ModelRow(TypedDict):
     can_cancel: bool
     can_retry: bool
     action: str | None
+    residency: Residency
+    precision: str
+    fit: FitInfo | None
 
 
 class MessageRow(TypedDict):
-    """One chat message; ``chunks``: how many streamed chunks ``content`` holds."""
+    """One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a
+    status while it streams ("Loading model…" while its asleep model loads again)."""
 
     id: str
     role: Role
@@ -101,6 +152,7 @@ class MessageRow(TypedDict):
     tokens_per_s: float | None
     error: str | None
     chunks: int
+    note: NotRequired[str | None]
 
 
 class ConversationRow(TypedDict):
@@ -136,6 +188,7 @@ class DownloadRow(TypedDict):
     can_cancel: bool
     can_retry: bool
     action: str | None
+    residency: Residency
 
 
 class SettingsDict(TypedDict):
@@ -318,6 +371,42 @@ class RetryDownloadIntent(TypedDict):
     repo_id: Id
 
 
+class UnloadModelIntent(TypedDict):
+    """Unload a loaded model (answered after it is unloaded; the row shows the freed bytes)."""
+
+    kind: Literal["unload_model"]
+    repo_id: Id
+
+
+class FreeMemoryIntent(TypedDict):
+    """Unload every idle loaded model, then retry ``repo_id`` (a "won't fit" failure)."""
+
+    kind: Literal["free_memory"]
+    repo_id: Id
+
+
+class SetTokenIntent(TypedDict):
+    """A Hugging Face token for this widget's downloads, sent once: the kernel keeps it in
+    the downloader only (never in a trait, event, log or reply) and retries gated models."""
+
+    kind: Literal["set_token"]
+    token: Text
+
+
+class SetPrecisionIntent(TypedDict):
+    """Load ``repo_id`` in precision ``option`` from now on (remembered per model)."""
+
+    kind: Literal["set_precision"]
+    repo_id: Id
+    option: Id
+
+
+class EstimateFitIntent(TypedDict):
+    """Estimate whether the catalog's models fit, per precision (results come in rows)."""
+
+    kind: Literal["estimate_fit"]
+
+
 class NewConversationIntent(TypedDict):
     kind: Literal["new_conversation"]
 
@@ -400,6 +489,11 @@ INTENTS: tuple[type, ...] = (
     AddModelIntent,
     CancelDownloadIntent,
     RetryDownloadIntent,
+    UnloadModelIntent,
+    FreeMemoryIntent,
+    SetTokenIntent,
+    SetPrecisionIntent,
+    EstimateFitIntent,
     NewConversationIntent,
     SwitchConversationIntent,
     RenameConversationIntent,

@@ -31,6 +31,10 @@ ALIASES: dict[str, Any] = {
     "CompareStatus": p.CompareStatus,
 }
 INTERFACES: tuple[type, ...] = (
+    p.FitOption,
+    p.AbsentFitOption,
+    p.FitInfo,
+    p.Residency,
     p.ModelRow,
     p.MessageRow,
     p.ConversationRow,
@@ -91,7 +95,8 @@ def _fields(td: type) -> list[tuple[str, bool, str]]:
 
 
 def _doc(td: type) -> str:
-    doc = (td.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    first = (td.__doc__ or "").strip().split("\n\n")[0]
+    doc = " ".join(line.strip() for line in first.splitlines())
     return f"/** {doc} */\n" if doc else ""
 
 

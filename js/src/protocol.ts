@@ -20,7 +20,42 @@ export type CompareMode = "sequential" | "concurrent";
 
 export type CompareStatus = "waiting" | "streaming" | "done" | "stopped" | "failed";
 
-/** One catalog entry, trait ``models``. */
+/** One precision option's verdict: ``verdict`` is gpu / partial / cpu / none, ``label`` the words ("Fits on GPU", "Partial offload", "CPU only", "Won't fit"). */
+export interface FitOption {
+  option: string;
+  verdict: string;
+  label: string;
+  required_bytes: number;
+  budget_bytes: number | null;
+  note: string;
+}
+
+/** A precision option this machine or checkpoint cannot offer, and why. */
+export interface AbsentFitOption {
+  option: string;
+  reason: string;
+}
+
+/** Will it fit, per precision option, before download. ``status``: pending (being estimated), ready, or unavailable (``note`` says why). */
+export interface FitInfo {
+  status: "pending" | "ready" | "unavailable";
+  context_tokens: number;
+  source: string;
+  options: FitOption[];
+  absent: AbsentFitOption[];
+  note: string | null;
+}
+
+/** Where a model is while loaded, and what unloading it did. */
+export interface Residency {
+  placement: string[];
+  memory_bytes: number | null;
+  can_unload: boolean;
+  freed_bytes: number | null;
+  note: string | null;
+}
+
+/** One catalog entry, trait ``models``; ``precision`` is the option chosen for it (``auto``, ``bfloat16``, ``float16``, ``float32``, ``8bit``, ``4bit``). */
 export interface ModelRow {
   repo_id: string;
   name: string;
@@ -31,9 +66,12 @@ export interface ModelRow {
   can_cancel: boolean;
   can_retry: boolean;
   action: string | null;
+  residency: Residency;
+  precision: string;
+  fit: FitInfo | null;
 }
 
-/** One chat message; ``chunks``: how many streamed chunks ``content`` holds. */
+/** One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a status while it streams ("Loading model…" while its asleep model loads again). */
 export interface MessageRow {
   id: string;
   role: Role;
@@ -44,6 +82,7 @@ export interface MessageRow {
   tokens_per_s: number | null;
   error: string | null;
   chunks: number;
+  note?: string | null;
 }
 
 /** One conversation, trait ``conversations``. */
@@ -76,6 +115,7 @@ export interface DownloadRow {
   can_cancel: boolean;
   can_retry: boolean;
   action: string | null;
+  residency: Residency;
 }
 
 /** Generation settings, trait ``settings``. */
@@ -213,6 +253,11 @@ export type Intent =
   | { kind: "add_model"; repo_id: string }
   | { kind: "cancel_download"; repo_id: string }
   | { kind: "retry_download"; repo_id: string }
+  | { kind: "unload_model"; repo_id: string }
+  | { kind: "free_memory"; repo_id: string }
+  | { kind: "set_token"; token: string }
+  | { kind: "set_precision"; repo_id: string; option: string }
+  | { kind: "estimate_fit" }
   | { kind: "new_conversation" }
   | { kind: "switch_conversation"; conversation_id: string }
   | { kind: "rename_conversation"; conversation_id: string; title: string }

@@ -97,6 +97,7 @@ class MessageView {
       message.new_tokens,
       message.tokens_per_s,
       message.status,
+      message.note ?? null,
     ]);
     if (this.meta.dataset.key === key) return; // unchanged: leave the nodes alone
     this.meta.dataset.key = key;
@@ -118,6 +119,9 @@ class MessageView {
       items.push(h("span", { class: "cw-badge cw-badge-stopped" }, ["Stopped"]));
     } else if (message.status === "error") {
       items.push(h("span", { class: "cw-badge cw-badge-error" }, ["Error"]));
+    } else if (message.status === "streaming" && message.note) {
+      // e.g. "Loading model…": its (asleep) model loads again before the reply starts
+      items.push(h("span", { class: "cw-badge cw-badge-live cw-badge-loading" }, [message.note]));
     } else if (message.status === "streaming") {
       items.push(h("span", { class: "cw-badge cw-badge-live" }, ["Generating…"]));
     }
