@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
+from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_model_key
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError
 from chatwidget.orchestrator import (
@@ -290,17 +290,34 @@ class Session:
     def add_model(self, model: ModelSpec | str) -> ModelSpec:
         """Add a model to the catalog (checked against the hub) without selecting it."""
         spec = ModelSpec.coerce(model)
-        self._runtime.downloader.plan(spec)  # raises a clear error for unknown/gated repos
+        if not spec.is_remote:  # a remote model is checked by Connecting, not the hub
+            self._runtime.downloader.plan(spec)  # a clear error for unknown/gated repos
         spec = self._add_spec(spec)
         self._changed("models")
         return spec
 
+    def add_remote_models(self, specs: Iterable[ModelSpec]) -> None:
+        """Add the models a server listed to the catalog (no request is made)."""
+        for spec in specs:
+            self._add_spec(spec)
+        self._changed("models")
+
+    def remove_models(self, repo_ids: Iterable[str]) -> None:
+        """Take models out of the catalog (a removed server's); their state is the
+        orchestrator's, which evicts a Ready one."""
+        with self._lock:
+            for repo_id in repo_ids:
+                self._catalog.pop(repo_id, None)
+                if repo_id in self._download_order:
+                    self._download_order.remove(repo_id)
+        self._changed("models", "downloads")
+
     def cancel_download(self, repo_id: str) -> None:
-        self._orch.cancel(validate_repo_id(repo_id))
+        self._orch.cancel(validate_model_key(repo_id))
         self._changed("models", "downloads", "activity")
 
     def retry_download(self, repo_id: str) -> None:
-        repo_id = validate_repo_id(repo_id)
+        repo_id = validate_model_key(repo_id)
         self._orch.retry(repo_id)
         with self._lock:
             if repo_id not in self._download_order:

@@ -22,14 +22,15 @@ import anywidget
 import traitlets
 
 from chatwidget import runtime
-from chatwidget.catalog import ModelSpec, validate_repo_id
+from chatwidget.catalog import ModelSpec, validate_model_key
 from chatwidget.errors import ChatWidgetError, ProtocolError
 from chatwidget.orchestrator import Event
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
 from chatwidget.widget import fallback, views
 from chatwidget.widget.intents import short_id, validate
-from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply
+from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply, ServerRow
+from chatwidget.widget.servers import ServerBook, ServersArg, server_args
 from chatwidget.widget.sync import Publisher
 
 log = logging.getLogger("chatwidget.widget")
@@ -48,6 +49,9 @@ class ChatWidget(anywidget.AnyWidget):
             only; never placed in widget state. Defaults to huggingface_hub's usual sources.
         endpoint: the hub to download from (defaults to ``HF_ENDPOINT`` or the Hub).
         cache_dir: the HF cache to use (defaults to the standard one).
+        servers: OpenAI-compatible servers to add at once (see :meth:`add_server`):
+            ``{"gpu": "http://host:8000/v1"}``, or a list of base URLs or of
+            ``{"base_url", "name", "api_key", "api_key_env"}`` mappings.
 
     Unknown keyword arguments raise ``TypeError`` naming the nearest valid one.
     """
@@ -71,6 +75,8 @@ class ChatWidget(anywidget.AnyWidget):
     last_switch = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     download_focus_seq = traitlets.Int(0).tag(sync=True)
     errors = traitlets.List(traitlets.Dict()).tag(sync=True)
+    servers = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """OpenAI-compatible servers added to this widget: name, URL, status, models; no keys."""
 
     def __init__(
         self,
@@ -79,9 +85,12 @@ class ChatWidget(anywidget.AnyWidget):
         token: str | bool | None = None,
         endpoint: str | None = None,
         cache_dir: str | Path | None = None,
+        *,
+        servers: ServersArg = None,
         **kwargs: Any,
     ) -> None:
         _check_keywords(kwargs)
+        to_add = server_args(servers)  # malformed servers= fails before anything starts
         super().__init__(**kwargs)
         self._closed = False
         self._handling = threading.local()
@@ -91,16 +100,19 @@ class ChatWidget(anywidget.AnyWidget):
             endpoint=endpoint, cache_dir=cache_dir, token=token, group=self._group
         )
         self._session = Session(self._runtime, models, group=self._group, on_change=self._poke)
+        self._servers = ServerBook(self._runtime.remote, self._session, self._poke)
         self._publisher = Publisher(
-            take_changes=self._session.take_changes,
+            take_changes=self._take_changes,
             render=self._render,
             apply=self._apply,
             take_deltas=self._session.deltas.take,
             send=self._send_custom,
-            urgent=self._session.urgent_changes,
+            urgent=lambda: self._session.urgent_changes() or self._servers.changed(),
             on_error=self._session.report,
         )
         self.on_msg(self._on_msg)
+        for args in to_add:
+            self._servers.add(**args)
         if model is not None:
             self._session.select_model(model)
         self._publisher.flush()
@@ -155,6 +167,41 @@ class ChatWidget(anywidget.AnyWidget):
         """Add a model to the selector (validated against the hub) without selecting it."""
         with self._api():
             return self._session.add_model(model)
+
+    def add_server(
+        self,
+        base_url: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+    ) -> str:
+        """Add an OpenAI-compatible server (vLLM, SGLang, Ray Serve LLM, llm-d,
+        ``transformers serve``); returns its name.
+
+        Its models (``GET /v1/models``) are listed in the background and appear in the
+        selector as ``"{name}:{model id}"``; :meth:`wait_until_idle` waits for the listing,
+        :meth:`server_models` gives them. ``name`` defaults to the URL's host. The key
+        (``api_key``, or the environment variable named by ``api_key_env``) stays in this
+        kernel: it is never in the widget's state, events, logs or error texts. Only http
+        and https URLs are accepted.
+        """
+        with self._api():
+            return self._servers.add(base_url, name=name, api_key=api_key, api_key_env=api_key_env)
+
+    def remove_server(self, name: str) -> None:
+        """Forget a server: its models leave the selector; a Ready one is evicted."""
+        with self._api():
+            self._servers.remove(name)
+
+    def server_models(self, name: str) -> list[str]:
+        """The keys of the models server ``name`` listed (empty while it still lists)."""
+        return list(self._servers.models(name))
+
+    @property
+    def server_rows(self) -> list[ServerRow]:
+        """The servers as the UI shows them (name, URL, status, models, wait; no keys)."""
+        return self._servers.rows()
 
     def send(self, text: str) -> ReplyHandle:
         """Send a message in the active conversation; returns a handle to the reply."""
@@ -222,7 +269,10 @@ class ChatWidget(anywidget.AnyWidget):
     def wait_until_idle(self, timeout: float | None = 60.0) -> bool:
         """Wait until the queue is drained, no reply is running, and the UI state is sent."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._session.wait_until_idle(timeout):
+        if not self._servers.wait_until_listed(timeout):
+            return False
+        left_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._session.wait_until_idle(left_s):
             return False
         left = 5.0 if deadline is None else max(deadline - time.monotonic(), 0.5)
         assert self._publisher is not None
@@ -233,6 +283,9 @@ class ChatWidget(anywidget.AnyWidget):
         if getattr(self, "_closed", True):  # closed, or __init__ never got this far
             return
         self._closed = True
+        servers = getattr(self, "_servers", None)
+        if servers is not None:
+            servers.close()
         session = getattr(self, "_session", None)
         if session is not None:
             session.close()
@@ -267,8 +320,19 @@ class ChatWidget(anywidget.AnyWidget):
         if publisher is not None and publisher.alive:
             publisher.poke()
 
+    def _take_changes(self) -> set[str]:
+        parts: set[str] = set(self._session.take_changes())
+        if self._servers.take_changes():
+            parts.add("servers")
+        return parts
+
     def _render(self, parts: Collection[Any]) -> dict[str, Any]:
-        return views.render(self._session, cast("Collection[Part]", parts))
+        session_parts = [p for p in parts if p in PARTS]
+        out = views.render(self._session, cast("Collection[Part]", session_parts))
+        # A wait notice ends with its model's Connecting or reply: redraw with those too.
+        if parts is PARTS or {"servers", "models", "activity"} & set(parts):
+            out["servers"] = self._servers.rows()
+        return out
 
     def _apply(self, values: dict[str, Any]) -> None:
         with self.hold_sync():
@@ -357,16 +421,16 @@ class ChatWidget(anywidget.AnyWidget):
             case "regenerate":
                 s.regenerate()
             case "select_model":
-                s.select_model(validate_repo_id(args["repo_id"]))
+                s.select_model(validate_model_key(args["repo_id"]))
             case "add_model":
-                repo_id = validate_repo_id(args["repo_id"])
+                repo_id = validate_model_key(args["repo_id"])
                 if not s.knows(repo_id):
                     s.add_model(repo_id)
                 s.select_model(repo_id)
             case "cancel_download":
-                s.cancel_download(args["repo_id"])
+                s.cancel_download(validate_model_key(args["repo_id"]))
             case "retry_download":
-                s.retry_download(args["repo_id"])
+                s.retry_download(validate_model_key(args["repo_id"]))
             case "new_conversation":
                 s.new_conversation()
             case "switch_conversation":
@@ -377,6 +441,16 @@ class ChatWidget(anywidget.AnyWidget):
                 s.delete_conversation(args["conversation_id"])
             case "set_settings":
                 s.set_settings(**args["settings"])
+            case "add_server":
+                self._servers.add(
+                    args["base_url"],
+                    name=args["name"].strip() or None,
+                    api_key=args["api_key"] or None,
+                )
+            case "remove_server":
+                self._servers.remove(args["name"])
+            case "refresh_server":
+                self._servers.refresh(args["name"])
             case "resync":
                 return True
             case "history":

@@ -27,6 +27,7 @@ ALIASES: dict[str, Any] = {
     "StateLabel": p.StateLabel,
     "Role": p.Role,
     "MessageStatus": p.MessageStatus,
+    "ServerStatus": p.ServerStatus,
 }
 INTERFACES: tuple[type, ...] = (
     p.ModelRow,
@@ -38,6 +39,8 @@ INTERFACES: tuple[type, ...] = (
     p.SettingsPatch,
     p.SwitchNotice,
     p.ErrorNotice,
+    p.RemoteNoticeRow,
+    p.ServerRow,
     p.SettingBounds,
     p.WidgetState,
     p.Delta,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from chatwidget.catalog import ModelSpec
+from chatwidget.catalog import ModelSpec, split_remote_key
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import ModelState, ModelStatus, OrchestratorSnapshot
 from chatwidget.orchestrator.lifecycle import can_cancel, can_retry
@@ -111,9 +111,16 @@ def model_rows(specs: Iterable[ModelSpec], snapshot: OrchestratorSnapshot) -> li
                 "state": state_label(snapshot, spec.repo_id),
                 "error": status.error if status else None,
                 **_actions(status),  # type: ignore[typeddict-item]
+                "server": server_of(spec.repo_id),
             }
         )
     return rows
+
+
+def server_of(key: str) -> str | None:
+    """The server of a remote model key (``"gpu"`` for ``"gpu:org/name"``), else None."""
+    parts = split_remote_key(key)
+    return parts[0] if parts else None
 
 
 def download_rows(order: Sequence[str], snapshot: OrchestratorSnapshot) -> list[DownloadRow]:
@@ -140,6 +147,7 @@ def download_rows(order: Sequence[str], snapshot: OrchestratorSnapshot) -> list[
                 "error": status.error if status.state is ModelState.FAILED else None,
                 "file": p.file if p and downloading else "",
                 **_actions(status),  # type: ignore[typeddict-item]
+                "server": server_of(repo_id),
             }
         )
     return rows

@@ -16,6 +16,8 @@ export type Role = "user" | "assistant" | "system";
 
 export type MessageStatus = "done" | "streaming" | "stopped" | "error";
 
+export type ServerStatus = "listing" | "ready" | "failed";
+
 /** One catalog entry, trait ``models``. */
 export interface ModelRow {
   repo_id: string;
@@ -27,6 +29,7 @@ export interface ModelRow {
   can_cancel: boolean;
   can_retry: boolean;
   action: string | null;
+  server: string | null;
 }
 
 /** One chat message; ``chunks``: how many streamed chunks ``content`` holds. */
@@ -72,6 +75,7 @@ export interface DownloadRow {
   can_cancel: boolean;
   can_retry: boolean;
   action: string | null;
+  server: string | null;
 }
 
 /** Generation settings, trait ``settings``. */
@@ -105,6 +109,28 @@ export interface ErrorNotice {
   message: string;
 }
 
+/** A wait the user should see while it lasts (a 429 answered with Retry-After). */
+export interface RemoteNoticeRow {
+  seq: number;
+  model: string;
+  phase: "connecting" | "reply" | "listing";
+  message: string;
+  retry_in_s: number;
+}
+
+/** One OpenAI-compatible server this widget added, trait ``servers``. Never its key. */
+export interface ServerRow {
+  name: string;
+  base_url: string;
+  status: ServerStatus;
+  error: string | null;
+  action: string | null;
+  can_retry: boolean;
+  has_api_key: boolean;
+  models: string[];
+  notice: RemoteNoticeRow | null;
+}
+
 /** Range of a numeric setting and the step the UI offers. */
 export interface SettingBounds {
   min: number;
@@ -127,6 +153,7 @@ export interface WidgetState {
   last_switch: SwitchNotice | null;
   download_focus_seq: number;
   errors: ErrorNotice[];
+  servers: ServerRow[];
 }
 
 /** Streamed text: chunk ``index`` of message ``message_id``. */
@@ -173,6 +200,9 @@ export type Intent =
   | { kind: "rename_conversation"; conversation_id: string; title: string }
   | { kind: "delete_conversation"; conversation_id: string }
   | { kind: "set_settings"; settings: SettingsPatch }
+  | { kind: "add_server"; name: string; base_url: string; api_key: string }
+  | { kind: "remove_server"; name: string }
+  | { kind: "refresh_server"; name: string }
   | { kind: "resync" }
   | { kind: "history"; conversation_id: string; before: number; limit: number };
 
@@ -193,6 +223,7 @@ export const STATE_KEYS: (keyof WidgetState)[] = [
   "last_switch",
   "download_focus_seq",
   "errors",
+  "servers",
 ];
 
 export const MAX_TEXT_BYTES = 1000000;
