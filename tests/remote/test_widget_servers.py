@@ -48,9 +48,9 @@ def make_chat(hf_cache: Path, local_hub: LocalHub) -> Iterator[Callable[..., Cha
 def _states(chat: ChatWidget, key: str) -> list[str]:
     seen: list[str] = []
     chat.subscribe(
-        lambda e: seen.append(e.new.value)
-        if isinstance(e, StateChanged) and e.repo_id == key
-        else None
+        lambda e: (
+            seen.append(e.new.value) if isinstance(e, StateChanged) and e.repo_id == key else None
+        )
     )
     return seen
 
@@ -76,7 +76,8 @@ def test_a_server_added_at_creation_lists_its_models_in_the_selector_and_chats(
         "notice": None,
     }
     rows = {row["repo_id"]: row for row in chat.models}
-    assert rows[key]["server"] == SERVER and rows[key]["state"] == "Downloaded"
+    assert rows[key]["server"] == SERVER
+    assert rows[key]["state"] == "Downloaded"
     assert rows[DEMO_TINY_REPO]["server"] is None
 
     # pick it from the selector: Queued -> Connecting -> Ready, no download
@@ -85,15 +86,19 @@ def test_a_server_added_at_creation_lists_its_models_in_the_selector_and_chats(
     wait_for(chat, lambda: chat.active_model == key, WAIT_S, "the remote model")
     assert states == ["Queued", "Connecting", "Ready"]
     (download,) = [d for d in chat.downloads if d["repo_id"] == key]
-    assert download["server"] == SERVER and download["bytes_total"] == 0
+    assert download["server"] == SERVER
+    assert download["bytes_total"] == 0
 
     # a reply streams through the widget
     mark = front.mark()
     assert front.request("send", text="hello")["ok"]
     assert chat.wait_until_idle(WAIT_S)
     last = chat.messages[-1]
-    assert last["status"] == "done" and last["model"] == key and last["content"]
-    assert last["new_tokens"] and last["tokens_per_s"]
+    assert last["status"] == "done"
+    assert last["model"] == key
+    assert last["content"]
+    assert last["new_tokens"]
+    assert last["tokens_per_s"]
     assert "".join(d["text"] for d in front.deltas(mark)) in last["content"]
 
     # a long one, stopped after its first text: the kernel stops reading, partial kept
@@ -104,7 +109,8 @@ def test_a_server_added_at_creation_lists_its_models_in_the_selector_and_chats(
     reply.wait(WAIT_S)
     assert chat.wait_until_idle(WAIT_S)
     stopped = chat.messages[-1]
-    assert stopped["status"] == "stopped" and stopped["model"] == key
+    assert stopped["status"] == "stopped"
+    assert stopped["model"] == key
     chat.set_settings(max_new_tokens=12)
 
     # switch to a local model and back: the conversation carries over
@@ -143,7 +149,8 @@ def test_a_server_added_from_the_front_end_keeps_its_key_out_of_everything_sent(
         assert reply["ok"], reply
         assert chat.wait_until_idle(WAIT_S)
         (row,) = chat.servers
-        assert row["status"] == "ready" and row["has_api_key"] is True
+        assert row["status"] == "ready"
+        assert row["has_api_key"] is True
         model = remote_key("locked", served.model_id)
         assert front.request("select_model", repo_id=model)["ok"]
         wait_for(chat, lambda: chat.active_model == model, WAIT_S, "connected")
@@ -161,7 +168,9 @@ def test_a_server_added_from_the_front_end_keeps_its_key_out_of_everything_sent(
         assert front.request("add_server", name="locked", base_url=url, api_key=wrong)["ok"]
         assert chat.wait_until_idle(WAIT_S)
         (row,) = chat.servers
-        assert row["status"] == "failed" and row["error"] and "API key" in row["error"]
+        assert row["status"] == "failed"
+        assert row["error"]
+        assert "API key" in row["error"]
         sent_with_key = [r for r in guarded.requests if r.key_ok]
         assert len(sent_with_key) >= 4  # the key was really used: the grep is not vacuous
         assert any(r.key_ok is False for r in guarded.requests)
@@ -196,18 +205,24 @@ def test_malformed_server_and_model_messages_get_a_clear_error_and_change_nothin
     ]
     for fields, words in cases:
         reply = front.request("add_server", **fields)
-        assert not reply["ok"] and words in reply["error"], reply
+        assert not reply["ok"], reply
+        assert words in reply["error"], reply
         assert secret not in reply["error"]
     reply = front.request("add_server", name="x", base_url="http://host/v1")
-    assert not reply["ok"] and "needs a field 'api_key'" in reply["error"]
+    assert not reply["ok"]
+    assert "needs a field 'api_key'" in reply["error"]
     reply = front.request("add_server", name="x", base_url=7, api_key="")
-    assert not reply["ok"] and "wrong type" in reply["error"]
+    assert not reply["ok"]
+    assert "wrong type" in reply["error"]
     for bad in ("gpu:", ":model", "gpu model:x", "not a repo"):
         reply = front.request("select_model", repo_id=bad)
-        assert not reply["ok"] and reply["error"], bad
+        assert not reply["ok"], bad
+        assert reply["error"], bad
     reply = front.request("remove_server", name="nope")
-    assert not reply["ok"] and "no server named 'nope'" in reply["error"]
-    assert chat.servers == [] and chat.server_rows == []
+    assert not reply["ok"]
+    assert "no server named 'nope'" in reply["error"]
+    assert chat.servers == []
+    assert chat.server_rows == []
     with pytest.raises(InvalidServerError, match="single string"):
         make_chat(servers="http://host/v1")
     with pytest.raises(InvalidServerError, match="Unknown server option"):
@@ -222,7 +237,9 @@ def test_an_unreachable_server_fails_its_listing_with_what_to_do_and_can_be_retr
     assert chat.add_server(down, name="down") == "down"
     assert chat.wait_until_idle(WAIT_S)
     (row,) = chat.servers
-    assert row["status"] == "failed" and row["can_retry"] and row["action"]
+    assert row["status"] == "failed"
+    assert row["can_retry"]
+    assert row["action"]
     assert "reach" in (row["error"] or "").lower()
     # the listing is retried (refresh) once the server answers: here, a 500 first
     chat.add_server(proxy.url + "/v1", name=SERVER)
@@ -275,13 +292,16 @@ def test_a_stream_dropped_mid_reply_keeps_the_partial_text_and_retry_answers(
     assert caught.value.retryable
     assert chat.wait_until_idle(WAIT_S)
     cut = chat.messages[-1]
-    assert cut["status"] == "error" and cut["content"], cut  # the partial text is kept
+    assert cut["status"] == "error", cut
+    assert cut["content"], cut  # the partial text is kept
     assert "retry" in (cut["error"] or "").lower() or "again" in (cut["error"] or "").lower()
     front = FrontEnd(chat)
     assert front.request("regenerate")["ok"]  # the UI's Retry on that reply
     assert chat.wait_until_idle(WAIT_S)
     again = chat.messages[-1]
-    assert again["status"] == "done" and again["model"] == key and again["content"]
+    assert again["status"] == "done"
+    assert again["model"] == key
+    assert again["content"]
 
 
 def test_a_429_shows_a_notice_while_the_wait_lasts(
@@ -307,8 +327,10 @@ def test_a_429_shows_a_notice_while_the_wait_lasts(
 
     wait_for(chat, notice_shown, 5, "the 429 notice in trait servers")
     notice = seen[0]
-    assert notice["phase"] == "reply" and notice["model"] == key
-    assert "429" in notice["message"] and 0 < notice["retry_in_s"] <= 1
+    assert notice["phase"] == "reply"
+    assert notice["model"] == key
+    assert "429" in notice["message"]
+    assert 0 < notice["retry_in_s"] <= 1
     assert reply.wait(WAIT_S)
     assert time.monotonic() - started >= 1.0  # Retry-After was honoured
     assert chat.wait_until_idle(WAIT_S)
