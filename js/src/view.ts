@@ -9,6 +9,7 @@ import { Dialogs } from "./panels/dialog";
 import { DownloadsPanel } from "./panels/downloads";
 import { ErrorArea } from "./panels/errors";
 import { SelectorPanel } from "./panels/selector";
+import { ServersPanel } from "./panels/servers";
 import { SettingsPanel } from "./panels/settings";
 import { Toasts } from "./panels/toast";
 import type { SwitchNotice } from "./protocol";
@@ -17,7 +18,8 @@ import { Listeners, Store, type WidgetModel } from "./store";
 import { SyncState, type StateKey } from "./sync";
 import { uiStateFor } from "./ui-state";
 
-type Panel = "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings";
+type Panel =
+  "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings" | "servers";
 
 /** The panels a change of each piece of state redraws. */
 const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
@@ -28,6 +30,7 @@ const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
   downloads: ["downloads", "selector", "chat"],
   settings: ["settings"],
   generating: ["chat"],
+  servers: ["servers"],
 };
 
 export class WidgetView {
@@ -43,6 +46,7 @@ export class WidgetView {
   private readonly conversations: ConversationsPanel;
   private readonly selector: SelectorPanel;
   private readonly settings: SettingsPanel;
+  private readonly servers: ServersPanel;
   private readonly downloads: DownloadsPanel;
   private readonly releaseKeys: () => void;
   private lastSwitchSeq: number;
@@ -62,6 +66,7 @@ export class WidgetView {
     this.conversations = new ConversationsPanel(this.store, this.rpc, this.dialogs);
     this.selector = new SelectorPanel(this.store, this.rpc);
     this.settings = new SettingsPanel(this.store, this.rpc, ui);
+    this.servers = new ServersPanel(this.store, this.rpc);
     this.downloads = new DownloadsPanel(this.rpc, this.dialogs, ui);
 
     this.root.append(
@@ -71,11 +76,13 @@ export class WidgetView {
         h("span", { class: "cw-brand", "aria-hidden": "true" }, ["◆"]),
         this.selector.el,
       ]),
+      this.servers.noticeEl,
       this.errors.el,
       h("div", { class: "cw-body" }, [
         h("aside", { class: "cw-panel cw-sidebar", "aria-label": "Conversations and settings" }, [
           this.conversations.el,
           this.settings.el,
+          this.servers.el,
         ]),
         this.chat.el,
         this.downloads.el,
@@ -95,6 +102,7 @@ export class WidgetView {
       this.selector.update();
       this.conversations.update();
       this.settings.update();
+      this.servers.update();
       this.chat.update(true);
       this.errors.setKernelErrors(this.sync.get("errors") ?? []);
     });
@@ -112,6 +120,7 @@ export class WidgetView {
     this.dialogs.destroy();
     this.toasts.destroy();
     this.selector.destroy();
+    this.servers.destroy();
     this.chat.destroy();
     this.root.remove();
   }
@@ -124,6 +133,7 @@ export class WidgetView {
       this.guard(what, () => this.downloads.update(this.store.downloads));
     }
     if (panels.has("settings")) this.guard(what, () => this.settings.update());
+    if (panels.has("servers")) this.guard(what, () => this.servers.update());
     if (panels.has("selector")) this.guard(what, () => this.selector.update());
     if (panels.has("conversations")) this.guard(what, () => this.conversations.update());
     if (panels.has("chat") || panels.has("messages")) {

@@ -143,6 +143,7 @@ export function modelRow(overrides: Partial<ModelRow> = {}): ModelRow {
     can_cancel: false,
     can_retry: false,
     action: null,
+    server: null,
     ...overrides,
   };
 }
@@ -216,6 +217,7 @@ export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
     error: null,
     file: "model.safetensors",
     action: null,
+    server: null,
     ...overrides,
   };
 }
@@ -243,6 +245,7 @@ export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
     last_switch: null,
     download_focus_seq: 0,
     errors: [],
+    servers: [],
     ...overrides,
   };
 }
