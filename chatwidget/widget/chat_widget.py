@@ -30,10 +30,14 @@ from chatwidget.session.messages import new_id
 from chatwidget.widget import fallback, views
 from chatwidget.widget.intents import short_id, validate
 from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply, ServerRow
+from chatwidget.widget.servers import TRAIT as SERVERS_TRAIT
 from chatwidget.widget.servers import ServerBook, ServersArg, server_args
 from chatwidget.widget.sync import Publisher
 
 log = logging.getLogger("chatwidget.widget")
+
+#: The change part the widget adds to the session's (see :meth:`ChatWidget._take_changes`).
+SERVERS_PART = "servers"
 
 _STATIC = Path(__file__).parent.parent / "static"
 
@@ -323,15 +327,15 @@ class ChatWidget(anywidget.AnyWidget):
     def _take_changes(self) -> set[str]:
         parts: set[str] = set(self._session.take_changes())
         if self._servers.take_changes():
-            parts.add("servers")
+            parts.add(SERVERS_PART)
         return parts
 
     def _render(self, parts: Collection[Any]) -> dict[str, Any]:
         session_parts = [p for p in parts if p in PARTS]
         out = views.render(self._session, cast("Collection[Part]", session_parts))
         # A wait notice ends with its model's Connecting or reply: redraw with those too.
-        if parts is PARTS or {"servers", "models", "activity"} & set(parts):
-            out["servers"] = self._servers.rows()
+        if parts is PARTS or {SERVERS_PART, "models", "activity"} & set(parts):
+            out[SERVERS_TRAIT] = self._servers.rows()
         return out
 
     def _apply(self, values: dict[str, Any]) -> None:

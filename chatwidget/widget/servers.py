@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatwidget.widget.servers")
 
+#: The trait the widget shows :meth:`ServerBook.rows` in.
+TRAIT = "servers"
 #: How long :meth:`ServerBook.close` waits for a listing in flight (it is then dropped).
 CLOSE_WAIT_S = 2.0
 
