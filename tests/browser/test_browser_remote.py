@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_notebook import OpenWidget, Screenshot
+from browser_axe import audit, describe
+from browser_notebook import NotebookPage, OpenWidget, Screenshot
 from playwright.sync_api import expect
 
 from chatwidget.catalog import remote_key
@@ -29,6 +30,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
     folder = build_model(tmp_path_factory.mktemp("served"), "demo/served-chat", "tiny", seed=3)
     with run_transformers_serve(folder) as model:
         yield model
+
+
+def assert_accessible(nb: NotebookPage, name: str) -> None:
+    """axe-core finds nothing in the widget, the Servers section open."""
+    result = audit(nb.page, nb.widget.locator(".cw-root"), name)
+    assert result["violations"] == [], f"axe-core found, in {name}:\n{describe(result)}"
 
 
 @pytest.mark.browser
@@ -52,6 +59,7 @@ def test_add_a_server_from_the_ui_chat_stop_and_switch_local_and_back(
         form.get_by_label("Base URL").fill("ftp://nowhere/v1")
         form.get_by_role("button", name="Add server").click()
         expect(form.get_by_role("alert")).to_contain_text("Only http:// and https://")
+        assert_accessible(nb, "remote-form-error")
 
         form.get_by_label("Name").fill(SERVER)
         form.get_by_label("Base URL").fill(proxy.url + "/v1")
@@ -65,6 +73,7 @@ def test_add_a_server_from_the_ui_chat_stop_and_switch_local_and_back(
         expect(group.locator("option")).to_have_count(1)
         expect(group.locator("option")).to_contain_text("Available")
         screenshot(nb, "server-added")
+        assert_accessible(nb, "remote-server-listed")
 
         # Pick the remote model: Connecting, then Ready; the row shows the server.
         nb.select_model(model)
