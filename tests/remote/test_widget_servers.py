@@ -16,7 +16,7 @@ import pytest
 
 from chatwidget.catalog import remote_key
 from chatwidget.errors import InvalidServerError, RemoteError
-from chatwidget.orchestrator import StateChanged
+from chatwidget.orchestrator import StateChanged, Switched
 from chatwidget.testing.fault_proxy import FaultProxy
 from chatwidget.testing.hub import LocalHub
 from chatwidget.testing.models import DEMO_TINY_REPO
@@ -343,3 +343,34 @@ def test_a_429_shows_a_notice_while_the_wait_lasts(
     ]
     assert any(rows and rows[0]["notice"] for rows in updates)
     assert updates[-1][0]["notice"] is None
+
+
+def test_local_downloading_then_remote_then_local_again_switches_only_to_the_last_wish(
+    make_chat: Callable[..., ChatWidget],
+    proxy: FaultProxy,
+    served: ServedModel,
+    local_hub: LocalHub,
+    small_repo: str,
+) -> None:
+    """The guard through the widget: A (local, downloading) -> B (remote) -> A."""
+    chat = make_chat(models=[small_repo], servers={SERVER: proxy.url + "/v1"})
+    remote = remote_key(SERVER, served.model_id)
+    assert chat.wait_until_idle(WAIT_S)
+    switches: list[str] = []
+    chat.subscribe(lambda e: switches.append(e.repo_id) if isinstance(e, Switched) else None)
+    front = FrontEnd(chat)
+    local_hub.rate = 4_000_000  # ~28 MB: several seconds, time to change our mind
+    try:
+        assert front.request("select_model", repo_id=small_repo)["ok"]
+        wait_for(chat, lambda: chat.model_state(small_repo) == "Downloading", 60, "A downloads")
+        assert front.request("select_model", repo_id=remote)["ok"]
+        assert chat.requested_model == remote
+        assert front.request("select_model", repo_id=small_repo)["ok"]
+    finally:
+        local_hub.rate = None
+    assert chat.wait_until_idle(180)
+    assert chat.active_model == small_repo
+    assert chat.model_state(small_repo) == "Ready"
+    assert remote not in switches  # B was never switched to
+    assert switches == [small_repo]
+    assert chat.send("hello").wait(120)
