@@ -210,6 +210,11 @@ class Session:
         reply = self._reply
         return reply is not None and not reply.done
 
+    @property
+    def reply(self) -> ReplyHandle | None:
+        """The latest reply (running or finished), or None before the first."""
+        return self._reply
+
     def busy(self, snapshot: OrchestratorSnapshot | None = None) -> bool:
         """Whether work is in flight: a reply, or a download or load of one of our models."""
         if self.generating:

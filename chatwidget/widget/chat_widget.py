@@ -111,7 +111,7 @@ class ChatWidget(anywidget.AnyWidget):
             apply=self._apply,
             take_deltas=self._session.deltas.take,
             send=self._send_custom,
-            urgent=lambda: self._session.urgent_changes() or self._servers.changed(),
+            urgent=self._urgent,
             on_error=self._session.report,
         )
         self.on_msg(self._on_msg)
@@ -323,6 +323,19 @@ class ChatWidget(anywidget.AnyWidget):
         publisher = self._publisher
         if publisher is not None and publisher.alive:
             publisher.poke()
+
+    def _urgent(self) -> bool:
+        """Whether the publisher should go at once: a change beyond download progress, or a
+        reply's first streamed text (time to first token is what the user sees: it must not
+        wait for the next 50 ms round after the one that showed the empty reply)."""
+        if self._session.urgent_changes() or self._servers.changed():
+            return True
+        reply = self._session.reply
+        if reply is None or reply.done:
+            return False
+        deltas = self._session.deltas
+        taken = deltas.snapshot(reply.message_id)
+        return taken is not None and taken[1] == 0 and bool(deltas.text(reply.message_id))
 
     def _take_changes(self) -> set[str]:
         parts: set[str] = set(self._session.take_changes())
