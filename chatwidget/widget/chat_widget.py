@@ -115,8 +115,12 @@ class ChatWidget(anywidget.AnyWidget):
             on_error=self._session.report,
         )
         self.on_msg(self._on_msg)
-        for args in to_add:
-            self._servers.add(**args)
+        try:
+            for args in to_add:
+                self._servers.add(**args)
+        except BaseException:
+            self.close()  # a refused server: nothing of this widget is left running
+            raise
         if model is not None:
             self._session.select_model(model)
         self._publisher.flush()

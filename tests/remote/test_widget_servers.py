@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,7 +193,7 @@ def test_a_server_added_from_the_front_end_keeps_its_key_out_of_everything_sent(
 
 
 def test_malformed_server_and_model_messages_get_a_clear_error_and_change_nothing(
-    make_chat: Callable[..., ChatWidget],
+    make_chat: Callable[..., ChatWidget], hf_cache: Path
 ) -> None:
     chat = make_chat()
     front = FrontEnd(chat)
@@ -227,6 +228,10 @@ def test_malformed_server_and_model_messages_get_a_clear_error_and_change_nothin
         make_chat(servers="http://host/v1")
     with pytest.raises(InvalidServerError, match="Unknown server option"):
         make_chat(servers=[{"base_url": "http://host/v1", "key": secret}])
+    threads = {t.name for t in threading.enumerate()}
+    with pytest.raises(InvalidServerError, match="Only http"):
+        ChatWidget(models=[], servers={"bad": "ftp://host/v1"}, cache_dir=hf_cache)
+    assert {t.name for t in threading.enumerate()} <= threads  # nothing left running
 
 
 def test_an_unreachable_server_fails_its_listing_with_what_to_do_and_can_be_retried(
