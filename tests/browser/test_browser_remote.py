@@ -92,22 +92,44 @@ def test_add_a_server_from_the_ui_chat_stop_and_switch_local_and_back(
         expect(long_reply).to_have_attribute("data-status", "streaming", timeout=STEP_MS)
         nb.widget.get_by_role("button", name="Stop", exact=True).click()
         expect(long_reply).to_have_attribute("data-status", "stopped", timeout=STEP_MS)
-        nb.probe("chat.set_settings(max_new_tokens=12)")
         screenshot(nb, "remote-stopped")
+
+        # A stream cut mid-reply: the partial text stays, marked, and Retry writes it again.
+        proxy.inject("/v1/chat/completions", drop_after=6)
+        nb.send_message("This one gets cut off")
+        cut = nb.assistant_messages.last
+        expect(cut).to_have_attribute("data-status", "error", timeout=STEP_MS)
+        expect(cut.locator(".cw-msg-body")).not_to_be_empty()
+        retry = nb.widget.get_by_role("button", name="Retry", exact=True)
+        expect(retry).to_be_visible()
+        screenshot(nb, "remote-cut-off")
+        nb.probe("chat.set_settings(max_new_tokens=12)")
+        retry.click()
+        expect(nb.assistant_messages.last).to_have_attribute("data-status", "done", timeout=STEP_MS)
+
+        # A 429 with Retry-After: the notice shows while the wait lasts, then the reply comes.
+        proxy.inject("/v1/chat/completions", status=429, retry_after="2")
+        nb.send_message("Are you busy?")
+        notice = nb.widget.locator(".cw-remote-notice")
+        expect(notice).to_be_visible(timeout=STEP_MS)
+        expect(notice).to_contain_text("429")
+        screenshot(nb, "remote-429")
+        expect(nb.assistant_messages.last).to_have_attribute("data-status", "done", timeout=STEP_MS)
+        expect(notice).to_be_hidden(timeout=STEP_MS)
 
         # Switch to a local model (downloaded from the hub) and back.
         nb.select_model(TINY)
         expect(nb.download_row(TINY)).to_contain_text("Ready", timeout=READY_MS)
         expect(nb.model_select.locator(f'option[value="{TINY}"]')).to_contain_text("Active")
         nb.send_message("And locally?")
-        expect(nb.assistant_messages).to_have_count(3)
+        expect(nb.assistant_messages).to_have_count(5)
         local = nb.assistant_messages.last
         expect(local).to_have_attribute("data-status", "done", timeout=STEP_MS)
         expect(local.locator(".cw-meta-model")).to_have_attribute("title", TINY)
         nb.select_model(model)
         expect(group.locator("option")).to_contain_text("Active", timeout=STEP_MS)
         nb.send_message("Remote again")
-        expect(nb.assistant_messages).to_have_count(4)
+        expect(nb.assistant_messages).to_have_count(6)
         again = nb.assistant_messages.last
         expect(again).to_have_attribute("data-status", "done", timeout=STEP_MS)
         expect(again.locator(".cw-meta-model")).to_have_attribute("title", model)
@@ -115,9 +137,9 @@ def test_add_a_server_from_the_ui_chat_stop_and_switch_local_and_back(
 
         kernel = nb.probe(
             "[m['model'] for m in chat.messages if m['role'] == 'assistant']",
-            until=lambda v: len(v) == 4,
+            until=lambda v: len(v) == 6,
         )
-        assert kernel == [model, model, TINY, model]
+        assert kernel == [model, model, model, model, TINY, model]
         assert any(r.key_ok for r in proxy.requests)  # the key typed in the form was used
         # The key is nowhere on the page, nor in any trait the kernel holds.
         assert key not in nb.widget.inner_html()
