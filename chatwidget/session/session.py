@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
+from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_model_key, validate_repo_id
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError
 from chatwidget.orchestrator import (
@@ -216,6 +216,11 @@ class Session:
         reply = self._reply
         return reply is not None and not reply.done
 
+    @property
+    def reply(self) -> ReplyHandle | None:
+        """The latest reply (running or finished), or None before the first."""
+        return self._reply
+
     def busy(self, snapshot: OrchestratorSnapshot | None = None) -> bool:
         """Whether work is in flight: a reply, or a download or load of one of our models."""
         if self.generating:
@@ -406,12 +411,28 @@ class Session:
         """The id of the reply waiting for its (asleep) model to load again, if any."""
         return self._loading
 
+    def add_remote_models(self, specs: Iterable[ModelSpec]) -> None:
+        """Add the models a server listed to the catalog (no request is made)."""
+        for spec in specs:
+            self._add_spec(spec)
+        self._changed("models")
+
+    def remove_models(self, repo_ids: Iterable[str]) -> None:
+        """Take models out of the catalog (a removed server's); their state is the
+        orchestrator's, which evicts a Ready one."""
+        with self._lock:
+            for repo_id in repo_ids:
+                self._catalog.pop(repo_id, None)
+                if repo_id in self._download_order:
+                    self._download_order.remove(repo_id)
+        self._changed("models", "downloads")
+
     def cancel_download(self, repo_id: str) -> None:
-        self._orch.cancel(validate_repo_id(repo_id))
+        self._orch.cancel(validate_model_key(repo_id))
         self._changed("models", "downloads", "activity")
 
     def retry_download(self, repo_id: str) -> None:
-        repo_id = validate_repo_id(repo_id)
+        repo_id = validate_model_key(repo_id)
         self._orch.retry(repo_id)
         with self._lock:
             if repo_id not in self._download_order:

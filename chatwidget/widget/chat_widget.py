@@ -22,7 +22,7 @@ import anywidget
 import traitlets
 
 from chatwidget import runtime
-from chatwidget.catalog import ModelSpec, validate_repo_id
+from chatwidget.catalog import ModelSpec, validate_model_key, validate_repo_id
 from chatwidget.compare.handle import CompareHandle
 from chatwidget.compare.view import CompareMode
 from chatwidget.errors import ChatWidgetError, ProtocolError
@@ -34,10 +34,30 @@ from chatwidget.session.messages import new_id
 from chatwidget.widget import fallback, views
 from chatwidget.widget.fit_options import FitEstimates, spec_for_option
 from chatwidget.widget.intents import short_id, validate
-from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply
+from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply, ServerRow
+from chatwidget.widget.servers import TRAIT as SERVERS_TRAIT
+from chatwidget.widget.servers import ServerBook, ServersArg, server_args
 from chatwidget.widget.sync import Publisher
 
 log = logging.getLogger("chatwidget.widget")
+
+MODEL_INTENTS = frozenset(
+    {
+        "select_model",
+        "add_model",
+        "unload_model",
+        "free_memory",
+        "set_token",
+        "set_precision",
+        "estimate_fit",
+        "cancel_download",
+        "retry_download",
+    }
+)
+SERVER_INTENTS = frozenset({"add_server", "remove_server", "refresh_server"})
+
+#: The change part the widget adds to the session's (see :meth:`ChatWidget._take_changes`).
+SERVERS_PART = "servers"
 
 _STATIC = Path(__file__).parent.parent / "static"
 
@@ -60,6 +80,9 @@ class ChatWidget(anywidget.AnyWidget):
         keep_alive: unload a model unused this long (seconds or ``"10m"``; the active one
             too: it loads again on the next message); default ``CHATWIDGET_KEEP_ALIVE``,
             else never. The policy is shared by every widget on the same hub and cache.
+        servers: OpenAI-compatible servers to add at once (see :meth:`add_server`):
+            ``{"gpu": "http://host:8000/v1"}``, or a list of base URLs or of
+            ``{"base_url", "name", "api_key", "api_key_env"}`` mappings.
 
     Unknown keyword arguments raise ``TypeError`` naming the nearest valid one.
     """
@@ -85,6 +108,8 @@ class ChatWidget(anywidget.AnyWidget):
     errors = traitlets.List(traitlets.Dict()).tag(sync=True)
     compare_state = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     """The Compare view's state (``chatwidget.compare.view``; its own publisher writes it)."""
+    servers = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """OpenAI-compatible servers added to this widget: name, URL, status, models; no keys."""
 
     def __init__(
         self,
@@ -97,9 +122,11 @@ class ChatWidget(anywidget.AnyWidget):
         memory_budget: int | str | None = None,
         max_loaded_models: int | str | None = None,
         keep_alive: float | str | None = None,
+        servers: ServersArg = None,
         **kwargs: Any,
     ) -> None:
         _check_keywords(kwargs)
+        to_add = server_args(servers)  # malformed servers= fails before anything starts
         super().__init__(**kwargs)
         self._closed = False
         self._handling = threading.local()
@@ -128,16 +155,23 @@ class ChatWidget(anywidget.AnyWidget):
             cache_dir=self._runtime.downloader.cache_dir,
             on_change=self._fits_changed,
         )
+        self._servers = ServerBook(self._runtime.remote, self._session, self._poke)
         self._publisher = Publisher(
-            take_changes=self._session.take_changes,
+            take_changes=self._take_changes,
             render=self._render,
             apply=self._apply,
             take_deltas=self._session.deltas.take,
             send=self._send_custom,
-            urgent=self._session.urgent_changes,
+            urgent=self._urgent,
             on_error=self._session.report,
         )
         self.on_msg(self._on_msg)
+        try:
+            for args in to_add:
+                self._servers.add(**args)
+        except BaseException:
+            self.close()  # a refused server: nothing of this widget is left running
+            raise
         if model is not None:
             self._session.select_model(model)
         self._publisher.flush()
@@ -266,6 +300,41 @@ class ChatWidget(anywidget.AnyWidget):
                 self._fits.request(spec)
             return spec
 
+    def add_server(
+        self,
+        base_url: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+    ) -> str:
+        """Add an OpenAI-compatible server (vLLM, SGLang, Ray Serve LLM, llm-d,
+        ``transformers serve``); returns its name.
+
+        Its models (``GET /v1/models``) are listed in the background and appear in the
+        selector as ``"{name}:{model id}"``; :meth:`wait_until_idle` waits for the listing,
+        :meth:`server_models` gives them. ``name`` defaults to the URL's host. The key
+        (``api_key``, or the environment variable named by ``api_key_env``) stays in this
+        kernel: it is never in the widget's state, events, logs or error texts. Only http
+        and https URLs are accepted.
+        """
+        with self._api():
+            return self._servers.add(base_url, name=name, api_key=api_key, api_key_env=api_key_env)
+
+    def remove_server(self, name: str) -> None:
+        """Forget a server: its models leave the selector; a Ready one is evicted."""
+        with self._api():
+            self._servers.remove(name)
+
+    def server_models(self, name: str) -> list[str]:
+        """The keys of the models server ``name`` listed (empty while it still lists)."""
+        return list(self._servers.models(name))
+
+    @property
+    def server_rows(self) -> list[ServerRow]:
+        """The servers as the UI shows them (name, URL, status, models, wait; no keys)."""
+        return self._servers.rows()
+
     def send(self, text: str) -> ReplyHandle:
         """Send a message in the active conversation; returns a handle to the reply."""
         with self._api():
@@ -346,7 +415,10 @@ class ChatWidget(anywidget.AnyWidget):
     def wait_until_idle(self, timeout: float | None = 60.0) -> bool:
         """Wait until the queue is drained, no reply is running, and the UI state is sent."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._session.wait_until_idle(timeout):
+        if not self._servers.wait_until_listed(timeout):
+            return False
+        left_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._session.wait_until_idle(left_s):
             return False
         left = 5.0 if deadline is None else max(deadline - time.monotonic(), 0.5)
         assert self._publisher is not None
@@ -359,6 +431,9 @@ class ChatWidget(anywidget.AnyWidget):
         self._closed = True
         if self._compare_mode is not None:
             self._compare_mode.close()
+        servers = getattr(self, "_servers", None)
+        if servers is not None:
+            servers.close()
         session = getattr(self, "_session", None)
         if session is not None:
             session.close()
@@ -396,14 +471,38 @@ class ChatWidget(anywidget.AnyWidget):
         if publisher is not None and publisher.alive:
             publisher.poke()
 
+    def _urgent(self) -> bool:
+        """Whether the publisher should go at once: a change beyond download progress, or a
+        reply's first streamed text (time to first token is what the user sees: it must not
+        wait for the next 50 ms round after the one that showed the empty reply)."""
+        if self._session.urgent_changes() or self._servers.changed():
+            return True
+        reply = self._session.reply
+        if reply is None or reply.done:
+            return False
+        deltas = self._session.deltas
+        taken = deltas.snapshot(reply.message_id)
+        return taken is not None and taken[1] == 0 and bool(deltas.text(reply.message_id))
+
+    def _take_changes(self) -> set[str]:
+        parts: set[str] = set(self._session.take_changes())
+        if self._servers.take_changes():
+            parts.add(SERVERS_PART)
+        return parts
+
     def _render(self, parts: Collection[Any]) -> dict[str, Any]:
         fits = self._fits
-        return views.render(
+        session_parts = [p for p in parts if p in PARTS]
+        out = views.render(
             self._session,
-            cast("Collection[Part]", parts),
+            cast("Collection[Part]", session_parts),
             fits=None if fits is None else fits.info,
             snapshot_taken=self._took,
         )
+        # A wait notice ends with its model's Connecting or reply: redraw with those too.
+        if parts is PARTS or {SERVERS_PART, "models", "activity"} & set(parts):
+            out[SERVERS_TRAIT] = self._servers.rows()
+        return out
 
     def _token_set(self, token: str | bool | None) -> tuple[str, ...]:
         retried = self._session.set_token(token)
@@ -512,6 +611,12 @@ class ChatWidget(anywidget.AnyWidget):
 
     def _dispatch(self, kind: str, args: dict[str, Any], reply: Reply) -> bool:
         """Act on one intent; returns True when the answer must carry a snapshot."""
+        if kind in MODEL_INTENTS:
+            self._model_intent(kind, args)
+            return False
+        if kind in SERVER_INTENTS:
+            self._server_intent(kind, args)
+            return False
         s = self._session
         match kind:
             case "send":
@@ -520,32 +625,6 @@ class ChatWidget(anywidget.AnyWidget):
                 s.stop()
             case "regenerate":
                 s.regenerate()
-            case "select_model":
-                s.select_model(validate_repo_id(args["repo_id"]))
-            case "add_model":
-                # No hub request here: the queue's worker asks the hub, and a failure
-                # (not found, gated: "Add a token") shows in the model's row.
-                repo_id = validate_repo_id(args["repo_id"])
-                if not s.knows(repo_id):
-                    s.add_model(repo_id, check=False)
-                s.select_model(repo_id)
-                if self._fits is not None:
-                    self._fits.request(next(m for m in s.catalog if m.repo_id == repo_id))
-            case "unload_model":
-                s.unload(validate_repo_id(args["repo_id"]))
-            case "free_memory":
-                s.free_memory(validate_repo_id(args["repo_id"]))
-            case "set_token":
-                # The token goes to the downloader and nowhere else; never logged or echoed.
-                self._token_set(args["token"])
-            case "set_precision":
-                self.set_precision(args["repo_id"], args["option"])
-            case "estimate_fit":
-                self.estimate_fits()
-            case "cancel_download":
-                s.cancel_download(args["repo_id"])
-            case "retry_download":
-                s.retry_download(args["repo_id"])
             case "new_conversation":
                 s.new_conversation()
             case "switch_conversation":
@@ -565,6 +644,55 @@ class ChatWidget(anywidget.AnyWidget):
             case _:  # pragma: no cover - validate() rejects unknown kinds
                 raise ProtocolError(f"Unknown message kind {kind!r}.")
         return False
+
+    def _model_intent(self, kind: str, args: dict[str, Any]) -> None:
+        """Selecting, adding, unloading, tokens, precision and the queue's buttons."""
+        s = self._session
+        match kind:
+            case "select_model":
+                s.select_model(validate_model_key(args["repo_id"]))
+            case "add_model":
+                # No hub request here: the queue's worker asks the hub, and a failure
+                # (not found, gated: "Add a token") shows in the model's row.
+                repo_id = validate_model_key(args["repo_id"])
+                if not s.knows(repo_id):
+                    s.add_model(repo_id, check=False)
+                s.select_model(repo_id)
+                if self._fits is not None:
+                    self._fits.request(next(m for m in s.catalog if m.repo_id == repo_id))
+            case "unload_model":
+                s.unload(validate_repo_id(args["repo_id"]))
+            case "free_memory":
+                s.free_memory(validate_repo_id(args["repo_id"]))
+            case "set_token":
+                # The token goes to the downloader and nowhere else; never logged or echoed.
+                self._token_set(args["token"])
+            case "set_precision":
+                self.set_precision(args["repo_id"], args["option"])
+            case "estimate_fit":
+                self.estimate_fits()
+            case "cancel_download":
+                s.cancel_download(validate_model_key(args["repo_id"]))
+            case "retry_download":
+                s.retry_download(validate_model_key(args["repo_id"]))
+            case _:  # pragma: no cover - MODEL_INTENTS lists the cases above
+                raise ProtocolError(f"Unknown message kind {kind!r}.")
+
+    def _server_intent(self, kind: str, args: dict[str, Any]) -> None:
+        """The Servers panel's form and buttons."""
+        match kind:
+            case "add_server":
+                self._servers.add(
+                    args["base_url"],
+                    name=args["name"].strip() or None,
+                    api_key=args["api_key"] or None,
+                )
+            case "remove_server":
+                self._servers.remove(args["name"])
+            case "refresh_server":
+                self._servers.refresh(args["name"])
+            case _:  # pragma: no cover - SERVER_INTENTS lists the cases above
+                raise ProtocolError(f"Unknown message kind {kind!r}.")
 
     def _compare(self) -> CompareMode:
         """Compare mode, started on first use (its publisher thread writes ``compare_state``)."""

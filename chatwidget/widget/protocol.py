@@ -137,6 +137,7 @@ class ModelRow(TypedDict):
     residency: Residency
     precision: str
     fit: FitInfo | None
+    server: str | None  # the server of a remote model ("gpu" for "gpu:org/name"), else None
 
 
 class MessageRow(TypedDict):
@@ -189,6 +190,7 @@ class DownloadRow(TypedDict):
     can_retry: bool
     action: str | None
     residency: Residency
+    server: str | None  # a remote model's server: the row shows it instead of bytes
 
 
 class SettingsDict(TypedDict):
@@ -226,6 +228,33 @@ class ErrorNotice(TypedDict):
     message: str
 
 
+ServerStatus = Literal["listing", "ready", "failed"]
+
+
+class RemoteNoticeRow(TypedDict):
+    """A wait the user should see while it lasts (a 429 answered with Retry-After)."""
+
+    seq: int
+    model: str  # the model key, or "{server}:" while listing the server's models
+    phase: Literal["connecting", "reply", "listing"]
+    message: str
+    retry_in_s: float
+
+
+class ServerRow(TypedDict):
+    """One OpenAI-compatible server this widget added, trait ``servers``. Never its key."""
+
+    name: str
+    base_url: str
+    status: ServerStatus  # listing its models, listed (ready), or the listing failed
+    error: str | None
+    action: str | None
+    can_retry: bool
+    has_api_key: bool
+    models: list[str]  # the keys of the models it lists ("gpu:org/name")
+    notice: RemoteNoticeRow | None
+
+
 class SettingBounds(TypedDict):
     """Range of a numeric setting and the step the UI offers."""
 
@@ -250,6 +279,7 @@ class WidgetState(TypedDict):
     last_switch: SwitchNotice | None
     download_focus_seq: int
     errors: list[ErrorNotice]
+    servers: list[ServerRow]
 
 
 CompareMode = Literal["sequential", "concurrent"]
@@ -432,6 +462,28 @@ class SetSettingsIntent(TypedDict):
     settings: SettingsPatch
 
 
+class AddServerIntent(TypedDict):
+    """Add an OpenAI-compatible server; ``api_key`` is "" for none. The key is sent once,
+    held by the kernel only, and never sent back."""
+
+    kind: Literal["add_server"]
+    name: Id
+    base_url: Text
+    api_key: Text
+
+
+class RemoveServerIntent(TypedDict):
+    kind: Literal["remove_server"]
+    name: Id
+
+
+class RefreshServerIntent(TypedDict):
+    """List a server's models again (after a failed listing)."""
+
+    kind: Literal["refresh_server"]
+    name: Id
+
+
 class ResyncIntent(TypedDict):
     """Ask for a snapshot of the whole state (answered with ``state``)."""
 
@@ -499,6 +551,9 @@ INTENTS: tuple[type, ...] = (
     RenameConversationIntent,
     DeleteConversationIntent,
     SetSettingsIntent,
+    AddServerIntent,
+    RemoveServerIntent,
+    RefreshServerIntent,
     ResyncIntent,
     HistoryIntent,
     CompareIntent,

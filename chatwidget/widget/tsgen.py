@@ -29,6 +29,7 @@ ALIASES: dict[str, Any] = {
     "MessageStatus": p.MessageStatus,
     "CompareMode": p.CompareMode,
     "CompareStatus": p.CompareStatus,
+    "ServerStatus": p.ServerStatus,
 }
 INTERFACES: tuple[type, ...] = (
     p.FitOption,
@@ -44,6 +45,8 @@ INTERFACES: tuple[type, ...] = (
     p.SettingsPatch,
     p.SwitchNotice,
     p.ErrorNotice,
+    p.RemoteNoticeRow,
+    p.ServerRow,
     p.SettingBounds,
     p.WidgetState,
     p.CompareColumnRow,

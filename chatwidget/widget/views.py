@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from chatwidget.catalog import ModelSpec
+from chatwidget.catalog import ModelSpec, split_remote_key
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import ModelState, ModelStatus, OrchestratorSnapshot
 from chatwidget.orchestrator.lifecycle import can_cancel, can_retry
@@ -172,9 +172,16 @@ def model_rows(
                 "residency": residency(status, freed, spec.repo_id),
                 "precision": option_of(spec),
                 "fit": fits(spec.repo_id) if fits is not None else None,
+                "server": server_of(spec.repo_id),
             }
         )
     return rows
+
+
+def server_of(key: str) -> str | None:
+    """The server of a remote model key (``"gpu"`` for ``"gpu:org/name"``), else None."""
+    parts = split_remote_key(key)
+    return parts[0] if parts else None
 
 
 def download_rows(
@@ -205,6 +212,7 @@ def download_rows(
                 "file": p.file if p and downloading else "",
                 **_actions(status),  # type: ignore[typeddict-item]
                 "residency": residency(status, freed, repo_id),
+                "server": server_of(repo_id),
             }
         )
     return rows

@@ -20,6 +20,8 @@ export type CompareMode = "sequential" | "concurrent";
 
 export type CompareStatus = "waiting" | "streaming" | "done" | "stopped" | "failed";
 
+export type ServerStatus = "listing" | "ready" | "failed";
+
 /** One precision option's verdict: ``verdict`` is gpu / partial / cpu / none, ``label`` the words ("Fits on GPU", "Partial offload", "CPU only", "Won't fit"). */
 export interface FitOption {
   option: string;
@@ -69,6 +71,7 @@ export interface ModelRow {
   residency: Residency;
   precision: string;
   fit: FitInfo | null;
+  server: string | null;
 }
 
 /** One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a status while it streams ("Loading model…" while its asleep model loads again). */
@@ -116,6 +119,7 @@ export interface DownloadRow {
   can_retry: boolean;
   action: string | null;
   residency: Residency;
+  server: string | null;
 }
 
 /** Generation settings, trait ``settings``. */
@@ -149,6 +153,28 @@ export interface ErrorNotice {
   message: string;
 }
 
+/** A wait the user should see while it lasts (a 429 answered with Retry-After). */
+export interface RemoteNoticeRow {
+  seq: number;
+  model: string;
+  phase: "connecting" | "reply" | "listing";
+  message: string;
+  retry_in_s: number;
+}
+
+/** One OpenAI-compatible server this widget added, trait ``servers``. Never its key. */
+export interface ServerRow {
+  name: string;
+  base_url: string;
+  status: ServerStatus;
+  error: string | null;
+  action: string | null;
+  can_retry: boolean;
+  has_api_key: boolean;
+  models: string[];
+  notice: RemoteNoticeRow | null;
+}
+
 /** Range of a numeric setting and the step the UI offers. */
 export interface SettingBounds {
   min: number;
@@ -171,6 +197,7 @@ export interface WidgetState {
   last_switch: SwitchNotice | null;
   download_focus_seq: number;
   errors: ErrorNotice[];
+  servers: ServerRow[];
 }
 
 /** A Compare column; ``model`` None while blind, ``chunks`` as in MessageRow. */
@@ -263,6 +290,9 @@ export type Intent =
   | { kind: "rename_conversation"; conversation_id: string; title: string }
   | { kind: "delete_conversation"; conversation_id: string }
   | { kind: "set_settings"; settings: SettingsPatch }
+  | { kind: "add_server"; name: string; base_url: string; api_key: string }
+  | { kind: "remove_server"; name: string }
+  | { kind: "refresh_server"; name: string }
   | { kind: "resync" }
   | { kind: "history"; conversation_id: string; before: number; limit: number }
   | { kind: "compare"; prompt: string; models: string[]; blind: boolean }
@@ -288,6 +318,7 @@ export const STATE_KEYS: (keyof WidgetState)[] = [
   "last_switch",
   "download_focus_seq",
   "errors",
+  "servers",
 ];
 
 export const MAX_TEXT_BYTES = 1000000;

@@ -10,6 +10,7 @@ import { Dialogs } from "./panels/dialog";
 import { DownloadsPanel } from "./panels/downloads";
 import { ErrorArea } from "./panels/errors";
 import { SelectorPanel } from "./panels/selector";
+import { ServersPanel } from "./panels/servers";
 import { SettingsPanel } from "./panels/settings";
 import { Toasts } from "./panels/toast";
 import type { SwitchNotice } from "./protocol";
@@ -18,7 +19,8 @@ import { Listeners, Store, type WidgetModel } from "./store";
 import { SyncState, type StateKey } from "./sync";
 import { uiStateFor } from "./ui-state";
 
-type Panel = "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings";
+type Panel =
+  "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings" | "servers";
 
 /** The panels a change of each piece of state redraws. */
 const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
@@ -29,6 +31,7 @@ const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
   downloads: ["downloads", "selector", "chat"],
   settings: ["settings"],
   generating: ["chat"],
+  servers: ["servers"],
 };
 
 export class WidgetView {
@@ -45,6 +48,7 @@ export class WidgetView {
   private readonly conversations: ConversationsPanel;
   private readonly selector: SelectorPanel;
   private readonly settings: SettingsPanel;
+  private readonly servers: ServersPanel;
   private readonly downloads: DownloadsPanel;
   private readonly releaseKeys: () => void;
   private lastSwitchSeq: number;
@@ -64,6 +68,7 @@ export class WidgetView {
     this.conversations = new ConversationsPanel(this.store, this.rpc, this.dialogs);
     this.selector = new SelectorPanel(this.store, this.rpc);
     this.settings = new SettingsPanel(this.store, this.rpc, ui);
+    this.servers = new ServersPanel(this.store, this.rpc);
     this.downloads = new DownloadsPanel(this.rpc, this.dialogs, ui);
     let showCompare: (open: boolean) => void = () => {};
     this.compare = new ComparePanel(
@@ -84,11 +89,13 @@ export class WidgetView {
         h("span", { class: "cw-brand", "aria-hidden": "true" }, ["◆"]),
         this.selector.el,
       ]),
+      this.servers.noticeEl,
       this.errors.el,
       h("div", { class: "cw-body" }, [
         h("aside", { class: "cw-panel cw-sidebar", "aria-label": "Conversations and settings" }, [
           this.conversations.el,
           this.settings.el,
+          this.servers.el,
         ]),
         this.chat.el,
         this.downloads.el,
@@ -108,6 +115,7 @@ export class WidgetView {
       this.selector.update();
       this.conversations.update();
       this.settings.update();
+      this.servers.update();
       this.chat.update(true);
       this.errors.setKernelErrors(this.sync.get("errors") ?? []);
     });
@@ -125,6 +133,7 @@ export class WidgetView {
     this.dialogs.destroy();
     this.toasts.destroy();
     this.selector.destroy();
+    this.servers.destroy();
     this.chat.destroy();
     this.compare.destroy();
     this.root.remove();
@@ -138,6 +147,7 @@ export class WidgetView {
       this.guard(what, () => this.downloads.update(this.store.downloads));
     }
     if (panels.has("settings")) this.guard(what, () => this.settings.update());
+    if (panels.has("servers")) this.guard(what, () => this.servers.update());
     if (panels.has("selector")) this.guard(what, () => this.selector.update());
     if (panels.has("conversations")) this.guard(what, () => this.conversations.update());
     if (panels.has("chat") || panels.has("messages")) {

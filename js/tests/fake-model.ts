@@ -147,6 +147,7 @@ export function modelRow(overrides: Partial<ModelRow> = {}): ModelRow {
     residency: residency(),
     precision: "auto",
     fit: null,
+    server: null,
     ...overrides,
   };
 }
@@ -232,6 +233,7 @@ export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
     file: "model.safetensors",
     action: null,
     residency: residency(),
+    server: null,
     ...overrides,
   };
 }
@@ -259,6 +261,7 @@ export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
     last_switch: null,
     download_focus_seq: 0,
     errors: [],
+    servers: [],
     ...overrides,
   };
 }

@@ -407,6 +407,8 @@ export class ChatPanel {
       last.role === "assistant" &&
       last.status !== "streaming"
     );
+    // A reply that failed (a server dropped mid-reply, say) keeps its text; Retry writes it again.
+    setText(this.regenerateButton, last?.status === "error" ? "Retry" : "Regenerate");
     // A keyboard user whose button went away keeps a place to act from: Regenerate starts
     // a reply (on to Stop), Stop ends it (back to the message box).
     if (focused === this.regenerateButton && this.regenerateButton.hidden) {

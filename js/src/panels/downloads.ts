@@ -232,7 +232,9 @@ class DownloadRowView {
     setAttr(this.bar, "aria-valuetext", `${pct}% (${row.state})`);
     this.fill.style.width = `${pct}%`;
     const total = row.bytes_total > 0 ? ` / ${formatBytes(row.bytes_total)}` : "";
-    setText(this.bytesEl, `${formatBytes(row.bytes_done)}${total}`);
+    // A remote model downloads nothing: its row shows the server instead of bytes.
+    const size = `${formatBytes(row.bytes_done)}${total}`;
+    setText(this.bytesEl, row.server !== null ? `Server ${row.server}` : size);
     setText(this.speedEl, active ? formatSpeed(row.speed_bps) : "");
     setText(this.etaEl, active ? formatEta(row.eta_s) : "");
     setText(this.fileEl, active && row.file ? row.file : "");

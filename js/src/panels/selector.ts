@@ -10,6 +10,7 @@ import { repoIdProblem } from "../repo-id";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
 import { PrecisionPanel } from "./precision";
+import { groupByServer, modelStateLabel, serverOf } from "./servers";
 
 /** How long the "switched" highlight stays on before it fades (CSS does the fade). */
 export const SWITCH_HIGHLIGHT_MS = 2400;
@@ -98,6 +99,7 @@ export class SelectorPanel {
           },
           precision: "auto",
           fit: null,
+          server: serverOf(extra),
         });
       }
     }
@@ -106,16 +108,19 @@ export class SelectorPanel {
       if (option !== this.placeholder) options.set(option.value, option);
     }
     let anchor: Element | null = this.placeholder.nextElementSibling;
+    const remote: Array<{ server: string; option: HTMLOptionElement }> = [];
     for (const row of rows) {
       let option = options.get(row.repo_id);
       options.delete(row.repo_id);
       if (!option) option = h("option", { value: row.repo_id });
       setText(option, this.optionText(row, conv?.active_model ?? null, pending?.repoId ?? null));
       option.title = row.repo_id;
-      if (option === anchor) anchor = anchor.nextElementSibling;
+      if (row.server !== null) remote.push({ server: row.server, option });
+      else if (option === anchor) anchor = anchor.nextElementSibling;
       else this.select.insertBefore(option, anchor);
     }
     for (const stale of options.values()) stale.remove();
+    groupByServer(this.select, remote); // remote models: one group per server
 
     if (!this.choosing) {
       this.placeholder.hidden = target !== null;
@@ -148,7 +153,7 @@ export class SelectorPanel {
   }
 
   private optionText(row: ModelRow, active: string | null, pending: string | null): string {
-    let state: string = row.repo_id === active ? "Active" : row.state;
+    let state: string = row.repo_id === active ? "Active" : modelStateLabel(row);
     const download = this.store.download(row.repo_id);
     if (state === "Downloading" && download) {
       state = `Downloading ${percent(download.bytes_done, download.bytes_total)}%`;
