@@ -9,6 +9,7 @@ from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import ModelState
 from chatwidget.session import PARTS
 from chatwidget.widget import ChatWidget, protocol, servers, tsgen, views
+from chatwidget.widget.chat_widget import MODEL_INTENTS, SERVER_INTENTS
 
 
 def test_regenerating_protocol_ts_changes_nothing() -> None:
@@ -43,6 +44,13 @@ def test_every_state_label_and_trait_is_in_the_vocabulary() -> None:
 
 
 def test_every_intent_kind_is_checked_and_dispatched() -> None:
-    source = ChatWidget._dispatch.__code__.co_consts
+    source = set(ChatWidget._dispatch.__code__.co_consts)
+    for area, kinds in (
+        (ChatWidget._model_intent, MODEL_INTENTS),
+        (ChatWidget._server_intent, SERVER_INTENTS),
+    ):
+        cases = set(area.__code__.co_consts) & set(protocol.INTENT_FIELDS)
+        assert cases == kinds, f"{area.__name__} handles {cases}, routed {kinds}"
+        source |= cases
     for kind in protocol.INTENT_FIELDS:
         assert kind in source, f"{kind} is in the protocol but not dispatched"
