@@ -27,8 +27,15 @@ ALIASES: dict[str, Any] = {
     "StateLabel": p.StateLabel,
     "Role": p.Role,
     "MessageStatus": p.MessageStatus,
+    "CompareMode": p.CompareMode,
+    "CompareStatus": p.CompareStatus,
+    "ServerStatus": p.ServerStatus,
 }
 INTERFACES: tuple[type, ...] = (
+    p.FitOption,
+    p.AbsentFitOption,
+    p.FitInfo,
+    p.Residency,
     p.ModelRow,
     p.MessageRow,
     p.ConversationRow,
@@ -38,9 +45,14 @@ INTERFACES: tuple[type, ...] = (
     p.SettingsPatch,
     p.SwitchNotice,
     p.ErrorNotice,
+    p.RemoteNoticeRow,
+    p.ServerRow,
     p.SettingBounds,
     p.WidgetState,
+    p.CompareColumnRow,
+    p.CompareState,
     p.Delta,
+    p.CompareDelta,
     p.SyncNotice,
     p.Reply,
 )
@@ -86,7 +98,8 @@ def _fields(td: type) -> list[tuple[str, bool, str]]:
 
 
 def _doc(td: type) -> str:
-    doc = (td.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    first = (td.__doc__ or "").strip().split("\n\n")[0]
+    doc = " ".join(line.strip() for line in first.splitlines())
     return f"/** {doc} */\n" if doc else ""
 
 

@@ -9,6 +9,7 @@ import {
   type ConversationRow,
   type DownloadRow,
   type ModelRow,
+  type ServerRow,
   type SettingsDict,
   type WidgetState,
 } from "./protocol";
@@ -35,6 +36,10 @@ export class Store {
   }
   get settings(): SettingsDict {
     return { ...DEFAULT_SETTINGS, ...(this.sync.get("settings") ?? {}) };
+  }
+  /** OpenAI-compatible servers added to this widget (never their keys). */
+  get servers(): ServerRow[] {
+    return this.sync.get("servers") ?? [];
   }
   get generating(): boolean {
     return Boolean(this.sync.get("generating"));
