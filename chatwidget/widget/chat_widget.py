@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -24,6 +26,8 @@ import traitlets
 from chatwidget import runtime
 from chatwidget.catalog import ModelSpec, validate_repo_id
 from chatwidget.errors import ChatWidgetError, ProtocolError
+from chatwidget.history import History, HistoryOption
+from chatwidget.history.types import ConversationInfo, Versions, WorkspaceInfo
 from chatwidget.orchestrator import Event
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
@@ -48,6 +52,12 @@ class ChatWidget(anywidget.AnyWidget):
             only; never placed in widget state. Defaults to huggingface_hub's usual sources.
         endpoint: the hub to download from (defaults to ``HF_ENDPOINT`` or the Hub).
         cache_dir: the HF cache to use (defaults to the standard one).
+        history: where conversations are kept: a path to an SQLite file; None (default)
+            for ``$CHATWIDGET_HISTORY`` or ``history.sqlite3`` in the user data folder;
+            False for memory only. A new kernel with the same file and workspace shows the
+            same conversations, messages, titles, models and settings.
+        workspace: the group of conversations this widget shows (default: the notebook's
+            path where the kernel knows it, else ``"default"``).
 
     Unknown keyword arguments raise ``TypeError`` naming the nearest valid one.
     """
@@ -71,6 +81,8 @@ class ChatWidget(anywidget.AnyWidget):
     last_switch = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     download_focus_seq = traitlets.Int(0).tag(sync=True)
     errors = traitlets.List(traitlets.Dict()).tag(sync=True)
+    storage = traitlets.Dict().tag(sync=True)
+    """The history file, the workspace, and a warning when saving stopped (chat goes on)."""
 
     def __init__(
         self,
@@ -79,6 +91,9 @@ class ChatWidget(anywidget.AnyWidget):
         token: str | bool | None = None,
         endpoint: str | None = None,
         cache_dir: str | Path | None = None,
+        *,
+        history: HistoryOption = None,
+        workspace: str | None = None,
         **kwargs: Any,
     ) -> None:
         _check_keywords(kwargs)
@@ -90,7 +105,15 @@ class ChatWidget(anywidget.AnyWidget):
         self._runtime = runtime.acquire(
             endpoint=endpoint, cache_dir=cache_dir, token=token, group=self._group
         )
-        self._session = Session(self._runtime, models, group=self._group, on_change=self._poke)
+        store = History.open(history, workspace, on_status=self._on_storage_status)
+        try:
+            self._session = Session(
+                self._runtime, models, history=store, group=self._group, on_change=self._poke
+            )
+        except BaseException:
+            store.close()
+            runtime.release(self._runtime, group=self._group)
+            raise
         self._publisher = Publisher(
             take_changes=self._session.take_changes,
             render=self._render,
@@ -210,8 +233,70 @@ class ChatWidget(anywidget.AnyWidget):
         return self._session.export_messages(conversation_id)
 
     def export_markdown(self, conversation_id: str | None = None) -> str:
-        """A conversation as Markdown."""
+        """A conversation's active branch as Markdown (it can be imported again)."""
         return self._session.export_markdown(conversation_id)
+
+    def export_conversation(
+        self, path: str | Path | None = None, conversation_id: str | None = None
+    ) -> dict[str, Any]:
+        """A conversation as JSON: OpenAI ``messages`` of the active branch plus a
+        ``chatwidget`` block with the whole tree, each reply's model and usage.
+
+        With ``path``, also written there (``.md`` writes Markdown instead)."""
+        data = self._session.export_json(conversation_id)
+        if path is not None:
+            target = Path(path)
+            if target.suffix.lower() in (".md", ".markdown"):
+                target.write_text(self._session.export_markdown(conversation_id), "utf-8")
+            else:
+                target.write_text(json.dumps(data, ensure_ascii=False, indent=2), "utf-8")
+        return data
+
+    def import_conversation(self, source: Any, title: str | None = None) -> str:
+        """A new conversation from a JSON or Markdown export (a path or its text) or an
+        OpenAI messages list; it becomes active. Returns its id.
+
+        A malformed file is refused with ``ImportFormatError`` (a ValueError) that says
+        what is wrong and where; nothing is imported."""
+        with self._api():
+            return self._session.import_conversation(source, title)
+
+    def edit(self, message_id: str, text: str) -> ReplyHandle:
+        """Replace one of your messages with ``text`` and reply to it: a new branch (the
+        old one stays reachable through :meth:`versions`). Returns the reply's handle."""
+        with self._api():
+            return self._session.edit(message_id, text)
+
+    def versions(self, message_id: str) -> Versions:
+        """A message's versions: ``ids`` (oldest first), ``index`` shown, ``label`` "2 / 3"."""
+        return self._session.versions(message_id)
+
+    def select_version(self, message_id: str, index: int) -> None:
+        """Show version ``index`` (from 0) of a message and the branch below it."""
+        with self._api():
+            self._session.select_version(message_id, index)
+
+    @property
+    def history(self) -> History:
+        """The history behind this widget (``history.path`` is None with history=False)."""
+        return self._session.history
+
+    @property
+    def workspace(self) -> str:
+        return self._session.history.workspace
+
+    def workspaces(self) -> list[WorkspaceInfo]:
+        """Every workspace in the history file, newest first, with conversation counts."""
+        return self._session.workspaces()
+
+    def list_conversations(self, workspace: str | None = None) -> list[ConversationInfo]:
+        """The conversations of a workspace (default: this widget's), oldest first."""
+        return self._session.list_conversations(workspace)
+
+    def open_conversation(self, conversation_id: str) -> None:
+        """Show a conversation of any workspace of the file here (it becomes active)."""
+        with self._api():
+            self._session.open_conversation(conversation_id)
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every orchestrator event, in order; returns an
@@ -261,6 +346,11 @@ class ChatWidget(anywidget.AnyWidget):
         return data, metadata
 
     # ------------------------------------------------------------------ publishing
+
+    def _on_storage_status(self) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.storage_changed()
 
     def _poke(self) -> None:
         publisher = self._publisher
@@ -377,6 +467,15 @@ class ChatWidget(anywidget.AnyWidget):
                 s.delete_conversation(args["conversation_id"])
             case "set_settings":
                 s.set_settings(**args["settings"])
+            case "edit":
+                s.edit(args["message_id"], args["text"])
+            case "select_version":
+                s.select_version(args["message_id"], args["index"])
+            case "export":
+                reply["file"] = self._export_file(args["conversation_id"], args["format"])
+            case "import_conversation":
+                # Bytes: the front end's text is content, never a path to read.
+                s.import_conversation(args["text"].encode("utf-8"))
             case "resync":
                 return True
             case "history":
@@ -384,6 +483,21 @@ class ChatWidget(anywidget.AnyWidget):
             case _:  # pragma: no cover - validate() rejects unknown kinds
                 raise ProtocolError(f"Unknown message kind {kind!r}.")
         return False
+
+    def _export_file(self, conversation_id: str, fmt: str) -> Any:
+        s = self._session
+        title = s.store.info(conversation_id).title  # raises UnknownConversationError
+        stem = _file_stem(title)
+        if fmt == "markdown":
+            return {
+                "filename": f"{stem}.md",
+                "mime": "text/markdown",
+                "text": s.export_markdown(conversation_id),
+            }
+        if fmt == "json":
+            text = json.dumps(s.export_json(conversation_id), ensure_ascii=False, indent=2)
+            return {"filename": f"{stem}.json", "mime": "application/json", "text": text}
+        raise ProtocolError(f"Unknown export format {fmt!r}; use 'markdown' or 'json'.")
 
     def _history(self, args: dict[str, Any]) -> Any:
         cid, before, limit = args["conversation_id"], args["before"], args["limit"]
@@ -399,6 +513,12 @@ class ChatWidget(anywidget.AnyWidget):
             "total": total,
             "messages": views.message_rows(messages, s.deltas),
         }
+
+
+def _file_stem(title: str) -> str:
+    """A file name from a conversation title (letters, digits, - and _ only)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", title).strip("-")[:60]
+    return stem or "conversation"
 
 
 def _on_main_thread() -> bool:

@@ -72,7 +72,8 @@ StateLabel = Literal[
     "Canceled",
 ]
 Role = Literal["user", "assistant", "system"]
-MessageStatus = Literal["done", "streaming", "stopped", "error"]
+MessageStatus = Literal["done", "streaming", "stopped", "error", "interrupted"]
+ExportFormat = Literal["markdown", "json"]
 
 
 class ModelRow(TypedDict):
@@ -90,7 +91,9 @@ class ModelRow(TypedDict):
 
 
 class MessageRow(TypedDict):
-    """One chat message; ``chunks``: how many streamed chunks ``content`` holds."""
+    """One chat message; ``chunks``: how many streamed chunks ``content`` holds;
+    ``version`` (from 0) of ``versions``: which of its versions (regenerated replies,
+    edited messages) the active branch shows."""
 
     id: str
     role: Role
@@ -101,6 +104,8 @@ class MessageRow(TypedDict):
     tokens_per_s: float | None
     error: str | None
     chunks: int
+    version: int
+    versions: int
 
 
 class ConversationRow(TypedDict):
@@ -182,6 +187,33 @@ class SettingBounds(TypedDict):
     integer: bool
 
 
+class StorageWarning(TypedDict):
+    """What stops the history file from being saved (the chat goes on in memory)."""
+
+    kind: str
+    message: str
+    pending_writes: int
+    moved_to: str | None
+
+
+class StorageState(TypedDict):
+    """Trait ``storage``: the history file (None in memory), the workspace, the standing
+    warning, and one-off notices (a damaged file moved aside)."""
+
+    path: str | None
+    workspace: str
+    warning: StorageWarning | None
+    notices: list[str]
+
+
+class ExportFile(TypedDict):
+    """An ``export`` reply's file, for the browser to download."""
+
+    filename: str
+    mime: str
+    text: str
+
+
 class WidgetState(TypedDict):
     """Synced traits, all written by the kernel."""
 
@@ -197,6 +229,7 @@ class WidgetState(TypedDict):
     last_switch: SwitchNotice | None
     download_focus_seq: int
     errors: list[ErrorNotice]
+    storage: StorageState
 
 
 # --------------------------------------------------------------------- kernel messages
@@ -232,6 +265,7 @@ class Reply(TypedDict):
     busy: bool
     state: NotRequired[WidgetState]
     page: NotRequired[Transcript]
+    file: NotRequired[ExportFile]
 
 
 # --------------------------------------------------------------------- intents
@@ -295,6 +329,37 @@ class SetSettingsIntent(TypedDict):
     settings: SettingsPatch
 
 
+class EditIntent(TypedDict):
+    """Replace user message ``message_id`` with a new version and reply to it."""
+
+    kind: Literal["edit"]
+    message_id: Id
+    text: Text
+
+
+class SelectVersionIntent(TypedDict):
+    """Show version ``index`` (from 0) of message ``message_id``."""
+
+    kind: Literal["select_version"]
+    message_id: Id
+    index: int
+
+
+class ExportIntent(TypedDict):
+    """Ask for a conversation as a file (answered with ``file``)."""
+
+    kind: Literal["export"]
+    conversation_id: Id
+    format: ExportFormat
+
+
+class ImportIntent(TypedDict):
+    """A new conversation from an exported file's text (JSON or Markdown)."""
+
+    kind: Literal["import_conversation"]
+    text: Text
+
+
 class ResyncIntent(TypedDict):
     """Ask for a snapshot of the whole state (answered with ``state``)."""
 
@@ -323,6 +388,10 @@ INTENTS: tuple[type, ...] = (
     RenameConversationIntent,
     DeleteConversationIntent,
     SetSettingsIntent,
+    EditIntent,
+    SelectVersionIntent,
+    ExportIntent,
+    ImportIntent,
     ResyncIntent,
     HistoryIntent,
 )

@@ -27,6 +27,7 @@ ALIASES: dict[str, Any] = {
     "StateLabel": p.StateLabel,
     "Role": p.Role,
     "MessageStatus": p.MessageStatus,
+    "ExportFormat": p.ExportFormat,
 }
 INTERFACES: tuple[type, ...] = (
     p.ModelRow,
@@ -39,6 +40,9 @@ INTERFACES: tuple[type, ...] = (
     p.SwitchNotice,
     p.ErrorNotice,
     p.SettingBounds,
+    p.StorageWarning,
+    p.StorageState,
+    p.ExportFile,
     p.WidgetState,
     p.Delta,
     p.SyncNotice,

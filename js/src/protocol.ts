@@ -14,7 +14,9 @@ export type StateLabel =
 
 export type Role = "user" | "assistant" | "system";
 
-export type MessageStatus = "done" | "streaming" | "stopped" | "error";
+export type MessageStatus = "done" | "streaming" | "stopped" | "error" | "interrupted";
+
+export type ExportFormat = "markdown" | "json";
 
 /** One catalog entry, trait ``models``. */
 export interface ModelRow {
@@ -29,7 +31,7 @@ export interface ModelRow {
   action: string | null;
 }
 
-/** One chat message; ``chunks``: how many streamed chunks ``content`` holds. */
+/** One chat message; ``chunks``: how many streamed chunks ``content`` holds;     ``version`` (from 0) of ``versions``: which of its versions (regenerated replies,     edited messages) the active branch shows. */
 export interface MessageRow {
   id: string;
   role: Role;
@@ -40,6 +42,8 @@ export interface MessageRow {
   tokens_per_s: number | null;
   error: string | null;
   chunks: number;
+  version: number;
+  versions: number;
 }
 
 /** One conversation, trait ``conversations``. */
@@ -113,6 +117,29 @@ export interface SettingBounds {
   integer: boolean;
 }
 
+/** What stops the history file from being saved (the chat goes on in memory). */
+export interface StorageWarning {
+  kind: string;
+  message: string;
+  pending_writes: number;
+  moved_to: string | null;
+}
+
+/** Trait ``storage``: the history file (None in memory), the workspace, the standing     warning, and one-off notices (a damaged file moved aside). */
+export interface StorageState {
+  path: string | null;
+  workspace: string;
+  warning: StorageWarning | null;
+  notices: string[];
+}
+
+/** An ``export`` reply's file, for the browser to download. */
+export interface ExportFile {
+  filename: string;
+  mime: string;
+  text: string;
+}
+
 /** Synced traits, all written by the kernel. */
 export interface WidgetState {
   seq: number;
@@ -127,6 +154,7 @@ export interface WidgetState {
   last_switch: SwitchNotice | null;
   download_focus_seq: number;
   errors: ErrorNotice[];
+  storage: StorageState;
 }
 
 /** Streamed text: chunk ``index`` of message ``message_id``. */
@@ -156,6 +184,7 @@ export interface Reply {
   busy: boolean;
   state?: WidgetState;
   page?: Transcript;
+  file?: ExportFile;
 }
 
 /** What the front end may ask; the kernel answers each with a Reply. */
@@ -173,6 +202,10 @@ export type Intent =
   | { kind: "rename_conversation"; conversation_id: string; title: string }
   | { kind: "delete_conversation"; conversation_id: string }
   | { kind: "set_settings"; settings: SettingsPatch }
+  | { kind: "edit"; message_id: string; text: string }
+  | { kind: "select_version"; message_id: string; index: number }
+  | { kind: "export"; conversation_id: string; format: ExportFormat }
+  | { kind: "import_conversation"; text: string }
   | { kind: "resync" }
   | { kind: "history"; conversation_id: string; before: number; limit: number };
 
@@ -193,6 +226,7 @@ export const STATE_KEYS: (keyof WidgetState)[] = [
   "last_switch",
   "download_focus_seq",
   "errors",
+  "storage",
 ];
 
 export const MAX_TEXT_BYTES = 1000000;
