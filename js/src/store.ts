@@ -10,6 +10,7 @@ import {
   type DownloadRow,
   type ModelRow,
   type SettingsDict,
+  type StorageState,
   type WidgetState,
 } from "./protocol";
 import type { SyncState } from "./sync";
@@ -35,6 +36,10 @@ export class Store {
   }
   get settings(): SettingsDict {
     return { ...DEFAULT_SETTINGS, ...(this.sync.get("settings") ?? {}) };
+  }
+  /** The history file's state (null until it arrives). */
+  get storage(): StorageState | null {
+    return this.sync.get("storage") ?? null;
   }
   get generating(): boolean {
     return Boolean(this.sync.get("generating"));

@@ -28,6 +28,7 @@ const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
   downloads: ["downloads", "selector", "chat"],
   settings: ["settings"],
   generating: ["chat"],
+  storage: ["chat"],
 };
 
 export class WidgetView {

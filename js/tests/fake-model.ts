@@ -158,6 +158,8 @@ export function message(overrides: Partial<MessageRow> = {}): MessageRow {
     tokens_per_s: null,
     error: null,
     chunks: 0,
+    version: 0,
+    versions: 1,
     ...overrides,
   };
 }
@@ -243,6 +245,7 @@ export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
     last_switch: null,
     download_focus_seq: 0,
     errors: [],
+    storage: { path: "/tmp/history.sqlite3", workspace: "default", warning: null, notices: [] },
     ...overrides,
   };
 }
