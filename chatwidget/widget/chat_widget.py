@@ -497,7 +497,7 @@ class ChatWidget(anywidget.AnyWidget):
         if fmt == "json":
             text = json.dumps(s.export_json(conversation_id), ensure_ascii=False, indent=2)
             return {"filename": f"{stem}.json", "mime": "application/json", "text": text}
-        raise ProtocolError(f"Unknown export format {fmt!r}; use 'markdown' or 'json'.")
+        raise ProtocolError("Unknown export format: use 'markdown' or 'json'.")
 
     def _history(self, args: dict[str, Any]) -> Any:
         cid, before, limit = args["conversation_id"], args["before"], args["limit"]

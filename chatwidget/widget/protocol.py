@@ -414,6 +414,8 @@ def _fields(intent: type) -> tuple[str, tuple[Field, ...]]:
         base, limit = (
             typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint, None)
         )
+        if typing.get_origin(base) is Literal:  # a choice of strings: checked where used
+            base, limit = str, "id"
         fields.append(Field(name, dict if typing.is_typeddict(base) else base, limit))
     return kind, tuple(fields)
 
