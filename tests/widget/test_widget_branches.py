@@ -81,7 +81,8 @@ def test_edit_starts_a_branch_and_the_old_one_stays_reachable(
     ]
     assert after[3]["id"] == handle.message_id
     edited = chat.versions(after[2]["id"])
-    assert edited.ids == (asked["id"], after[2]["id"]) and edited.index == 1
+    assert edited.ids == (asked["id"], after[2]["id"])
+    assert edited.index == 1
     assert (after[2]["version"], after[2]["versions"]) == (1, 2)
     # The model answered the edited question only.
     assert chat.export_messages()[-2] == {"role": "user", "content": "Second question, edited"}
@@ -112,28 +113,33 @@ def test_the_pager_and_edit_through_front_end_messages(
     assert answer["ok"], answer
     assert chat.messages[1]["version"] == 0
     bad = front.request("select_version", message_id=reply["id"], index=5)
-    assert not bad["ok"] and "version" in bad["error"]
+    assert not bad["ok"]
+    assert "version" in bad["error"]
 
     user = chat.messages[0]
     edited = front.request("edit", message_id=user["id"], text="Hi again")
     assert edited["ok"], edited
     assert chat.wait_until_idle(120)
     rows = chat.messages
-    assert rows[0]["content"] == "Hi again" and rows[0]["versions"] == 2
+    assert rows[0]["content"] == "Hi again"
+    assert rows[0]["versions"] == 2
     assert rows[1]["status"] == "done"
     # The resync snapshot shows the same branch, with the pager's fields.
     state = front.request("resync")["state"]
     shown = state["transcript"]["messages"]
     assert [m["id"] for m in shown] == [r["id"] for r in rows]
-    assert shown[0]["version"] == 1 and shown[0]["versions"] == 2
+    assert shown[0]["version"] == 1
+    assert shown[0]["versions"] == 2
 
     refused = front.request("edit", message_id=rows[1]["id"], text="x")
-    assert not refused["ok"] and "regenerate a reply instead" in refused["error"]
+    assert not refused["ok"]
+    assert "regenerate a reply instead" in refused["error"]
 
 
 def test_branches_work_in_memory_too(make_chat: Callable[..., ChatWidget]) -> None:
     chat = ready(make_chat, history=False)
-    assert chat.history.path is None and chat.storage["path"] is None
+    assert chat.history.path is None
+    assert chat.storage["path"] is None
     chat.send("Hello").wait(120)
     chat.regenerate().wait(120)
     assert chat.versions(chat.messages[1]["id"]).count == 2

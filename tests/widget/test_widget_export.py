@@ -54,7 +54,8 @@ def test_markdown_export_round_trips(chat: ChatWidget, tmp_path: Path) -> None:
     original = [(m["role"], m["content"]) for m in chat.messages]
     chat.export_conversation(tmp_path / "trip.md")
     text = (tmp_path / "trip.md").read_text("utf-8")
-    assert text.startswith("# Trip plans") and "And <b>when</b>?" in text
+    assert text.startswith("# Trip plans")
+    assert "And <b>when</b>?" in text
     assert text == chat.export_markdown()
     chat.import_conversation(tmp_path / "trip.md")
     assert [(m["role"], m["content"]) for m in chat.messages] == original
@@ -85,14 +86,17 @@ def test_front_end_export_and_import(chat: ChatWidget) -> None:
     assert js["file"]["filename"] == "Trip-plans.json"
     assert json.loads(js["file"]["text"]) == chat.export_conversation()
     wrong = front.request("export", conversation_id=cid, format="pdf")
-    assert not wrong["ok"] and "markdown" in wrong["error"]
+    assert not wrong["ok"]
+    assert "markdown" in wrong["error"]
 
     before = len(chat.session.conversations())
     imported = front.request("import_conversation", text=js["file"]["text"])
     assert imported["ok"], imported
-    assert len(chat.session.conversations()) == before + 1 and chat.conversation_id != cid
+    assert len(chat.session.conversations()) == before + 1
+    assert chat.conversation_id != cid
     refused = front.request("import_conversation", text="{not json")
-    assert not refused["ok"] and "JSON" in refused["error"]
+    assert not refused["ok"]
+    assert "JSON" in refused["error"]
     # Text from the front end is content, never a path the kernel would read.
     as_path = front.request("import_conversation", text="/etc/passwd")
     assert not as_path["ok"]
