@@ -511,7 +511,7 @@ export class ChatPanel {
       this.hint.classList.add("cw-hint-blocked");
       return;
     }
-    await this.rpc.request({ kind: "import_conversation", text: await file.text() });
+    await this.rpc.request({ kind: "import_conversation", text: await readText(file) });
   }
 
   /** Streamed text arrived for message `id`. */
@@ -746,4 +746,14 @@ export function downloadFile(file: ExportFile): void {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+/** A chosen file's text (FileReader: works wherever `Blob.text` is missing). */
+function readText(file: Blob): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result ?? ""));
+    reader.onerror = () => reject(reader.error ?? new Error("the file could not be read"));
+    reader.readAsText(file);
+  });
 }
