@@ -157,9 +157,12 @@ def durability(folder: Path, kills: int, turns: int) -> dict[str, Any]:
                     progress.clear()
                 elif "end" in msg:
                     break
-                if started is not None and kill_after is not None:
-                    if time.monotonic() - started >= kill_after:
-                        break
+                if (
+                    started is not None
+                    and kill_after is not None
+                    and time.monotonic() - started >= kill_after
+                ):
+                    break
             killed_at = time.time()
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
