@@ -19,6 +19,7 @@ Importing it points ``CHATWIDGET_HISTORY`` at a scratch file (unless set).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -52,6 +53,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Widgets made by a benchmark save their conversations in a scratch file, never in the user's
 # own history (``ChatWidget(history=...)`` defaults to ``$CHATWIDGET_HISTORY``).
 _HISTORY_DIR = tempfile.mkdtemp(prefix="chatwidget-bench-history-")
+atexit.register(shutil.rmtree, _HISTORY_DIR, ignore_errors=True)
 os.environ.setdefault("CHATWIDGET_HISTORY", str(Path(_HISTORY_DIR) / "history.sqlite3"))
 
 
