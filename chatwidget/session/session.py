@@ -486,13 +486,18 @@ class Session:
 
     def import_conversation(self, source: Any, title: str | None = None) -> str:
         """A new conversation from a JSON or Markdown export, or an OpenAI messages list
-        (a path, the file's text or the parsed value); made active. Returns its id.
+        (a path, the file's text or the parsed value); made active, on the model in use
+        (each reply keeps the model that wrote it). Returns its id.
 
         Malformed input raises ``ImportFormatError`` (a ValueError) saying what is wrong
         and where; nothing is imported then."""
         conv = self._history.import_conversation(source, title=title)
+        # It goes on with the model in use, as a new conversation does: a file never makes
+        # the kernel download the model it names.
+        model = self.active_model
+        self._history.set_model(conv.id, model)
         self._store.adopt(conv.id)
-        self._orch.open_conversation(conv.id, group=self._group)
+        self._orch.open_conversation(conv.id, group=self._group, model=model)
         self.switch_conversation(conv.id)
         return conv.id
 

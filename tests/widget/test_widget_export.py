@@ -101,3 +101,13 @@ def test_front_end_export_and_import(chat: ChatWidget) -> None:
     as_path = front.request("import_conversation", text="/etc/passwd")
     assert not as_path["ok"]
     assert len(chat.session.conversations()) == before + 1
+
+
+def test_an_import_goes_on_with_the_model_in_use(chat: ChatWidget) -> None:
+    data = chat.export_conversation()
+    data["chatwidget"]["model"] = "someone/huge-model"  # a file never triggers a download
+    chat.import_conversation(data)
+    assert chat.requested_model == TINY
+    assert chat.active_model == TINY
+    assert chat.session.conversations()[-1].model == TINY
+    assert "someone/huge-model" not in chat.session.download_order
