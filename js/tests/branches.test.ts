@@ -149,11 +149,13 @@ describe("export, import and storage warnings", () => {
       input,
       new File(['{"messages": []}'], "chat.json", { type: "application/json" }),
     );
-    await flush();
-    expect(model.intents().at(-1)).toMatchObject({
-      kind: "import_conversation",
-      text: '{"messages": []}',
-    });
+    // FileReader reads on its own schedule: wait for the intent, with vitest's deadline.
+    await vi.waitFor(() =>
+      expect(model.intents().at(-1)).toMatchObject({
+        kind: "import_conversation",
+        text: '{"messages": []}',
+      }),
+    );
   });
 
   it("shows the history file's warning, and hides it when saving works again", () => {
