@@ -3,14 +3,19 @@
 One ``transformers serve`` process (offline, CPU) serves one model for the whole run; every
 method sends it the same greedy request. Three ratios:
 
-1. tokens/s through chatwidget over direct (goal: >= 0.97);
-2. time to first token through chatwidget over direct (goal: <= 1.05);
+1. tokens/s through chatwidget over direct (goal: >= 0.97), for the remote engine alone and
+   through the widget;
+2. time to first token through chatwidget over direct (goal: <= 1.05), likewise;
 3. stop latency over one chunk interval plus 50 ms (goal: <= 1.0): the time from setting the
    stop event until ``generate`` returns (the kernel stops reading), against the median gap
    between chunks of the same stream.
 
 Each method is a function in :data:`METHODS` that makes one reply and returns what it
-measured; the through-the-widget method of the widget phase is one more entry there. In each
+measured. ``widget`` goes through a whole :class:`ChatWidget` with the server added by
+``servers=``: ``regenerate`` (the same one-message history each time), the session's reply
+thread, the delta stream and the publisher, with the comm recorded in-process (each message
+serialized to JSON, as ipykernel would); its time to first token is when the first streamed
+text was *sent on the comm*, and its reply ends when the handle says so. In each
 round every method makes ``--replies`` replies, interleaved and taking turns to go first; a
 ratio is the median over rounds of the ratio of the round's medians (a shared machine's load
 swings between rounds more than within one).
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import random
 import statistics
@@ -47,6 +53,7 @@ from chatwidget.engine.remote import RemoteEngine
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.testing.models import build_model
 from chatwidget.testing.transformers_serve import ServedModel, run_transformers_serve
+from chatwidget.widget import ChatWidget
 
 MESSAGES = [{"role": "user", "content": "Please explain how a download manager shows progress."}]
 SERVER = "bench"
@@ -55,11 +62,13 @@ STOP_SLACK_S = 0.050
 
 @dataclass(frozen=True)
 class Reply:
-    """What one reply measured, from just before the request."""
+    """What one reply measured, from just before the request. ``kernel_ttft_s``: for the
+    widget, when its first text reached the session (before the publisher sends it)."""
 
     ttft_s: float
     tokens: int
     duration_s: float
+    kernel_ttft_s: float | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -75,6 +84,8 @@ class Setup:
     engine: RemoteEngine
     key: str
     tokens: int
+    chat: ChatWidget
+    comm: CommClock
 
 
 def direct(setup: Setup) -> Reply:
@@ -115,8 +126,63 @@ def engine(setup: Setup) -> Reply:
     return Reply((first[0] if first else end) - started, result.usage.new_tokens, end - started)
 
 
+class CommClock:
+    """Records when the widget first sends streamed text on its comm (JSON-encoded, as
+    ipykernel would serialize it)."""
+
+    def __init__(self, chat: ChatWidget) -> None:
+        self.first_delta: float | None = None
+        chat.comm.publish_msg = self._publish
+
+    def _publish(self, _msg_type: str, data: Any = None, **_: Any) -> None:
+        json.dumps(data, separators=(",", ":"))
+        content = data.get("content") if isinstance(data, dict) else None
+        is_delta = isinstance(content, dict) and content.get("kind") == "delta"
+        if self.first_delta is None and is_delta:
+            self.first_delta = time.perf_counter()
+
+    def reset(self) -> None:
+        self.first_delta = None
+
+
+def widget(setup: Setup) -> Reply:
+    """Through the widget: regenerate the reply to the same message; TTFT at the comm."""
+    chat = setup.chat
+    if not chat.wait_until_idle(60):
+        raise RuntimeError("the widget did not settle between replies")
+    setup.comm.reset()
+    started = time.perf_counter()
+    handle = chat.regenerate()
+    handle.wait_for_first_token(120)
+    kernel_first = time.perf_counter()
+    handle.wait(120)
+    end = time.perf_counter()
+    result = handle.result
+    assert result is not None
+    first = setup.comm.first_delta
+    ttft = (first if first is not None else end) - started
+    return Reply(ttft, result.usage.new_tokens, end - started, kernel_first - started)
+
+
+def widget_ready(served: ServedModel, key: str, tokens: int, cache: Path) -> ChatWidget:
+    """A widget with the server added (``servers=``), its model Ready, one reply made."""
+    chat = ChatWidget(models=[], servers={SERVER: served.base_url}, cache_dir=cache)
+    if not chat.wait_until_idle(120) or key not in chat.server_models(SERVER):
+        raise RuntimeError(f"the widget did not list {key}")
+    chat.select_model(key)
+    if not chat.wait_until_idle(120) or chat.active_model != key:
+        raise RuntimeError(f"{key} did not become Ready in the widget")
+    chat.set_settings(max_new_tokens=tokens, do_sample=False)
+    chat.send(MESSAGES[0]["content"]).wait(120)
+    return chat
+
+
 #: name -> one reply; "direct" is the baseline every other method is divided by.
-METHODS: dict[str, Callable[[Setup], Reply]] = {"direct": direct, "engine": engine}
+METHODS: dict[str, Callable[[Setup], Reply]] = {
+    "direct": direct,
+    "engine": engine,
+    "widget": widget,
+}
 
 
 def _median_tps(replies: list[Reply]) -> float:
@@ -186,7 +252,9 @@ def run(served: ServedModel, args: Any, rng: random.Random) -> int:
     remote.add_server(served.base_url, name=SERVER)
     key = remote_key(SERVER, served.model_id)
     remote.load(ModelSpec(key))
-    setup = Setup(served, client, remote, key, args.tokens)
+    cache = Path(tempfile.mkdtemp(prefix="bench-remote-cache-"))
+    chat = widget_ready(served, key, args.tokens, cache)
+    setup = Setup(served, client, remote, key, args.tokens, chat, CommClock(chat))
     try:
         for method in METHODS.values():  # warm up every path (connections, server caches)
             method(setup)
@@ -208,6 +276,7 @@ def run(served: ServedModel, args: Any, rng: random.Random) -> int:
             )
         stops = [stop_latency(setup, rng) for _ in range(args.stops)]
     finally:
+        chat.close()
         remote.close()
         client.close()
 
@@ -224,6 +293,14 @@ def run(served: ServedModel, args: Any, rng: random.Random) -> int:
         ratios[f"ttft_{name}_over_direct"] = ttft
         rows += [[f"tokens/s {name} / direct", tps, ">= 0.97"]]
         rows += [[f"TTFT {name} / direct", ttft, "<= 1.05"]]
+        if name == "widget":  # informative: the first text in the kernel, before it is sent
+            kernel = statistics.median(
+                statistics.median(x.kernel_ttft_s or 0.0 for x in r[name])
+                / _median_ttft(r["direct"])
+                for r in per_round
+            )
+            ratios["ttft_widget_in_kernel_over_direct"] = kernel
+            rows += [["TTFT widget, in the kernel / direct (info)", kernel, ""]]
     stop_ratio = statistics.median(
         s["latency_s"] / (s["chunk_interval_s"] + STOP_SLACK_S) for s in stops
     )

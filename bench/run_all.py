@@ -42,6 +42,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "bench_fit.py": ("bench_fit", [], ["--sizes", "tiny", "small"]),
     "bench_lifecycle.py": ("bench_lifecycle", [], ["--rounds", "2", "--samples", "2"]),
+    "bench_compare.py": ("bench_compare", [], ["--rounds", "2"]),
 }
 
 #: ratio name -> goal as text (what "good" means); ratios without a goal are informative.
@@ -62,6 +63,8 @@ GOALS: dict[str, str] = {
     "bytes_per_token_over_200 (1000 messages, long_context)": "<= 1.0",
     "tokens_per_s_engine_over_direct": ">= 0.97",
     "ttft_engine_over_direct": "<= 1.05",
+    "tokens_per_s_widget_over_direct": ">= 0.97",
+    "ttft_widget_over_direct": "<= 1.05",
     "stop_latency_over_chunk_interval_plus_50ms": "<= 1.0",
     "restore 10,000 messages / plain sqlite3 read": "<= 2.0",
     "append_text per token at 1,000 messages / at 1": "<= 1.10",
@@ -78,6 +81,9 @@ GOALS: dict[str, str] = {
     "cold_swap_peak_rss_over_larger_model_alone": "<= 1.1",
     "rss_after_unload_over_before_first_load": "<= 1.05",
     "ttft_during_download_over_idle": "<= 1.2",
+    "compare column tokens/s / solo (min over columns)": ">= 0.9",
+    "view choice matches measurement (default rule)": "== 1",
+    "view choice matches measurement (measurement recorded)": "== 1",
 }
 
 

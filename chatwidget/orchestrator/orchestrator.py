@@ -656,10 +656,11 @@ class Orchestrator:
 
     def _attempt_load(self, job: Job) -> bool:
         """One call to the engine; True when the job is settled, False to decide again."""
-        spec, repo_id = job.spec, job.repo_id
+        repo_id = job.repo_id
         with self._changing():
             if job.canceled:
                 return True
+            spec = job.spec  # under the lock: a precision change while downloading applies
             entry = self._models[repo_id]
             # a remote model is not compiled: its load is one request that proves it answers
             loading = ModelState.CONNECTING if job.spec.is_remote else ModelState.COMPILING
@@ -1093,6 +1094,16 @@ class Orchestrator:
             entry.spec = spec  # only names or sizes differ
             return
         queued = entry.state is ModelState.QUEUED and entry.job is not self._working
+        if entry.state is ModelState.DOWNLOADING and same_load(
+            replace(spec, dtype=entry.spec.dtype, quantization=entry.spec.quantization),
+            entry.spec,
+        ):
+            # only the precision differs: the files are the same, the load has not begun
+            # (the worker reads job.spec when it starts the load)
+            entry.spec = spec
+            if entry.job is not None:
+                entry.job.spec = spec
+            return
         if entry.state not in _BUSY_OR_LOADED or queued:
             entry.spec = spec
             if queued and entry.job is not None:
@@ -1106,9 +1117,10 @@ class Orchestrator:
         )
         raise SpecConflictError(
             f"{repo_id} is {entry.state.label} with revision {old.revision!r} "
-            f"(trust_remote_code={old.trust_remote_code}, allow_pickle={old.allow_pickle}); "
-            f"to use revision {spec.revision!r} (trust_remote_code={spec.trust_remote_code}, "
-            f"allow_pickle={spec.allow_pickle}), {how}, then select it again."
+            f"(trust_remote_code={old.trust_remote_code}, allow_pickle={old.allow_pickle}, "
+            f"precision {old.quantization or old.dtype}); to use revision {spec.revision!r} "
+            f"(trust_remote_code={spec.trust_remote_code}, allow_pickle={spec.allow_pickle}, "
+            f"precision {spec.quantization or spec.dtype}), {how}, then select it again."
         )
 
     def _enqueue(

@@ -24,15 +24,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_repo_id
+from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_model_key, validate_repo_id
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError
 from chatwidget.history import History
 from chatwidget.history.types import ConversationInfo as StoredConversation
 from chatwidget.history.types import Versions, WorkspaceInfo
 from chatwidget.orchestrator import (
+    PHASE_LOADING,
     ErrorReported,
     Event,
     Evicted,
@@ -41,8 +43,10 @@ from chatwidget.orchestrator import (
     ProgressChanged,
     StateChanged,
     Switched,
+    UnloadResult,
 )
 from chatwidget.orchestrator.lifecycle import IN_FLIGHT
+from chatwidget.orchestrator.orchestrator import same_load
 from chatwidget.session import persistence
 from chatwidget.session.deltas import DeltaStream
 from chatwidget.session.history_store import HistoryStore
@@ -149,10 +153,12 @@ class Session:
         self._reply: ReplyHandle | None = None
         self._reply_thread: threading.Thread | None = None
         self._subscriptions: list[Callable[[], None]] = []
+        self._freed: dict[str, int] = {}  # repo id -> bytes its last unload freed
+        self._loading: str | None = None  # the reply whose asleep model loads again
         self.deltas = DeltaStream(self._notify)
 
         for spec in models if models is not None else DEFAULT_CATALOG:
-            self._add_spec(ModelSpec.coerce(spec))
+            self._add_spec(self._coerce(spec))
         self._settings = persistence.saved_settings(self._history)
         self._active = self._restore()
         self._unsubscribe = self._orch.subscribe(self._on_event)
@@ -176,7 +182,7 @@ class Session:
         if model is None or self._orch.requested_model(cid) is not None:
             return
         try:
-            spec = self._add_spec(ModelSpec.coerce(model))
+            spec = self._add_spec(self._coerce(model))
             if self._orch.request_model(cid, spec) is not ModelState.READY:
                 with self._lock:
                     if spec.repo_id not in self._download_order:
@@ -253,6 +259,11 @@ class Session:
         reply = self._reply
         return reply is not None and not reply.done
 
+    @property
+    def reply(self) -> ReplyHandle | None:
+        """The latest reply (running or finished), or None before the first."""
+        return self._reply
+
     def busy(self, snapshot: OrchestratorSnapshot | None = None) -> bool:
         """Whether work is in flight: a reply, or a download or load of one of our models."""
         if self.generating:
@@ -318,7 +329,7 @@ class Session:
         A Ready model answers the next message. Any other model is queued (downloaded if
         needed, then loaded) and the download manager is asked to open.
         """
-        spec = self._add_spec(ModelSpec.coerce(model))
+        spec = self._add_spec(self._coerce(model))
         state = self._orch.request_model(self._active, spec)
         self._history.set_model(self._active, spec.repo_id)
         if state is not ModelState.READY:
@@ -331,20 +342,141 @@ class Session:
         self._changed("conversations", "models")
         return state
 
-    def add_model(self, model: ModelSpec | str) -> ModelSpec:
-        """Add a model to the catalog (checked against the hub) without selecting it."""
+    def add_model(
+        self, model: ModelSpec | str, *, check: bool = True, wait: bool = True
+    ) -> ModelSpec:
+        """Add a model to the catalog without selecting it.
+
+        With ``check`` the hub is asked about it (with this session's token): with ``wait``
+        in the caller's thread, raising a clear error for an unknown or gated repo (nothing
+        is added); without, on a background thread, returning at once: a model the hub does
+        not know leaves the catalog again and the reason is shown (part ``errors``); a
+        gated one stays, for a token to unlock it. The front end never waits for the hub.
+        """
         spec = ModelSpec.coerce(model)
-        self._runtime.downloader.plan(spec)  # raises a clear error for unknown/gated repos
+        if check and wait and not spec.is_remote:
+            self._runtime.plan(spec, group=self._group)  # raises for unknown/gated repos
         spec = self._add_spec(spec)
+        self._changed("models")
+        if check and not wait and not spec.is_remote:
+            threading.Thread(
+                target=self._check_model, args=(spec,), name="chatwidget-add-model", daemon=True
+            ).start()
+        return spec
+
+    def track_download(self, repo_id: str) -> None:
+        """Show a model queued by other work of this session (a comparison) in the download
+        manager, without selecting it or opening the manager."""
+        with self._lock:
+            if repo_id in self._download_order:
+                return
+            self._download_order.append(repo_id)
+        self._changed("downloads", "activity")
+
+    def _check_model(self, spec: ModelSpec) -> None:
+        try:
+            self._runtime.plan(spec, group=self._group)
+        except Exception as exc:
+            if getattr(exc, "kind", None) != "gated":
+                with self._lock:
+                    if self._catalog.get(spec.repo_id) is spec:
+                        del self._catalog[spec.repo_id]
+                self._changed("models")
+            self.report(exc)
+
+    # ------------------------------------------------------------------ memory and tokens
+
+    def unload(self, repo_id: str) -> UnloadResult:
+        """Unload a loaded model now: it is Downloaded again; the result says what it freed.
+
+        Conversations on it keep it and load it again on their next message. Raises
+        ModelBusyError while a reply uses it (stop the reply first).
+        """
+        result = self._orch.unload(validate_repo_id(repo_id))
+        if result.unloaded:
+            with self._lock:
+                self._freed[repo_id] = result.freed_bytes
+            self._changed("models", "downloads", "activity")
+        return result
+
+    def free_memory(self, repo_id: str | None = None) -> int:
+        """Unload every loaded model no reply is using, then queue ``repo_id`` again (a
+        model that failed because it did not fit); returns the bytes freed."""
+        snapshot = self._orch.snapshot()
+        freed = 0
+        for other, status in snapshot.models.items():
+            if status.state is ModelState.READY and other != repo_id:
+                try:
+                    freed += self.unload(other).freed_bytes
+                except ChatWidgetError as exc:  # busy: a reply uses it
+                    log.info("free_memory kept %s: %s", other, exc)
+        if repo_id is not None:
+            self.retry_download(repo_id)
+        return freed
+
+    def freed_bytes(self, repo_id: str) -> int | None:
+        """What the last unload (or eviction) of ``repo_id`` freed; None if never unloaded."""
+        with self._lock:
+            return self._freed.get(repo_id)
+
+    def set_token(self, token: str | bool | None) -> tuple[str, ...]:
+        """Use ``token`` for this session's downloads only; models that failed for want of
+        one are queued again (returned). The token is kept by the downloader alone."""
+        if isinstance(token, str) and not token.strip():
+            raise ValueError("The token is empty: paste a Hugging Face token (hf_...).")
+        retried = self._runtime.set_token(self._group, token)
+        with self._lock:
+            for repo_id in retried:
+                if repo_id not in self._download_order:
+                    self._download_order.append(repo_id)
+        self._changed("models", "downloads", "activity")
+        return retried
+
+    def set_precision(self, repo_id: str, spec: ModelSpec) -> ModelSpec:
+        """Load ``repo_id`` as ``spec`` (its dtype and quantization) from now on.
+
+        A loaded model in another precision is unloaded first (it loads again in the new
+        one on the next message); raises ModelBusyError while a reply uses it.
+        """
+        with self._lock:
+            known = self._catalog.get(repo_id)
+        if known == spec:
+            return spec
+        if self._orch.snapshot().state(repo_id) is ModelState.READY:
+            self.unload(repo_id)
+        self._orch.register(spec)  # SpecConflictError while it downloads or compiles
+        with self._lock:
+            self._catalog[repo_id] = spec
         self._changed("models")
         return spec
 
+    @property
+    def loading_message(self) -> str | None:
+        """The id of the reply waiting for its (asleep) model to load again, if any."""
+        return self._loading
+
+    def add_remote_models(self, specs: Iterable[ModelSpec]) -> None:
+        """Add the models a server listed to the catalog (no request is made)."""
+        for spec in specs:
+            self._add_spec(spec)
+        self._changed("models")
+
+    def remove_models(self, repo_ids: Iterable[str]) -> None:
+        """Take models out of the catalog (a removed server's); their state is the
+        orchestrator's, which evicts a Ready one."""
+        with self._lock:
+            for repo_id in repo_ids:
+                self._catalog.pop(repo_id, None)
+                if repo_id in self._download_order:
+                    self._download_order.remove(repo_id)
+        self._changed("models", "downloads")
+
     def cancel_download(self, repo_id: str) -> None:
-        self._orch.cancel(validate_repo_id(repo_id))
+        self._orch.cancel(validate_model_key(repo_id))
         self._changed("models", "downloads", "activity")
 
     def retry_download(self, repo_id: str) -> None:
-        repo_id = validate_repo_id(repo_id)
+        repo_id = validate_model_key(repo_id)
         self._orch.retry(repo_id)
         with self._lock:
             if repo_id not in self._download_order:
@@ -591,6 +723,20 @@ class Session:
             self._epochs[conversation_id] = self._epochs.get(conversation_id, 0) + 1
         self._changed("transcript")
 
+    def _coerce(self, model: ModelSpec | str) -> ModelSpec:
+        """A spec for ``model``. One that names no precision (``auto``) takes the precision
+        the queue already has for that model, so another widget's choice for it stands."""
+        spec = ModelSpec.coerce(model)
+        if (spec.dtype, spec.quantization) != ("auto", None):
+            return spec
+        try:
+            known = self._orch.spec(spec.repo_id)
+        except ChatWidgetError:  # not registered yet
+            return spec
+        if same_load(replace(known, dtype="auto", quantization=None), spec):
+            return replace(spec, dtype=known.dtype, quantization=known.quantization)
+        return spec
+
     def _add_spec(self, spec: ModelSpec) -> ModelSpec:
         with self._lock:
             known = self._catalog.get(spec.repo_id)
@@ -647,9 +793,13 @@ class Session:
             append(mid, piece)
             first()
 
+        def on_phase(phase: str) -> None:
+            self._loading = mid if phase == PHASE_LOADING else None
+            self._changed("transcript")
+
         try:
             result = self._orch.generate(
-                cid, history, settings, on_text=on_text, stop=handle.stop_event
+                cid, history, settings, on_text=on_text, stop=handle.stop_event, on_phase=on_phase
             )
         except Exception as exc:
             log.warning("Reply failed: %s", exc)
@@ -674,6 +824,7 @@ class Session:
             )
             handle._finish(result)
         finally:
+            self._loading = None
             self._changed("transcript", "activity")
 
     def _store_update(self, cid: str, mid: str, **changes: object) -> None:
@@ -698,6 +849,9 @@ class Session:
                     )
                 self._changed("switch", "conversations")
         elif isinstance(event, StateChanged | Evicted):
+            if isinstance(event, Evicted):
+                with self._lock:
+                    self._freed[event.repo_id] = event.freed_bytes
             self._changed("models", "downloads", "conversations", "activity")
         else:
             self._changed("models", "downloads", "conversations")

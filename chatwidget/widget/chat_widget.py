@@ -24,19 +24,45 @@ import anywidget
 import traitlets
 
 from chatwidget import runtime
-from chatwidget.catalog import ModelSpec, validate_repo_id
+from chatwidget.catalog import ModelSpec, validate_model_key, validate_repo_id
+from chatwidget.compare.handle import CompareHandle
+from chatwidget.compare.view import CompareMode
 from chatwidget.errors import ChatWidgetError, ProtocolError
+from chatwidget.fit import FitTable
 from chatwidget.history import History, HistoryOption
-from chatwidget.history.types import ConversationInfo, Versions, WorkspaceInfo
-from chatwidget.orchestrator import Event
+from chatwidget.history.types import Comparison, ConversationInfo, Versions, WorkspaceInfo
+from chatwidget.orchestrator import Event, MemoryPolicy, OrchestratorSnapshot, UnloadResult
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
 from chatwidget.widget import fallback, views
+from chatwidget.widget.fit_options import FitEstimates, spec_for_option
 from chatwidget.widget.intents import short_id, validate
-from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply
+from chatwidget.widget.protocol import MAX_HISTORY_LIMIT, Reply, ServerRow
+from chatwidget.widget.servers import TRAIT as SERVERS_TRAIT
+from chatwidget.widget.servers import ServerBook, ServersArg, server_args
 from chatwidget.widget.sync import Publisher
 
 log = logging.getLogger("chatwidget.widget")
+
+MODEL_INTENTS = frozenset(
+    {
+        "select_model",
+        "add_model",
+        "unload_model",
+        "free_memory",
+        "set_token",
+        "set_precision",
+        "estimate_fit",
+        "cancel_download",
+        "retry_download",
+    }
+)
+SERVER_INTENTS = frozenset({"add_server", "remove_server", "refresh_server"})
+#: Intents about the history: versions, edits, export and import.
+HISTORY_INTENTS = frozenset({"edit", "select_version", "export", "import_conversation"})
+
+#: The change part the widget adds to the session's (see :meth:`ChatWidget._take_changes`).
+SERVERS_PART = "servers"
 
 _STATIC = Path(__file__).parent.parent / "static"
 
@@ -52,6 +78,16 @@ class ChatWidget(anywidget.AnyWidget):
             only; never placed in widget state. Defaults to huggingface_hub's usual sources.
         endpoint: the hub to download from (defaults to ``HF_ENDPOINT`` or the Hub).
         cache_dir: the HF cache to use (defaults to the standard one).
+        memory_budget: most memory loaded models may take together (bytes or ``"8GB"``);
+            default ``CHATWIDGET_MEMORY_BUDGET``, else half the free memory.
+        max_loaded_models: most models loaded at once; default
+            ``CHATWIDGET_MAX_LOADED_MODELS``, else no limit.
+        keep_alive: unload a model unused this long (seconds or ``"10m"``; the active one
+            too: it loads again on the next message); default ``CHATWIDGET_KEEP_ALIVE``,
+            else never. The policy is shared by every widget on the same hub and cache.
+        servers: OpenAI-compatible servers to add at once (see :meth:`add_server`):
+            ``{"gpu": "http://host:8000/v1"}``, or a list of base URLs or of
+            ``{"base_url", "name", "api_key", "api_key_env"}`` mappings.
         history: where conversations are kept: a path to an SQLite file; None (default)
             for ``$CHATWIDGET_HISTORY`` or ``history.sqlite3`` in the user data folder;
             False for memory only. A new kernel with the same file and workspace shows the
@@ -81,6 +117,10 @@ class ChatWidget(anywidget.AnyWidget):
     last_switch = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     download_focus_seq = traitlets.Int(0).tag(sync=True)
     errors = traitlets.List(traitlets.Dict()).tag(sync=True)
+    compare_state = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
+    """The Compare view's state (``chatwidget.compare.view``; its own publisher writes it)."""
+    servers = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """OpenAI-compatible servers added to this widget: name, URL, status, models; no keys."""
     storage = traitlets.Dict().tag(sync=True)
     """The history file, the workspace, and a warning when saving stopped (chat goes on)."""
 
@@ -92,19 +132,37 @@ class ChatWidget(anywidget.AnyWidget):
         endpoint: str | None = None,
         cache_dir: str | Path | None = None,
         *,
+        memory_budget: int | str | None = None,
+        max_loaded_models: int | str | None = None,
+        keep_alive: float | str | None = None,
+        servers: ServersArg = None,
         history: HistoryOption = None,
         workspace: str | None = None,
         **kwargs: Any,
     ) -> None:
         _check_keywords(kwargs)
+        to_add = server_args(servers)  # malformed servers= fails before anything starts
         super().__init__(**kwargs)
         self._closed = False
         self._handling = threading.local()
         self._publisher: Publisher | None = None
+        self._compare_mode: CompareMode | None = None
+        self._shown: OrchestratorSnapshot | None = None
+        self._fits: FitEstimates | None = None
         self._group = new_id("w")
-        self._runtime = runtime.acquire(
-            endpoint=endpoint, cache_dir=cache_dir, token=token, group=self._group
+        # Weakly owned: a widget that is garbage-collected without close() stops pinning
+        # its models (the runtime's reaper closes its conversations and drops its token).
+        self._consumer = runtime.connect(
+            self,
+            endpoint=endpoint,
+            cache_dir=cache_dir,
+            token=token,
+            group=self._group,
+            memory_budget=memory_budget,
+            max_loaded_models=max_loaded_models,
+            keep_alive=keep_alive,
         )
+        self._runtime = self._consumer.runtime
         store = History.open(history, workspace, on_status=self._on_storage_status)
         try:
             self._session = Session(
@@ -112,18 +170,31 @@ class ChatWidget(anywidget.AnyWidget):
             )
         except BaseException:
             store.close()
-            runtime.release(self._runtime, group=self._group)
+            self._consumer.close()
             raise
+        self._fits = FitEstimates(
+            self._runtime,
+            group=self._group,
+            cache_dir=self._runtime.downloader.cache_dir,
+            on_change=self._fits_changed,
+        )
+        self._servers = ServerBook(self._runtime.remote, self._session, self._poke)
         self._publisher = Publisher(
-            take_changes=self._session.take_changes,
+            take_changes=self._take_changes,
             render=self._render,
             apply=self._apply,
             take_deltas=self._session.deltas.take,
             send=self._send_custom,
-            urgent=self._session.urgent_changes,
+            urgent=self._urgent,
             on_error=self._session.report,
         )
         self.on_msg(self._on_msg)
+        try:
+            for args in to_add:
+                self._servers.add(**args)
+        except BaseException:
+            self.close()  # a refused server: nothing of this widget is left running
+            raise
         if model is not None:
             self._session.select_model(model)
         self._publisher.flush()
@@ -142,8 +213,9 @@ class ChatWidget(anywidget.AnyWidget):
 
     @property
     def active_model(self) -> str | None:
-        """The model that answers the next message in the active conversation."""
-        return self._session.active_model
+        """The model that answers the next message in the active conversation (read from
+        the same snapshot as :attr:`downloads` and :meth:`model_state`)."""
+        return self._consistent().active_model(self._session.conversation_id)
 
     @property
     def requested_model(self) -> str | None:
@@ -161,8 +233,71 @@ class ChatWidget(anywidget.AnyWidget):
         return rows
 
     def model_state(self, repo_id: str) -> str:
-        """The state label the UI shows: "Not downloaded", "Downloaded", "Queued", ...."""
-        return self._session.model_state(repo_id).value
+        """The state label the UI shows: "Not downloaded", "Downloaded", "Queued", ....
+
+        Read from the same snapshot as :attr:`downloads`, :attr:`models` and
+        :attr:`active_model` (they are brought up to date together first)."""
+        return self._consistent().state(repo_id).value
+
+    @property
+    def memory_policy(self) -> MemoryPolicy:
+        """The memory policy in force (shared by every widget on this hub and cache): the
+        budget in bytes (None: half the free memory), the model limit, keep_alive in s."""
+        return self._runtime.policy
+
+    def unload(self, model: str) -> UnloadResult:
+        """Unload a loaded model now; it is Downloaded again and ``.freed_bytes`` says what
+        it freed. A conversation on it loads it again on its next message. Raises
+        ModelBusyError while a reply uses it: ``chat.stop()`` first."""
+        with self._api():
+            return self._session.unload(model)
+
+    def free_memory(self, model: str | None = None) -> int:
+        """Unload every loaded model no reply uses (then retry ``model``, one that did not
+        fit); returns the bytes freed."""
+        with self._api():
+            return self._session.free_memory(model)
+
+    def set_token(self, token: str | bool | None) -> tuple[str, ...]:
+        """Use a Hugging Face token for this widget's downloads (gated or private repos).
+
+        The token is kept by the downloader only: never in widget state, events, logs,
+        reprs or errors. Models that failed for want of it are queued again (returned).
+        """
+        with self._api():
+            return self._token_set(token)
+
+    def set_precision(self, model: str, precision: str) -> ModelSpec:
+        """Load ``model`` in ``precision`` from now on: ``"auto"``, ``"bfloat16"``,
+        ``"float16"``, ``"float32"``, or ``"8bit"``/``"4bit"`` (bitsandbytes + CUDA). A
+        loaded model in another precision is unloaded (it loads again when used)."""
+        with self._api():
+            repo_id = validate_repo_id(model)
+            known = next((s for s in self._session.catalog if s.repo_id == repo_id), None)
+            spec = spec_for_option(known or ModelSpec(repo_id), precision)
+            table = self._fits.table(repo_id) if self._fits else None
+            if table is not None and precision in {a.option for a in table.absent}:
+                table.row(precision)  # raises KeyError saying why it is absent
+            if known is None:
+                self._session.add_model(spec, check=False)
+                return spec
+            return self._session.set_precision(repo_id, spec)
+
+    def fit(self, model: str, timeout: float | None = 60.0) -> FitTable | None:
+        """Will ``model`` fit, per precision option (before download: config and weight
+        headers only). Estimated on a worker thread; waits up to ``timeout`` for it."""
+        repo_id = validate_repo_id(model)
+        assert self._fits is not None
+        spec = next((s for s in self._session.catalog if s.repo_id == repo_id), None)
+        self._fits.request(spec or ModelSpec(repo_id))
+        self._fits.wait(repo_id, timeout)
+        return self._fits.table(repo_id)
+
+    def estimate_fits(self) -> None:
+        """Estimate every catalog model's fit in the background (rows show the labels)."""
+        assert self._fits is not None
+        for spec in self._session.catalog:
+            self._fits.request(spec)
 
     def select_model(self, model: ModelSpec | str) -> str:
         """Pick a model for the active conversation; returns its state label.
@@ -174,10 +309,54 @@ class ChatWidget(anywidget.AnyWidget):
         with self._api():
             return self._session.select_model(model).value
 
-    def add_model(self, model: ModelSpec | str) -> ModelSpec:
-        """Add a model to the selector (validated against the hub) without selecting it."""
+    def add_model(self, model: ModelSpec | str, *, wait: bool = True) -> ModelSpec:
+        """Add a model to the selector without selecting it, checked against the hub.
+
+        ``wait=True``: asked in this cell, raising a clear error for an unknown or gated
+        repo. ``wait=False``: returns at once; a worker thread asks the hub, and a model it
+        does not know leaves the selector again (the reason shows in the widget). The
+        widget's own Add field never waits for the hub: the queue's worker checks it.
+        """
         with self._api():
-            return self._session.add_model(model)
+            spec = self._session.add_model(model, wait=wait)
+            if self._fits is not None:
+                self._fits.request(spec)
+            return spec
+
+    def add_server(
+        self,
+        base_url: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+    ) -> str:
+        """Add an OpenAI-compatible server (vLLM, SGLang, Ray Serve LLM, llm-d,
+        ``transformers serve``); returns its name.
+
+        Its models (``GET /v1/models``) are listed in the background and appear in the
+        selector as ``"{name}:{model id}"``; :meth:`wait_until_idle` waits for the listing,
+        :meth:`server_models` gives them. ``name`` defaults to the URL's host. The key
+        (``api_key``, or the environment variable named by ``api_key_env``) stays in this
+        kernel: it is never in the widget's state, events, logs or error texts. Only http
+        and https URLs are accepted.
+        """
+        with self._api():
+            return self._servers.add(base_url, name=name, api_key=api_key, api_key_env=api_key_env)
+
+    def remove_server(self, name: str) -> None:
+        """Forget a server: its models leave the selector; a Ready one is evicted."""
+        with self._api():
+            self._servers.remove(name)
+
+    def server_models(self, name: str) -> list[str]:
+        """The keys of the models server ``name`` listed (empty while it still lists)."""
+        return list(self._servers.models(name))
+
+    @property
+    def server_rows(self) -> list[ServerRow]:
+        """The servers as the UI shows them (name, URL, status, models, wait; no keys)."""
+        return self._servers.rows()
 
     def send(self, text: str) -> ReplyHandle:
         """Send a message in the active conversation; returns a handle to the reply."""
@@ -298,6 +477,20 @@ class ChatWidget(anywidget.AnyWidget):
         with self._api():
             self._session.open_conversation(conversation_id)
 
+    def compare(
+        self, prompt: str, models: Iterable[ModelSpec | str], blind: bool = False
+    ) -> CompareHandle:
+        """Answer ``prompt`` with 2-3 models side by side; returns a handle at once
+        (``.wait()``, ``.to_markdown()``, ``.vote()``). Models not downloaded are queued as
+        usual; no conversation's model changes. ``blind`` hides the names until the vote.
+        See docs/compare.md."""
+        with self._api():
+            return self._compare().compare(prompt, models, blind=blind)
+
+    def comparisons(self) -> list[Comparison]:
+        """The saved comparisons (prompt, each model's answer, blind, vote), oldest first."""
+        return self._compare().comparer.comparisons()
+
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every orchestrator event, in order; returns an
         unsubscribe function. Events come from the shared queue, on its worker thread: keep
@@ -307,7 +500,10 @@ class ChatWidget(anywidget.AnyWidget):
     def wait_until_idle(self, timeout: float | None = 60.0) -> bool:
         """Wait until the queue is drained, no reply is running, and the UI state is sent."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._session.wait_until_idle(timeout):
+        if not self._servers.wait_until_listed(timeout):
+            return False
+        left_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._session.wait_until_idle(left_s):
             return False
         left = 5.0 if deadline is None else max(deadline - time.monotonic(), 0.5)
         assert self._publisher is not None
@@ -318,13 +514,21 @@ class ChatWidget(anywidget.AnyWidget):
         if getattr(self, "_closed", True):  # closed, or __init__ never got this far
             return
         self._closed = True
+        if self._compare_mode is not None:
+            self._compare_mode.close()
+        servers = getattr(self, "_servers", None)
+        if servers is not None:
+            servers.close()
         session = getattr(self, "_session", None)
         if session is not None:
             session.close()
+        if self._fits is not None:
+            self._fits.close()
         if self._publisher is not None:
             self._publisher.close()
-        if getattr(self, "_runtime", None) is not None:
-            runtime.release(self._runtime, group=self._group)
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.close()
         super().close()
 
     # ------------------------------------------------------------------ display
@@ -357,8 +561,67 @@ class ChatWidget(anywidget.AnyWidget):
         if publisher is not None and publisher.alive:
             publisher.poke()
 
+    def _urgent(self) -> bool:
+        """Whether the publisher should go at once: a change beyond download progress, or a
+        reply's first streamed text (time to first token is what the user sees: it must not
+        wait for the next 50 ms round after the one that showed the empty reply)."""
+        if self._session.urgent_changes() or self._servers.changed():
+            return True
+        reply = self._session.reply
+        if reply is None or reply.done:
+            return False
+        deltas = self._session.deltas
+        taken = deltas.snapshot(reply.message_id)
+        return taken is not None and taken[1] == 0 and bool(deltas.text(reply.message_id))
+
+    def _take_changes(self) -> set[str]:
+        parts: set[str] = set(self._session.take_changes())
+        if self._servers.take_changes():
+            parts.add(SERVERS_PART)
+        return parts
+
     def _render(self, parts: Collection[Any]) -> dict[str, Any]:
-        return views.render(self._session, cast("Collection[Part]", parts))
+        fits = self._fits
+        session_parts = [p for p in parts if p in PARTS]
+        out = views.render(
+            self._session,
+            cast("Collection[Part]", session_parts),
+            fits=None if fits is None else fits.info,
+            snapshot_taken=self._took,
+        )
+        # A wait notice ends with its model's Connecting or reply: redraw with those too.
+        if parts is PARTS or {SERVERS_PART, "models", "activity"} & set(parts):
+            out[SERVERS_TRAIT] = self._servers.rows()
+        return out
+
+    def _token_set(self, token: str | bool | None) -> tuple[str, ...]:
+        retried = self._session.set_token(token)
+        if self._fits is not None:  # models the hub refused to describe may be visible now
+            self._fits.retry_unavailable(self._session.catalog)
+        return retried
+
+    def _took(self, snapshot: OrchestratorSnapshot) -> None:
+        self._shown = snapshot
+
+    def _fits_changed(self) -> None:
+        self._session._changed("models")
+
+    def _consistent(self) -> OrchestratorSnapshot:
+        """Bring the model, download and conversation traits up to date from one snapshot,
+        under the publisher's lock, and return that snapshot (Python reads agree with it)."""
+        publisher = self._publisher
+        if publisher is None or self._closed or not publisher.alive:
+            return self._session.snapshot()
+        with publisher.lock:
+            values = self._render(views.MODEL_PARTS)
+            snapshot = self._shown
+            changed = {k: v for k, v in values.items() if getattr(self, k) != v}
+            if changed:
+                publisher.seq += 1
+                changed["seq"] = publisher.seq
+                self._apply(changed)
+        assert snapshot is not None
+        return snapshot
 
     def _apply(self, values: dict[str, Any]) -> None:
         with self.hold_sync():
@@ -438,6 +701,15 @@ class ChatWidget(anywidget.AnyWidget):
 
     def _dispatch(self, kind: str, args: dict[str, Any], reply: Reply) -> bool:
         """Act on one intent; returns True when the answer must carry a snapshot."""
+        if kind in MODEL_INTENTS:
+            self._model_intent(kind, args)
+            return False
+        if kind in SERVER_INTENTS:
+            self._server_intent(kind, args)
+            return False
+        if kind in HISTORY_INTENTS:
+            self._history_intent(kind, args, reply)
+            return False
         s = self._session
         match kind:
             case "send":
@@ -446,17 +718,6 @@ class ChatWidget(anywidget.AnyWidget):
                 s.stop()
             case "regenerate":
                 s.regenerate()
-            case "select_model":
-                s.select_model(validate_repo_id(args["repo_id"]))
-            case "add_model":
-                repo_id = validate_repo_id(args["repo_id"])
-                if not s.knows(repo_id):
-                    s.add_model(repo_id)
-                s.select_model(repo_id)
-            case "cancel_download":
-                s.cancel_download(args["repo_id"])
-            case "retry_download":
-                s.retry_download(args["repo_id"])
             case "new_conversation":
                 s.new_conversation()
             case "switch_conversation":
@@ -467,6 +728,20 @@ class ChatWidget(anywidget.AnyWidget):
                 s.delete_conversation(args["conversation_id"])
             case "set_settings":
                 s.set_settings(**args["settings"])
+            case "resync":
+                return True
+            case "history":
+                reply["page"] = self._history(args)
+            case "compare" | "compare_vote" | "compare_stop" | "compare_sync" | "compare_export":
+                self._compare().intent(kind, args, reply)
+            case _:  # pragma: no cover - validate() rejects unknown kinds
+                raise ProtocolError(f"Unknown message kind {kind!r}.")
+        return False
+
+    def _history_intent(self, kind: str, args: dict[str, Any], reply: Reply) -> None:
+        """The pager, Edit, and the chat header's export and import."""
+        s = self._session
+        match kind:
             case "edit":
                 s.edit(args["message_id"], args["text"])
             case "select_version":
@@ -476,13 +751,8 @@ class ChatWidget(anywidget.AnyWidget):
             case "import_conversation":
                 # Bytes: the front end's text is content, never a path to read.
                 s.import_conversation(args["text"].encode("utf-8"))
-            case "resync":
-                return True
-            case "history":
-                reply["page"] = self._history(args)
-            case _:  # pragma: no cover - validate() rejects unknown kinds
+            case _:  # pragma: no cover - HISTORY_INTENTS lists the cases above
                 raise ProtocolError(f"Unknown message kind {kind!r}.")
-        return False
 
     def _export_file(self, conversation_id: str, fmt: str) -> Any:
         s = self._session
@@ -498,6 +768,70 @@ class ChatWidget(anywidget.AnyWidget):
             text = json.dumps(s.export_json(conversation_id), ensure_ascii=False, indent=2)
             return {"filename": f"{stem}.json", "mime": "application/json", "text": text}
         raise ProtocolError("Unknown export format: use 'markdown' or 'json'.")
+
+    def _model_intent(self, kind: str, args: dict[str, Any]) -> None:
+        """Selecting, adding, unloading, tokens, precision and the queue's buttons."""
+        s = self._session
+        match kind:
+            case "select_model":
+                s.select_model(validate_model_key(args["repo_id"]))
+            case "add_model":
+                # No hub request here: the queue's worker asks the hub, and a failure
+                # (not found, gated: "Add a token") shows in the model's row.
+                repo_id = validate_model_key(args["repo_id"])
+                if not s.knows(repo_id):
+                    s.add_model(repo_id, check=False)
+                s.select_model(repo_id)
+                if self._fits is not None:
+                    self._fits.request(next(m for m in s.catalog if m.repo_id == repo_id))
+            case "unload_model":
+                s.unload(validate_repo_id(args["repo_id"]))
+            case "free_memory":
+                s.free_memory(validate_repo_id(args["repo_id"]))
+            case "set_token":
+                # The token goes to the downloader and nowhere else; never logged or echoed.
+                self._token_set(args["token"])
+            case "set_precision":
+                self.set_precision(args["repo_id"], args["option"])
+            case "estimate_fit":
+                self.estimate_fits()
+            case "cancel_download":
+                s.cancel_download(validate_model_key(args["repo_id"]))
+            case "retry_download":
+                s.retry_download(validate_model_key(args["repo_id"]))
+            case _:  # pragma: no cover - MODEL_INTENTS lists the cases above
+                raise ProtocolError(f"Unknown message kind {kind!r}.")
+
+    def _server_intent(self, kind: str, args: dict[str, Any]) -> None:
+        """The Servers panel's form and buttons."""
+        match kind:
+            case "add_server":
+                self._servers.add(
+                    args["base_url"],
+                    name=args["name"].strip() or None,
+                    api_key=args["api_key"] or None,
+                )
+            case "remove_server":
+                self._servers.remove(args["name"])
+            case "refresh_server":
+                self._servers.refresh(args["name"])
+            case _:  # pragma: no cover - SERVER_INTENTS lists the cases above
+                raise ProtocolError(f"Unknown message kind {kind!r}.")
+
+    def _compare(self) -> CompareMode:
+        """Compare mode, started on first use (its publisher thread writes ``compare_state``)."""
+        if self._compare_mode is None:
+            if self._closed:
+                raise RuntimeError("This widget is closed: create a new one to compare.")
+            self._compare_mode = CompareMode(
+                self._runtime,
+                group=self._group,
+                session=self._session,
+                apply=self._apply,
+                send=self._send_custom,
+                on_error=self._session.report,
+            )
+        return self._compare_mode
 
     def _history(self, args: dict[str, Any]) -> Any:
         cid, before, limit = args["conversation_id"], args["before"], args["limit"]

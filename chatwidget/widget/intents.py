@@ -70,6 +70,8 @@ def validate(content: Any) -> tuple[str, dict[str, Any]]:
             _check_id(f"Field {field.name!r}", value)
         elif isinstance(value, dict):
             _check_mapping(f"Field {field.name!r}", value)
+        elif isinstance(value, list):
+            _check_list(f"Field {field.name!r}", value, field.limit)
         args[field.name] = value
     return kind, args
 
@@ -81,3 +83,14 @@ def _check_mapping(where: str, value: dict[Any, Any]) -> None:
             raise ProtocolError(f"{where} has a key that is not a short name.")
         if isinstance(item, str):
             _check_text(f"{where}[{key!r}]", item)
+
+
+def _check_list(where: str, value: list[Any], limit: str | None) -> None:
+    """At most 16 strings, each within its field's limit."""
+    if len(value) > 16 or not all(isinstance(item, str) for item in value):
+        raise ProtocolError(f"{where} must be a short list of strings.")
+    for item in value:
+        if limit == "id":
+            _check_id(where, item)
+        else:
+            _check_text(where, item)

@@ -76,8 +76,55 @@ MessageStatus = Literal["done", "streaming", "stopped", "error", "interrupted"]
 ExportFormat = Literal["markdown", "json"]
 
 
+class FitOption(TypedDict):
+    """One precision option's verdict: ``verdict`` is gpu / partial / cpu / none, ``label``
+    the words ("Fits on GPU", "Partial offload", "CPU only", "Won't fit")."""
+
+    option: str
+    verdict: str
+    label: str
+    required_bytes: int
+    budget_bytes: int | None
+    note: str
+
+
+class AbsentFitOption(TypedDict):
+    """A precision option this machine or checkpoint cannot offer, and why."""
+
+    option: str
+    reason: str
+
+
+class FitInfo(TypedDict):
+    """Will it fit, per precision option, before download. ``status``: pending (being
+    estimated), ready, or unavailable (``note`` says why)."""
+
+    status: Literal["pending", "ready", "unavailable"]
+    context_tokens: int
+    source: str
+    options: list[FitOption]
+    absent: list[AbsentFitOption]
+    note: str | None
+
+
+class Residency(TypedDict):
+    """Where a model is while loaded, and what unloading it did.
+
+    ``placement``: "GPU 0", "CPU", "disk offload" (from ``hf_device_map``); ``memory_bytes``:
+    what the memory budget counts for it; ``can_unload``: it is loaded and may be unloaded;
+    ``freed_bytes``: what the last unload freed (shown until it loads again); ``note``: a
+    status text ("waiting for the reply on X to finish", "Waiting for another download")."""
+
+    placement: list[str]
+    memory_bytes: int | None
+    can_unload: bool
+    freed_bytes: int | None
+    note: str | None
+
+
 class ModelRow(TypedDict):
-    """One catalog entry, trait ``models``."""
+    """One catalog entry, trait ``models``; ``precision`` is the option chosen for it
+    (``auto``, ``bfloat16``, ``float16``, ``float32``, ``8bit``, ``4bit``)."""
 
     repo_id: str
     name: str
@@ -88,10 +135,15 @@ class ModelRow(TypedDict):
     can_cancel: bool
     can_retry: bool
     action: str | None
+    residency: Residency
+    precision: str
+    fit: FitInfo | None
+    server: str | None  # the server of a remote model ("gpu" for "gpu:org/name"), else None
 
 
 class MessageRow(TypedDict):
-    """One chat message; ``chunks``: how many streamed chunks ``content`` holds;
+    """One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a
+    status while it streams ("Loading model…" while its asleep model loads again);
     ``version`` (from 0) of ``versions``: which of its versions (regenerated replies,
     edited messages) the active branch shows."""
 
@@ -104,8 +156,9 @@ class MessageRow(TypedDict):
     tokens_per_s: float | None
     error: str | None
     chunks: int
-    version: int
-    versions: int
+    version: NotRequired[int]  # the kernel always sends both; 0 / 1 when absent
+    versions: NotRequired[int]
+    note: NotRequired[str | None]
 
 
 class ConversationRow(TypedDict):
@@ -141,6 +194,8 @@ class DownloadRow(TypedDict):
     can_cancel: bool
     can_retry: bool
     action: str | None
+    residency: Residency
+    server: str | None  # a remote model's server: the row shows it instead of bytes
 
 
 class SettingsDict(TypedDict):
@@ -176,6 +231,33 @@ class ErrorNotice(TypedDict):
 
     seq: int
     message: str
+
+
+ServerStatus = Literal["listing", "ready", "failed"]
+
+
+class RemoteNoticeRow(TypedDict):
+    """A wait the user should see while it lasts (a 429 answered with Retry-After)."""
+
+    seq: int
+    model: str  # the model key, or "{server}:" while listing the server's models
+    phase: Literal["connecting", "reply", "listing"]
+    message: str
+    retry_in_s: float
+
+
+class ServerRow(TypedDict):
+    """One OpenAI-compatible server this widget added, trait ``servers``. Never its key."""
+
+    name: str
+    base_url: str
+    status: ServerStatus  # listing its models, listed (ready), or the listing failed
+    error: str | None
+    action: str | None
+    can_retry: bool
+    has_api_key: bool
+    models: list[str]  # the keys of the models it lists ("gpu:org/name")
+    notice: RemoteNoticeRow | None
 
 
 class SettingBounds(TypedDict):
@@ -230,6 +312,43 @@ class WidgetState(TypedDict):
     download_focus_seq: int
     errors: list[ErrorNotice]
     storage: StorageState
+    servers: list[ServerRow]
+
+
+CompareMode = Literal["sequential", "concurrent"]
+CompareStatus = Literal["waiting", "streaming", "done", "stopped", "failed"]
+
+
+class CompareColumnRow(TypedDict):
+    """A Compare column; ``model`` None while blind, ``chunks`` as in MessageRow."""
+
+    index: int
+    label: str
+    model: str | None
+    state: StateLabel
+    note: str | None
+    status: CompareStatus
+    text: str
+    chunks: int
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None
+    new_tokens: int | None
+    error: str | None
+
+
+class CompareState(TypedDict):
+    """Trait ``compare_state`` (written by the compare publisher, outside ``seq``)."""
+
+    id: str
+    version: int  # grows with every change of this comparison (newer state wins)
+    prompt: str
+    blind: bool
+    mode: CompareMode | None
+    reason: str | None
+    done: bool
+    vote: int | None
+    saved: bool
+    columns: list[CompareColumnRow]
 
 
 # --------------------------------------------------------------------- kernel messages
@@ -242,6 +361,16 @@ class Delta(TypedDict):
     seq: int
     conversation_id: str
     message_id: str
+    index: int
+    text: str
+
+
+class CompareDelta(TypedDict):
+    """Streamed text of a Compare column: chunk ``index`` of column ``column``."""
+
+    kind: Literal["compare_delta"]
+    compare_id: str
+    column: int
     index: int
     text: str
 
@@ -266,6 +395,8 @@ class Reply(TypedDict):
     state: NotRequired[WidgetState]
     page: NotRequired[Transcript]
     file: NotRequired[ExportFile]
+    export: NotRequired[str]
+    compare: NotRequired[CompareState | None]
 
 
 # --------------------------------------------------------------------- intents
@@ -302,6 +433,42 @@ class CancelDownloadIntent(TypedDict):
 class RetryDownloadIntent(TypedDict):
     kind: Literal["retry_download"]
     repo_id: Id
+
+
+class UnloadModelIntent(TypedDict):
+    """Unload a loaded model (answered after it is unloaded; the row shows the freed bytes)."""
+
+    kind: Literal["unload_model"]
+    repo_id: Id
+
+
+class FreeMemoryIntent(TypedDict):
+    """Unload every idle loaded model, then retry ``repo_id`` (a "won't fit" failure)."""
+
+    kind: Literal["free_memory"]
+    repo_id: Id
+
+
+class SetTokenIntent(TypedDict):
+    """A Hugging Face token for this widget's downloads, sent once: the kernel keeps it in
+    the downloader only (never in a trait, event, log or reply) and retries gated models."""
+
+    kind: Literal["set_token"]
+    token: Text
+
+
+class SetPrecisionIntent(TypedDict):
+    """Load ``repo_id`` in precision ``option`` from now on (remembered per model)."""
+
+    kind: Literal["set_precision"]
+    repo_id: Id
+    option: Id
+
+
+class EstimateFitIntent(TypedDict):
+    """Estimate whether the catalog's models fit, per precision (results come in rows)."""
+
+    kind: Literal["estimate_fit"]
 
 
 class NewConversationIntent(TypedDict):
@@ -360,6 +527,28 @@ class ImportIntent(TypedDict):
     text: Text
 
 
+class AddServerIntent(TypedDict):
+    """Add an OpenAI-compatible server; ``api_key`` is "" for none. The key is sent once,
+    held by the kernel only, and never sent back."""
+
+    kind: Literal["add_server"]
+    name: Id
+    base_url: Text
+    api_key: Text
+
+
+class RemoveServerIntent(TypedDict):
+    kind: Literal["remove_server"]
+    name: Id
+
+
+class RefreshServerIntent(TypedDict):
+    """List a server's models again (after a failed listing)."""
+
+    kind: Literal["refresh_server"]
+    name: Id
+
+
 class ResyncIntent(TypedDict):
     """Ask for a snapshot of the whole state (answered with ``state``)."""
 
@@ -375,6 +564,40 @@ class HistoryIntent(TypedDict):
     limit: int
 
 
+class CompareIntent(TypedDict):
+    """Answer ``prompt`` with 2-3 ``models`` side by side (``blind``: names hidden)."""
+
+    kind: Literal["compare"]
+    prompt: Text
+    models: list[Id]
+    blind: bool
+
+
+class CompareVoteIntent(TypedDict):
+    """The reply in ``column`` (0 = first shown) is the better one."""
+
+    kind: Literal["compare_vote"]
+    column: int
+
+
+class CompareStopIntent(TypedDict):
+    kind: Literal["compare_stop"]
+
+
+class CompareSyncIntent(TypedDict):
+    """Ask for the Compare view's state (answered with ``compare``, from the kernel's thread:
+    hosts that drop background-thread messages still show the comparison)."""
+
+    kind: Literal["compare_sync"]
+
+
+class CompareExportIntent(TypedDict):
+    """The current comparison as ``format`` "markdown" or "json" (answered with ``export``)."""
+
+    kind: Literal["compare_export"]
+    format: Id
+
+
 INTENTS: tuple[type, ...] = (
     SendIntent,
     StopIntent,
@@ -383,6 +606,11 @@ INTENTS: tuple[type, ...] = (
     AddModelIntent,
     CancelDownloadIntent,
     RetryDownloadIntent,
+    UnloadModelIntent,
+    FreeMemoryIntent,
+    SetTokenIntent,
+    SetPrecisionIntent,
+    EstimateFitIntent,
     NewConversationIntent,
     SwitchConversationIntent,
     RenameConversationIntent,
@@ -392,8 +620,16 @@ INTENTS: tuple[type, ...] = (
     SelectVersionIntent,
     ExportIntent,
     ImportIntent,
+    AddServerIntent,
+    RemoveServerIntent,
+    RefreshServerIntent,
     ResyncIntent,
     HistoryIntent,
+    CompareIntent,
+    CompareVoteIntent,
+    CompareStopIntent,
+    CompareSyncIntent,
+    CompareExportIntent,
 )
 
 
@@ -416,6 +652,10 @@ def _fields(intent: type) -> tuple[str, tuple[Field, ...]]:
         )
         if typing.get_origin(base) is Literal:  # a choice of strings: checked where used
             base, limit = str, "id"
+        if typing.get_origin(base) is list:  # list[Id]: a list of ids
+            (item,) = typing.get_args(base)
+            limit = typing.get_args(item)[1] if typing.get_origin(item) is Annotated else None
+            base = list
         fields.append(Field(name, dict if typing.is_typeddict(base) else base, limit))
     return kind, tuple(fields)
 

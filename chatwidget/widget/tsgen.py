@@ -28,8 +28,15 @@ ALIASES: dict[str, Any] = {
     "Role": p.Role,
     "MessageStatus": p.MessageStatus,
     "ExportFormat": p.ExportFormat,
+    "CompareMode": p.CompareMode,
+    "CompareStatus": p.CompareStatus,
+    "ServerStatus": p.ServerStatus,
 }
 INTERFACES: tuple[type, ...] = (
+    p.FitOption,
+    p.AbsentFitOption,
+    p.FitInfo,
+    p.Residency,
     p.ModelRow,
     p.MessageRow,
     p.ConversationRow,
@@ -39,12 +46,17 @@ INTERFACES: tuple[type, ...] = (
     p.SettingsPatch,
     p.SwitchNotice,
     p.ErrorNotice,
+    p.RemoteNoticeRow,
+    p.ServerRow,
     p.SettingBounds,
     p.StorageWarning,
     p.StorageState,
     p.ExportFile,
     p.WidgetState,
+    p.CompareColumnRow,
+    p.CompareState,
     p.Delta,
+    p.CompareDelta,
     p.SyncNotice,
     p.Reply,
 )
@@ -90,7 +102,8 @@ def _fields(td: type) -> list[tuple[str, bool, str]]:
 
 
 def _doc(td: type) -> str:
-    doc = (td.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    first = (td.__doc__ or "").strip().split("\n\n")[0]
+    doc = " ".join(line.strip() for line in first.splitlines())
     return f"/** {doc} */\n" if doc else ""
 
 

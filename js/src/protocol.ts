@@ -18,7 +18,48 @@ export type MessageStatus = "done" | "streaming" | "stopped" | "error" | "interr
 
 export type ExportFormat = "markdown" | "json";
 
-/** One catalog entry, trait ``models``. */
+export type CompareMode = "sequential" | "concurrent";
+
+export type CompareStatus = "waiting" | "streaming" | "done" | "stopped" | "failed";
+
+export type ServerStatus = "listing" | "ready" | "failed";
+
+/** One precision option's verdict: ``verdict`` is gpu / partial / cpu / none, ``label`` the words ("Fits on GPU", "Partial offload", "CPU only", "Won't fit"). */
+export interface FitOption {
+  option: string;
+  verdict: string;
+  label: string;
+  required_bytes: number;
+  budget_bytes: number | null;
+  note: string;
+}
+
+/** A precision option this machine or checkpoint cannot offer, and why. */
+export interface AbsentFitOption {
+  option: string;
+  reason: string;
+}
+
+/** Will it fit, per precision option, before download. ``status``: pending (being estimated), ready, or unavailable (``note`` says why). */
+export interface FitInfo {
+  status: "pending" | "ready" | "unavailable";
+  context_tokens: number;
+  source: string;
+  options: FitOption[];
+  absent: AbsentFitOption[];
+  note: string | null;
+}
+
+/** Where a model is while loaded, and what unloading it did. */
+export interface Residency {
+  placement: string[];
+  memory_bytes: number | null;
+  can_unload: boolean;
+  freed_bytes: number | null;
+  note: string | null;
+}
+
+/** One catalog entry, trait ``models``; ``precision`` is the option chosen for it (``auto``, ``bfloat16``, ``float16``, ``float32``, ``8bit``, ``4bit``). */
 export interface ModelRow {
   repo_id: string;
   name: string;
@@ -29,9 +70,13 @@ export interface ModelRow {
   can_cancel: boolean;
   can_retry: boolean;
   action: string | null;
+  residency: Residency;
+  precision: string;
+  fit: FitInfo | null;
+  server: string | null;
 }
 
-/** One chat message; ``chunks``: how many streamed chunks ``content`` holds;     ``version`` (from 0) of ``versions``: which of its versions (regenerated replies,     edited messages) the active branch shows. */
+/** One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a status while it streams ("Loading model…" while its asleep model loads again); ``version`` (from 0) of ``versions``: which of its versions (regenerated replies, edited messages) the active branch shows. */
 export interface MessageRow {
   id: string;
   role: Role;
@@ -42,8 +87,9 @@ export interface MessageRow {
   tokens_per_s: number | null;
   error: string | null;
   chunks: number;
-  version: number;
-  versions: number;
+  version?: number;
+  versions?: number;
+  note?: string | null;
 }
 
 /** One conversation, trait ``conversations``. */
@@ -76,6 +122,8 @@ export interface DownloadRow {
   can_cancel: boolean;
   can_retry: boolean;
   action: string | null;
+  residency: Residency;
+  server: string | null;
 }
 
 /** Generation settings, trait ``settings``. */
@@ -109,6 +157,28 @@ export interface ErrorNotice {
   message: string;
 }
 
+/** A wait the user should see while it lasts (a 429 answered with Retry-After). */
+export interface RemoteNoticeRow {
+  seq: number;
+  model: string;
+  phase: "connecting" | "reply" | "listing";
+  message: string;
+  retry_in_s: number;
+}
+
+/** One OpenAI-compatible server this widget added, trait ``servers``. Never its key. */
+export interface ServerRow {
+  name: string;
+  base_url: string;
+  status: ServerStatus;
+  error: string | null;
+  action: string | null;
+  can_retry: boolean;
+  has_api_key: boolean;
+  models: string[];
+  notice: RemoteNoticeRow | null;
+}
+
 /** Range of a numeric setting and the step the UI offers. */
 export interface SettingBounds {
   min: number;
@@ -125,7 +195,7 @@ export interface StorageWarning {
   moved_to: string | null;
 }
 
-/** Trait ``storage``: the history file (None in memory), the workspace, the standing     warning, and one-off notices (a damaged file moved aside). */
+/** Trait ``storage``: the history file (None in memory), the workspace, the standing warning, and one-off notices (a damaged file moved aside). */
 export interface StorageState {
   path: string | null;
   workspace: string;
@@ -155,6 +225,37 @@ export interface WidgetState {
   download_focus_seq: number;
   errors: ErrorNotice[];
   storage: StorageState;
+  servers: ServerRow[];
+}
+
+/** A Compare column; ``model`` None while blind, ``chunks`` as in MessageRow. */
+export interface CompareColumnRow {
+  index: number;
+  label: string;
+  model: string | null;
+  state: StateLabel;
+  note: string | null;
+  status: CompareStatus;
+  text: string;
+  chunks: number;
+  time_to_first_token_s: number | null;
+  tokens_per_s: number | null;
+  new_tokens: number | null;
+  error: string | null;
+}
+
+/** Trait ``compare_state`` (written by the compare publisher, outside ``seq``). */
+export interface CompareState {
+  id: string;
+  version: number;
+  prompt: string;
+  blind: boolean;
+  mode: CompareMode | null;
+  reason: string | null;
+  done: boolean;
+  vote: number | null;
+  saved: boolean;
+  columns: CompareColumnRow[];
 }
 
 /** Streamed text: chunk ``index`` of message ``message_id``. */
@@ -163,6 +264,15 @@ export interface Delta {
   seq: number;
   conversation_id: string;
   message_id: string;
+  index: number;
+  text: string;
+}
+
+/** Streamed text of a Compare column: chunk ``index`` of column ``column``. */
+export interface CompareDelta {
+  kind: "compare_delta";
+  compare_id: string;
+  column: number;
   index: number;
   text: string;
 }
@@ -185,6 +295,8 @@ export interface Reply {
   state?: WidgetState;
   page?: Transcript;
   file?: ExportFile;
+  export?: string;
+  compare?: CompareState | null;
 }
 
 /** What the front end may ask; the kernel answers each with a Reply. */
@@ -197,6 +309,11 @@ export type Intent =
   | { kind: "add_model"; repo_id: string }
   | { kind: "cancel_download"; repo_id: string }
   | { kind: "retry_download"; repo_id: string }
+  | { kind: "unload_model"; repo_id: string }
+  | { kind: "free_memory"; repo_id: string }
+  | { kind: "set_token"; token: string }
+  | { kind: "set_precision"; repo_id: string; option: string }
+  | { kind: "estimate_fit" }
   | { kind: "new_conversation" }
   | { kind: "switch_conversation"; conversation_id: string }
   | { kind: "rename_conversation"; conversation_id: string; title: string }
@@ -206,8 +323,16 @@ export type Intent =
   | { kind: "select_version"; message_id: string; index: number }
   | { kind: "export"; conversation_id: string; format: ExportFormat }
   | { kind: "import_conversation"; text: string }
+  | { kind: "add_server"; name: string; base_url: string; api_key: string }
+  | { kind: "remove_server"; name: string }
+  | { kind: "refresh_server"; name: string }
   | { kind: "resync" }
-  | { kind: "history"; conversation_id: string; before: number; limit: number };
+  | { kind: "history"; conversation_id: string; before: number; limit: number }
+  | { kind: "compare"; prompt: string; models: string[]; blind: boolean }
+  | { kind: "compare_vote"; column: number }
+  | { kind: "compare_stop" }
+  | { kind: "compare_sync" }
+  | { kind: "compare_export"; format: string };
 
 export type Request = Intent & { id: string };
 
@@ -227,6 +352,7 @@ export const STATE_KEYS: (keyof WidgetState)[] = [
   "download_focus_seq",
   "errors",
   "storage",
+  "servers",
 ];
 
 export const MAX_TEXT_BYTES = 1000000;

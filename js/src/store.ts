@@ -9,6 +9,7 @@ import {
   type ConversationRow,
   type DownloadRow,
   type ModelRow,
+  type ServerRow,
   type SettingsDict,
   type StorageState,
   type WidgetState,
@@ -40,6 +41,10 @@ export class Store {
   /** The history file's state (null until it arrives). */
   get storage(): StorageState | null {
     return this.sync.get("storage") ?? null;
+  }
+  /** OpenAI-compatible servers added to this widget (never their keys). */
+  get servers(): ServerRow[] {
+    return this.sync.get("servers") ?? [];
   }
   get generating(): boolean {
     return Boolean(this.sync.get("generating"));

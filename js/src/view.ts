@@ -4,11 +4,13 @@
 import { h } from "./dom";
 import { isolateKeys } from "./keyboard";
 import { ChatPanel } from "./panels/chat";
+import { ComparePanel, type CompareModel } from "./panels/compare";
 import { ConversationsPanel } from "./panels/conversations";
 import { Dialogs } from "./panels/dialog";
 import { DownloadsPanel } from "./panels/downloads";
 import { ErrorArea } from "./panels/errors";
 import { SelectorPanel } from "./panels/selector";
+import { ServersPanel } from "./panels/servers";
 import { SettingsPanel } from "./panels/settings";
 import { Toasts } from "./panels/toast";
 import type { SwitchNotice } from "./protocol";
@@ -17,7 +19,8 @@ import { Listeners, Store, type WidgetModel } from "./store";
 import { SyncState, type StateKey } from "./sync";
 import { uiStateFor } from "./ui-state";
 
-type Panel = "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings";
+type Panel =
+  "chat" | "messages" | "selector" | "conversations" | "downloads" | "settings" | "servers";
 
 /** The panels a change of each piece of state redraws. */
 const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
@@ -29,6 +32,7 @@ const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
   settings: ["settings"],
   generating: ["chat"],
   storage: ["chat"],
+  servers: ["servers"],
 };
 
 export class WidgetView {
@@ -41,9 +45,11 @@ export class WidgetView {
   private readonly dialogs: Dialogs;
   private readonly errors: ErrorArea;
   private readonly chat: ChatPanel;
+  private readonly compare: ComparePanel;
   private readonly conversations: ConversationsPanel;
   private readonly selector: SelectorPanel;
   private readonly settings: SettingsPanel;
+  private readonly servers: ServersPanel;
   private readonly downloads: DownloadsPanel;
   private readonly releaseKeys: () => void;
   private lastSwitchSeq: number;
@@ -63,7 +69,19 @@ export class WidgetView {
     this.conversations = new ConversationsPanel(this.store, this.rpc, this.dialogs);
     this.selector = new SelectorPanel(this.store, this.rpc);
     this.settings = new SettingsPanel(this.store, this.rpc, ui);
+    this.servers = new ServersPanel(this.store, this.rpc);
     this.downloads = new DownloadsPanel(this.rpc, this.dialogs, ui);
+    let showCompare: (open: boolean) => void = () => {};
+    this.compare = new ComparePanel(
+      model as unknown as CompareModel, // its trait, compare_state, is outside WidgetState
+      {
+        models: () => this.store.models,
+        displayName: (repoId) => this.store.displayName(repoId),
+        request: (intent, options) => this.rpc.request(intent, options),
+      },
+      (open) => showCompare(open),
+    );
+    showCompare = this.chat.mountView(this.compare.toggle, this.compare.el);
 
     this.root.append(
       // A div, not a <header>: inside a notebook a header is a banner landmark nested in the
@@ -72,11 +90,13 @@ export class WidgetView {
         h("span", { class: "cw-brand", "aria-hidden": "true" }, ["◆"]),
         this.selector.el,
       ]),
+      this.servers.noticeEl,
       this.errors.el,
       h("div", { class: "cw-body" }, [
         h("aside", { class: "cw-panel cw-sidebar", "aria-label": "Conversations and settings" }, [
           this.conversations.el,
           this.settings.el,
+          this.servers.el,
         ]),
         this.chat.el,
         this.downloads.el,
@@ -96,6 +116,7 @@ export class WidgetView {
       this.selector.update();
       this.conversations.update();
       this.settings.update();
+      this.servers.update();
       this.chat.update(true);
       this.errors.setKernelErrors(this.sync.get("errors") ?? []);
     });
@@ -113,7 +134,9 @@ export class WidgetView {
     this.dialogs.destroy();
     this.toasts.destroy();
     this.selector.destroy();
+    this.servers.destroy();
     this.chat.destroy();
+    this.compare.destroy();
     this.root.remove();
   }
 
@@ -125,11 +148,13 @@ export class WidgetView {
       this.guard(what, () => this.downloads.update(this.store.downloads));
     }
     if (panels.has("settings")) this.guard(what, () => this.settings.update());
+    if (panels.has("servers")) this.guard(what, () => this.servers.update());
     if (panels.has("selector")) this.guard(what, () => this.selector.update());
     if (panels.has("conversations")) this.guard(what, () => this.conversations.update());
     if (panels.has("chat") || panels.has("messages")) {
       this.guard(what, () => this.chat.update(panels.has("messages")));
     }
+    if (keys.has("models")) this.guard(what, () => this.compare.updateModels());
     if (keys.has("errors")) {
       this.guard(what, () => this.errors.setKernelErrors(this.sync.get("errors") ?? []));
     }

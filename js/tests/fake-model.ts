@@ -12,12 +12,13 @@ import {
   type ModelRow,
   type Reply,
   type Request,
+  type Residency,
   type Transcript,
   type WidgetState,
 } from "../src/protocol";
 
 /** Requests the view makes on its own to stay in sync (not the user's intents). */
-const SYNC_KINDS = new Set(["resync", "history"]);
+const SYNC_KINDS = new Set(["resync", "history", "compare_sync", "estimate_fit"]);
 
 // Same handler shape as AnyModel (it takes any arguments).
 type Handler = (...args: any[]) => void;
@@ -143,6 +144,21 @@ export function modelRow(overrides: Partial<ModelRow> = {}): ModelRow {
     can_cancel: false,
     can_retry: false,
     action: null,
+    residency: residency(),
+    precision: "auto",
+    fit: null,
+    server: null,
+    ...overrides,
+  };
+}
+
+export function residency(overrides: Partial<Residency> = {}): Residency {
+  return {
+    placement: [],
+    memory_bytes: null,
+    can_unload: false,
+    freed_bytes: null,
+    note: null,
     ...overrides,
   };
 }
@@ -218,6 +234,8 @@ export function download(overrides: Partial<DownloadRow> = {}): DownloadRow {
     error: null,
     file: "model.safetensors",
     action: null,
+    residency: residency(),
+    server: null,
     ...overrides,
   };
 }
@@ -246,6 +264,7 @@ export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
     download_focus_seq: 0,
     errors: [],
     storage: { path: "/tmp/history.sqlite3", workspace: "default", warning: null, notices: [] },
+    servers: [],
     ...overrides,
   };
 }

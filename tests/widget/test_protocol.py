@@ -8,7 +8,8 @@ import typing
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import ModelState
 from chatwidget.session import PARTS
-from chatwidget.widget import ChatWidget, protocol, tsgen, views
+from chatwidget.widget import ChatWidget, protocol, servers, tsgen, views
+from chatwidget.widget.chat_widget import MODEL_INTENTS, SERVER_INTENTS
 
 
 def test_regenerating_protocol_ts_changes_nothing() -> None:
@@ -34,12 +35,22 @@ def test_every_state_label_and_trait_is_in_the_vocabulary() -> None:
     synced = set(ChatWidget.class_trait_names(sync=True)) - set(
         ChatWidget.__mro__[1].class_trait_names(sync=True)
     )
+    # compare_state (protocol.CompareState) has a publisher of its own, outside seq
+    assert "compare_state" in synced
+    synced.discard("compare_state")
     assert synced == set(typing.get_type_hints(protocol.WidgetState))
     rendered = {t for part in PARTS for t in views.TRAITS[part]} | {"seq"}
-    assert rendered == synced
+    assert rendered | {servers.TRAIT} == synced  # the servers' trait: the widget's ServerBook
 
 
 def test_every_intent_kind_is_checked_and_dispatched() -> None:
-    source = ChatWidget._dispatch.__code__.co_consts
+    source = set(ChatWidget._dispatch.__code__.co_consts)
+    for area, kinds in (
+        (ChatWidget._model_intent, MODEL_INTENTS),
+        (ChatWidget._server_intent, SERVER_INTENTS),
+    ):
+        cases = set(area.__code__.co_consts) & set(protocol.INTENT_FIELDS)
+        assert cases == kinds, f"{area.__name__} handles {cases}, routed {kinds}"
+        source |= cases
     for kind in protocol.INTENT_FIELDS:
         assert kind in source, f"{kind} is in the protocol but not dispatched"

@@ -70,3 +70,27 @@ def test_a_streaming_row_carries_the_text_taken_so_far_and_how_many_chunks() -> 
     assert (row["content"], row["chunks"]) == ("Hello", 1)
     done = views.message_rows([Message("m1", "assistant", "Hello there")], deltas)[0]
     assert (done["content"], done["chunks"]) == ("Hello there", 0)
+
+
+def test_residency_says_where_a_loaded_model_sits_and_the_notes_to_show() -> None:
+    ready = ModelStatus(state=ModelState.READY, placement=("GPU 0", "CPU"), memory_bytes=123)
+    (row,) = views.download_rows([REPO], snapshot(ready))
+    assert row["residency"] == {
+        "placement": ["GPU 0", "CPU"],
+        "memory_bytes": 123,
+        "can_unload": True,
+        "freed_bytes": None,
+        "note": None,
+    }
+    waiting = ModelStatus(
+        state=ModelState.DOWNLOADING,
+        progress=DownloadProgress(REPO, 0, 100, note="Waiting for another download of org/model"),
+    )
+    (row,) = views.download_rows([REPO], snapshot(waiting))
+    assert row["residency"]["note"] == "Waiting for another download of org/model"
+    assert row["residency"]["can_unload"] is False
+    compiling = ModelStatus(state=ModelState.COMPILING, note="waiting for the reply on a/b")
+    (model_row,) = views.model_rows([ModelSpec(REPO, dtype="bfloat16")], snapshot(compiling))
+    assert model_row["residency"]["note"] == "waiting for the reply on a/b"
+    assert model_row["precision"] == "bfloat16"
+    assert model_row["fit"] is None

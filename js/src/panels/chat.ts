@@ -252,6 +252,7 @@ class MessageView {
       message.new_tokens,
       message.tokens_per_s,
       message.status,
+      message.note ?? null,
     ]);
     if (this.meta.dataset.key === key) return; // unchanged: leave the nodes alone
     this.meta.dataset.key = key;
@@ -284,6 +285,9 @@ class MessageView {
           ["Interrupted"],
         ),
       );
+    } else if (message.status === "streaming" && message.note) {
+      // e.g. "Loading model…": its (asleep) model loads again before the reply starts
+      items.push(h("span", { class: "cw-badge cw-badge-live cw-badge-loading" }, [message.note]));
     } else if (message.status === "streaming") {
       items.push(h("span", { class: "cw-badge cw-badge-live" }, ["Generating…"]));
     }
@@ -300,6 +304,7 @@ export class ChatPanel {
   readonly regenerateButton: HTMLButtonElement;
   private readonly titleEl: HTMLElement;
   private readonly modelChip: HTMLElement;
+  private readonly header: HTMLElement;
   private readonly list: HTMLElement;
   private readonly empty: HTMLElement;
   private readonly earlier: HTMLButtonElement;
@@ -437,17 +442,18 @@ export class ChatPanel {
       void this.rpc.request({ kind: "regenerate" });
     });
 
-    this.el = h("section", { class: "cw-panel cw-chat", "aria-label": "Chat" }, [
-      h("header", { class: "cw-chat-header" }, [
-        this.titleEl,
-        this.modelChip,
-        h("div", { class: "cw-chat-tools", role: "group", "aria-label": "Export and import" }, [
-          this.exportMarkdownButton,
-          this.exportJsonButton,
-          this.importButton,
-          this.importInput,
-        ]),
+    this.header = h("header", { class: "cw-chat-header" }, [
+      this.titleEl,
+      this.modelChip,
+      h("div", { class: "cw-chat-tools", role: "group", "aria-label": "Export and import" }, [
+        this.exportMarkdownButton,
+        this.exportJsonButton,
+        this.importButton,
+        this.importInput,
       ]),
+    ]);
+    this.el = h("section", { class: "cw-panel cw-chat", "aria-label": "Chat" }, [
+      this.header,
       this.storageEl,
       this.list,
       this.announcer,
@@ -512,6 +518,14 @@ export class ChatPanel {
       return;
     }
     await this.rpc.request({ kind: "import_conversation", text: await readText(file) });
+  }
+
+  /** Mount another view of the chat (Compare): its button in the header, its body under it;
+   * while it is open the messages and the composer are hidden. */
+  mountView(button: HTMLElement, body: HTMLElement): (open: boolean) => void {
+    this.header.append(button);
+    this.el.append(body);
+    return (open) => this.el.classList.toggle("cw-chat-comparing", open);
   }
 
   /** Streamed text arrived for message `id`. */
@@ -660,6 +674,8 @@ export class ChatPanel {
       last.role === "assistant" &&
       last.status !== "streaming"
     );
+    // A reply that failed (a server dropped mid-reply, say) keeps its text; Retry writes it again.
+    setText(this.regenerateButton, last?.status === "error" ? "Retry" : "Regenerate");
     // A keyboard user whose button went away keeps a place to act from: Regenerate starts
     // a reply (on to Stop), Stop ends it (back to the message box).
     if (focused === this.regenerateButton && this.regenerateButton.hidden) {

@@ -3,13 +3,31 @@
 
 import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatBytes, formatEta, formatSpeed, percent } from "../format";
-import type { DownloadRow } from "../protocol";
+import type { DownloadRow, Reply, Residency } from "../protocol";
 import type { Rpc } from "../rpc";
 import type { UiState } from "../ui-state";
 import type { Dialogs } from "./dialog";
 
-// What a row offers (Cancel, Retry, the failure's action) comes with the row from the
-// kernel's lifecycle table: no lifecycle rules here.
+// What a row offers (Cancel, Retry, Unload, the failure's action) comes with the row from
+// the kernel's lifecycle table: no lifecycle rules here. Loaded rows say where the model
+// sits ("CPU", "GPU 0", "disk offload") and offer Unload; an unloaded row says what it freed.
+// A failure Retry cannot help offers its action: "Add a token" opens a password field (the
+// token goes to the kernel once, in a set_token request, and is kept nowhere here), "Free
+// memory" unloads idle models and tries again.
+
+/** "On CPU · 540 MB" for a loaded model; "Unloaded: freed 540 MB" after an unload. */
+export function residencyText(row: { state: string; residency?: Residency }): string {
+  const r = row.residency;
+  if (!r) return "";
+  if (row.state === "Ready" && r.placement.length > 0) {
+    const size = r.memory_bytes !== null ? ` · ${formatBytes(r.memory_bytes)}` : "";
+    return `On ${r.placement.join(" + ")}${size}`;
+  }
+  if (row.state !== "Ready" && r.freed_bytes !== null) {
+    return `Unloaded: freed ${formatBytes(r.freed_bytes)}`;
+  }
+  return "";
+}
 
 /** CSS-friendly state name: "Not downloaded" -> "not-downloaded". */
 export function stateClass(state: string): string {
@@ -54,6 +72,13 @@ class DownloadRowView {
   private readonly actionEl: HTMLElement;
   private readonly cancelButton: HTMLButtonElement;
   private readonly retryButton: HTMLButtonElement;
+  private readonly unloadButton: HTMLButtonElement;
+  private readonly actionButton: HTMLButtonElement;
+  private readonly residencyEl: HTMLElement;
+  private readonly noteEl: HTMLElement;
+  private readonly tokenForm: HTMLFormElement;
+  private readonly tokenInput: HTMLInputElement;
+  private readonly tokenError: HTMLElement;
   private row: DownloadRow;
 
   constructor(
@@ -104,6 +129,63 @@ class DownloadRowView {
       },
       ["Retry"],
     );
+    this.unloadButton = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small",
+        "aria-label": "Unload",
+        "aria-describedby": nameId,
+        title: `Unload ${row.repo_id} from memory (it stays downloaded)`,
+      },
+      ["Unload"],
+    );
+    this.actionButton = h("button", {
+      type: "button",
+      class: "cw-btn cw-btn-small cw-btn-primary",
+      "aria-describedby": nameId,
+    });
+    this.residencyEl = h("span", { class: "cw-dl-residency" });
+    this.noteEl = h("p", { class: "cw-dl-note", hidden: true });
+    const tokenErrorId = uid("token-error");
+    this.tokenInput = h("input", {
+      type: "password",
+      class: "cw-input",
+      "aria-label": "Hugging Face token",
+      placeholder: "hf_…",
+      autocomplete: "off",
+      spellcheck: "false",
+      "aria-describedby": tokenErrorId,
+    });
+    this.tokenError = h("p", { class: "cw-field-error", id: tokenErrorId, hidden: true });
+    this.tokenForm = h(
+      "form",
+      { class: "cw-token-form", "aria-label": `Token for ${row.repo_id}`, hidden: true },
+      [
+        h("div", { class: "cw-row" }, [
+          this.tokenInput,
+          h("button", { type: "submit", class: "cw-btn cw-btn-small cw-btn-primary" }, [
+            "Use token",
+          ]),
+        ]),
+        this.tokenError,
+      ],
+    );
+    this.tokenForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.submitToken();
+    });
+    this.unloadButton.addEventListener("click", () => {
+      void this.manager.unload(this.row.repo_id, this.unloadButton);
+    });
+    this.actionButton.addEventListener("click", () => {
+      if (this.row.action === "Add a token") {
+        this.tokenForm.hidden = false;
+        this.tokenInput.focus();
+      } else if (this.row.action === "Free memory") {
+        void this.manager.freeMemory(this.row.repo_id, this.actionButton);
+      }
+    });
     this.cancelButton.addEventListener("click", () => {
       void this.manager.cancel(this.row.repo_id, this.cancelButton);
     });
@@ -117,12 +199,24 @@ class DownloadRowView {
       ]),
       this.bar,
       h("div", { class: "cw-dl-foot" }, [
-        h("div", { class: "cw-dl-stats" }, [this.bytesEl, this.speedEl, this.etaEl]),
-        h("div", { class: "cw-dl-actions" }, [this.cancelButton, this.retryButton]),
+        h("div", { class: "cw-dl-stats" }, [
+          this.bytesEl,
+          this.speedEl,
+          this.etaEl,
+          this.residencyEl,
+        ]),
+        h("div", { class: "cw-dl-actions" }, [
+          this.cancelButton,
+          this.retryButton,
+          this.unloadButton,
+          this.actionButton,
+        ]),
       ]),
       this.fileEl,
+      this.noteEl,
       this.errorEl,
       this.actionEl,
+      this.tokenForm,
     ]);
     this.update(row);
   }
@@ -138,7 +232,9 @@ class DownloadRowView {
     setAttr(this.bar, "aria-valuetext", `${pct}% (${row.state})`);
     this.fill.style.width = `${pct}%`;
     const total = row.bytes_total > 0 ? ` / ${formatBytes(row.bytes_total)}` : "";
-    setText(this.bytesEl, `${formatBytes(row.bytes_done)}${total}`);
+    // A remote model downloads nothing: its row shows the server instead of bytes.
+    const size = `${formatBytes(row.bytes_done)}${total}`;
+    setText(this.bytesEl, row.server !== null ? `Server ${row.server}` : size);
     setText(this.speedEl, active ? formatSpeed(row.speed_bps) : "");
     setText(this.etaEl, active ? formatEta(row.eta_s) : "");
     setText(this.fileEl, active && row.file ? row.file : "");
@@ -148,20 +244,58 @@ class DownloadRowView {
     const focused = activeElementOf(this.el);
     this.cancelButton.hidden = !row.can_cancel;
     this.retryButton.hidden = !row.can_retry;
-    // Where Retry cannot help, say what can (e.g. "Add a token").
+    this.unloadButton.hidden = !(row.residency?.can_unload ?? false);
+    const residency = residencyText(row);
+    setText(this.residencyEl, residency);
+    this.residencyEl.hidden = residency === "";
+    const note = row.residency?.note ?? "";
+    setText(this.noteEl, note);
+    this.noteEl.hidden = note === "";
+    // Where Retry cannot help, say what can (e.g. "Add a token"), with a button where the
+    // widget can do it.
     const action = !row.can_retry && row.action ? `What to do: ${row.action}` : "";
     setText(this.actionEl, action);
     this.actionEl.hidden = action === "";
+    const doable = action !== "" && (row.action === "Add a token" || row.action === "Free memory");
+    this.actionButton.hidden = !doable;
+    if (doable) {
+      setText(this.actionButton, row.action ?? "");
+      this.actionButton.title = `${row.action} for ${row.repo_id}`;
+    }
+    if (!doable || row.action !== "Add a token") this.tokenForm.hidden = true;
     // A keyboard user whose button went away (Cancel once canceled, Retry once queued)
     // stays on this row: on its other action, else on the download manager.
-    if (
-      (focused === this.cancelButton && this.cancelButton.hidden) ||
-      (focused === this.retryButton && this.retryButton.hidden)
-    ) {
-      const next = [this.retryButton, this.cancelButton].find((b) => !b.hidden);
+    const buttons = [this.retryButton, this.cancelButton, this.unloadButton, this.actionButton];
+    if (buttons.some((b) => focused === b && b.hidden)) {
+      const next = buttons.find((b) => !b.hidden);
       if (next) next.focus();
       else this.manager.el.focus();
     }
+  }
+
+  /** Send the token once and forget it: the field is cleared before the answer comes. */
+  private async submitToken(): Promise<void> {
+    const token = this.tokenInput.value.trim();
+    this.tokenInput.value = "";
+    if (!token) {
+      this.showTokenError("Paste a Hugging Face token first (hf_…).");
+      this.tokenInput.focus();
+      return;
+    }
+    const reply = await this.manager.setToken(token);
+    if (reply.ok) {
+      this.showTokenError(null);
+      this.tokenForm.hidden = true;
+    } else {
+      this.showTokenError(reply.error ?? "The token was not accepted.");
+      this.tokenInput.focus();
+    }
+  }
+
+  private showTokenError(message: string | null): void {
+    setText(this.tokenError, message ?? "");
+    this.tokenError.hidden = message === null;
+    setAttr(this.tokenInput, "aria-invalid", message === null ? null : "true");
   }
 }
 
@@ -262,6 +396,19 @@ export class DownloadsPanel {
     });
     if (!confirmed) return;
     await whileBusy(button, () => this.rpc.request({ kind: "cancel_download", repo_id: repoId }));
+  }
+
+  async unload(repoId: string, button: HTMLButtonElement): Promise<void> {
+    await whileBusy(button, () => this.rpc.request({ kind: "unload_model", repo_id: repoId }));
+  }
+
+  async freeMemory(repoId: string, button: HTMLButtonElement): Promise<void> {
+    await whileBusy(button, () => this.rpc.request({ kind: "free_memory", repo_id: repoId }));
+  }
+
+  /** The token travels in this one request only (never logged: quiet). */
+  async setToken(token: string): Promise<Reply> {
+    return this.rpc.request({ kind: "set_token", token }, { quiet: true });
   }
 
   async retry(repoId: string, button: HTMLButtonElement): Promise<void> {

@@ -1,6 +1,7 @@
 // The model selector: a native <select> labelled "Model" for the active conversation,
 // the pending target ("Waiting for X (Downloading 45%)"), a brief highlight after an
-// auto-switch, and a field to add any repo id.
+// auto-switch, and a field to add any repo id. Under it, the target model's details
+// (./precision.ts): where it sits while loaded, and the precision with fit labels.
 
 import { h, setAttr, setText, uid } from "../dom";
 import { formatBytes, percent } from "../format";
@@ -8,6 +9,8 @@ import type { ModelRow } from "../protocol";
 import { repoIdProblem } from "../repo-id";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
+import { PrecisionPanel } from "./precision";
+import { groupByServer, modelStateLabel, serverOf } from "./servers";
 
 /** How long the "switched" highlight stays on before it fades (CSS does the fade). */
 export const SWITCH_HIGHLIGHT_MS = 2400;
@@ -20,8 +23,10 @@ export class SelectorPanel {
   private readonly addInput: HTMLInputElement;
   private readonly addButton: HTMLButtonElement;
   private readonly addError: HTMLElement;
+  private readonly details: PrecisionPanel;
   private highlightTimer: ReturnType<typeof setTimeout> | null = null;
   private choosing = false;
+  private estimated = false;
 
   constructor(
     private readonly store: Store,
@@ -57,10 +62,12 @@ export class SelectorPanel {
     });
     this.addInput.addEventListener("input", () => this.showAddError(null));
 
+    this.details = new PrecisionPanel(rpc);
     this.el = h("div", { class: "cw-selector" }, [
       h("label", { class: "cw-label", for: selectId }, ["Model"]),
       h("div", { class: "cw-select-wrap" }, [this.select]),
       this.pendingEl,
+      this.details.el,
       form,
     ]);
   }
@@ -83,6 +90,16 @@ export class SelectorPanel {
           can_cancel: false,
           can_retry: false,
           action: null,
+          residency: {
+            placement: [],
+            memory_bytes: null,
+            can_unload: false,
+            freed_bytes: null,
+            note: null,
+          },
+          precision: "auto",
+          fit: null,
+          server: serverOf(extra),
         });
       }
     }
@@ -91,16 +108,19 @@ export class SelectorPanel {
       if (option !== this.placeholder) options.set(option.value, option);
     }
     let anchor: Element | null = this.placeholder.nextElementSibling;
+    const remote: Array<{ server: string; option: HTMLOptionElement }> = [];
     for (const row of rows) {
       let option = options.get(row.repo_id);
       options.delete(row.repo_id);
       if (!option) option = h("option", { value: row.repo_id });
       setText(option, this.optionText(row, conv?.active_model ?? null, pending?.repoId ?? null));
       option.title = row.repo_id;
-      if (option === anchor) anchor = anchor.nextElementSibling;
+      if (row.server !== null) remote.push({ server: row.server, option });
+      else if (option === anchor) anchor = anchor.nextElementSibling;
       else this.select.insertBefore(option, anchor);
     }
     for (const stale of options.values()) stale.remove();
+    groupByServer(this.select, remote); // remote models: one group per server
 
     if (!this.choosing) {
       this.placeholder.hidden = target !== null;
@@ -110,6 +130,12 @@ export class SelectorPanel {
     setText(this.pendingEl, pending?.label ?? "");
     this.pendingEl.hidden = pending === null;
     this.el.classList.toggle("cw-has-pending", pending !== null);
+    this.details.update(rows.find((m) => m.repo_id === target));
+    if (!this.estimated && this.store.models.length > 0) {
+      // Ask once per view for fit labels (computed off the kernel's main thread).
+      this.estimated = true;
+      void this.rpc.request({ kind: "estimate_fit" }, { patient: true, quiet: true });
+    }
   }
 
   /** Highlight the selector for a moment (after an auto-switch). */
@@ -127,7 +153,7 @@ export class SelectorPanel {
   }
 
   private optionText(row: ModelRow, active: string | null, pending: string | null): string {
-    let state: string = row.repo_id === active ? "Active" : row.state;
+    let state: string = row.repo_id === active ? "Active" : modelStateLabel(row);
     const download = this.store.download(row.repo_id);
     if (state === "Downloading" && download) {
       state = `Downloading ${percent(download.bytes_done, download.bytes_total)}%`;
@@ -135,6 +161,10 @@ export class SelectorPanel {
     const parts = [row.name || row.repo_id, state];
     if (row.repo_id === pending) parts[1] = `${state}, pending`;
     if (row.size_bytes !== null) parts.push(formatBytes(row.size_bytes));
+    const placement = row.state === "Ready" ? (row.residency?.placement ?? []) : [];
+    if (placement.length > 0) parts.push(placement.join(" + "));
+    const fit = row.fit?.options.find((o) => o.option === row.precision);
+    if (fit && row.state === "Not downloaded") parts.push(fit.label);
     return parts.join(" · ");
   }
 
