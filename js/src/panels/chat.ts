@@ -103,7 +103,9 @@ class MessageView {
   private readonly body: HTMLElement;
   private readonly meta: HTMLElement;
   private readonly errorEl: HTMLElement;
-  private readonly pager: Pager | null;
+  /** Made when the message first has several versions (most never do: no DOM for them). */
+  private pager: Pager | null = null;
+  private tools: HTMLElement | null = null;
   private readonly editButton: HTMLButtonElement | null = null;
   private editor: HTMLTextAreaElement | null = null;
   private content: string | null = null;
@@ -119,9 +121,6 @@ class MessageView {
     });
     this.meta = h("div", { class: "cw-msg-meta" });
     this.errorEl = h("p", { class: "cw-msg-error", hidden: true });
-    this.pager = actions ? new Pager(message.id, actions) : null;
-    const tools: HTMLElement[] = [];
-    if (this.pager) tools.push(this.pager.el);
     if (actions && message.role === "user") {
       this.editButton = h(
         "button",
@@ -133,17 +132,29 @@ class MessageView {
         ["Edit"],
       );
       this.editButton.addEventListener("click", () => this.startEdit());
-      tools.push(this.editButton);
+      this.tools = h("div", { class: "cw-msg-tools" }, [this.editButton]);
     }
     this.el = h("article", { class: `cw-msg cw-msg-${message.role}`, "data-id": message.id }, [
       h("div", { class: "cw-msg-role" }, [ROLE_LABELS[message.role] ?? message.role]),
       this.body,
       this.errorEl,
       this.meta,
-      tools.length ? h("div", { class: "cw-msg-tools" }, tools) : null,
+      this.tools,
     ]);
 
     this.update(message);
+  }
+
+  private drawPager(version: number, versions: number): void {
+    if (!this.pager && versions > 1 && this.actions) {
+      this.pager = new Pager(this.message.id, this.actions);
+      if (!this.tools) {
+        this.tools = h("div", { class: "cw-msg-tools" });
+        this.el.append(this.tools);
+      }
+      this.tools.prepend(this.pager.el);
+    }
+    this.pager?.update(version, versions);
   }
 
   /** Whether the message is being edited (its editor is open). */
@@ -209,7 +220,7 @@ class MessageView {
   update(message: MessageRow): boolean {
     const finished = this.status === "streaming" && message.status !== "streaming";
     this.message = message;
-    this.pager?.update(message.version ?? 0, message.versions ?? 1);
+    this.drawPager(message.version ?? 0, message.versions ?? 1);
     if (message.content !== this.content || message.status !== this.status) {
       this.status = message.status;
       this.drawBody(message.role, message.content);
