@@ -13,10 +13,13 @@ absolute timings alone. Import from a script in ``bench/`` as ``from _common imp
 - :func:`print_table`: an aligned text table.
 - :func:`write_results`: ``bench/results/<name>-<time>.json`` with machine details.
 - ``run_hub_process``: the local hub in its own process (re-exported from chatwidget.testing).
+
+Importing it points ``CHATWIDGET_HISTORY`` at a scratch file (unless set).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -46,6 +49,12 @@ __all__ = [
 ]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Widgets made by a benchmark save their conversations in a scratch file, never in the user's
+# own history (``ChatWidget(history=...)`` defaults to ``$CHATWIDGET_HISTORY``).
+_HISTORY_DIR = tempfile.mkdtemp(prefix="chatwidget-bench-history-")
+atexit.register(shutil.rmtree, _HISTORY_DIR, ignore_errors=True)
+os.environ.setdefault("CHATWIDGET_HISTORY", str(Path(_HISTORY_DIR) / "history.sqlite3"))
 
 
 def work_dir() -> Path:

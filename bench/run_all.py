@@ -35,6 +35,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         [],
         ["--rounds", "3", "--kills", "3", "--turns", "30"],
     ),
+    "bench_widget_history.py": (
+        "bench_widget_history",
+        [],
+        ["--rounds", "3", "--kills", "3", "--turns", "30"],
+    ),
     "bench_fit.py": ("bench_fit", [], ["--sizes", "tiny", "small"]),
     "bench_lifecycle.py": ("bench_lifecycle", [], ["--rounds", "2", "--samples", "2"]),
     "bench_compare.py": ("bench_compare", [], ["--rounds", "2"]),
@@ -65,6 +70,8 @@ GOALS: dict[str, str] = {
     "append_text per token at 1,000 messages / at 1": "<= 1.10",
     "rows lost (two writers)": "== 0",
     "SIGKILL runs losing more than the turn in flight": "== 0",
+    "widget restore 10,000 messages / plain sqlite3 read": "<= 2.0",
+    "widget SIGKILL runs losing more than the turn in flight": "== 0",
     **{
         f"fit estimate / measured ({size} {dtype})": "0.85 .. 1.15"
         for size in ("tiny", "small", "bench")

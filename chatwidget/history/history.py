@@ -165,6 +165,11 @@ class History:
         return self._workspace
 
     @property
+    def checkpoint_interval(self) -> float:
+        """The least time between two saves of a streaming reply, in seconds."""
+        return self._interval
+
+    @property
     def path(self) -> Path | None:
         """The history file, or None in memory."""
         return self._store.path
@@ -278,10 +283,18 @@ class History:
 
     # ------------------------------------------------------------------ reading messages
 
-    def messages(self, conversation_id: str) -> list[Message]:
-        """The active branch, first message first: O(turns), no disk access."""
+    def messages(
+        self, conversation_id: str, start: int = 0, stop: int | None = None
+    ) -> list[Message]:
+        """The active branch (or its slice ``start:stop``), first message first: O(turns),
+        no disk access."""
         with self._lock:
-            return self._tree(conversation_id).path()
+            return self._tree(conversation_id).path(start, stop)
+
+    def branch_length(self, conversation_id: str) -> int:
+        """How many messages the active branch has: O(1)."""
+        with self._lock:
+            return self._tree(conversation_id).depth()
 
     def chat_messages(self, conversation_id: str) -> list[dict[str, str]]:
         """The active branch for a chat template: ``[{"role", "content"}]`` without the
@@ -319,8 +332,12 @@ class History:
         parent_id: str | None = HEAD,
         status: Status = "done",
         model: str | None = None,
+        message_id: str | None = None,
     ) -> Message:
         """Add a message under ``parent_id`` (default: the head) and make it the head.
+
+        ``message_id`` picks the new message's id (it must be unique in the file, e.g.
+        from :func:`~chatwidget.history.types.new_id`); by default a new one is made.
 
         Adding under the head appends to the active branch; adding under another message
         starts a new branch there (the old one stays reachable as a version).
@@ -334,7 +351,8 @@ class History:
         with self._lock:
             tree = self._tree(conversation_id)
             parent = tree.head_id if parent_id is HEAD else parent_id
-            msg = Message(new_id("m"), parent, role, content, status, model, created_at=time.time())
+            mid = message_id if message_id is not None else new_id("m")
+            msg = Message(mid, parent, role, content, status, model, created_at=time.time())
             choices = tree.add(msg)  # none in the common case: a reply under the head
             self._owner[msg.id] = conversation_id
             row = self._touch(conversation_id)

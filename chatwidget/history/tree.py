@@ -131,9 +131,10 @@ class ConversationTree:
     def head_id(self) -> str | None:
         return self._path[-1].msg.id if self._path else None
 
-    def path(self) -> list[Message]:
-        """The active branch, first message first: O(turns)."""
-        return [n.message() for n in self._path]
+    def path(self, start: int = 0, stop: int | None = None) -> list[Message]:
+        """The active branch (or its slice ``start:stop``), first message first: O(turns)."""
+        nodes = self._path if start == 0 and stop is None else self._path[start:stop]
+        return [n.message() for n in nodes]
 
     def depth(self) -> int:
         """How many messages the active branch has."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["user", "assistant", "system"]
-Status = Literal["done", "streaming", "stopped", "error"]
+Status = Literal["done", "streaming", "stopped", "error", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class Message:
     new_tokens: int | None = None
     tokens_per_s: float | None = None
     error: str | None = None
+    version: int = 0
+    """Which of its versions (siblings: regenerated replies, edited messages) this is, from 0."""
+    versions: int = 1
+    """How many versions the message has."""
 
     def as_chat(self) -> dict[str, str]:
         """The ``{"role", "content"}`` form chat templates take."""
@@ -31,16 +35,19 @@ class Message:
 
 @dataclass(frozen=True)
 class ConversationInfo:
-    """A conversation without its messages: id, title and how many messages it has."""
+    """A conversation without its messages: id, title, how many messages its active branch
+    has, and the model last asked for in it (remembered across restarts)."""
 
     id: str
     title: str
     count: int
+    model: str | None = None
 
 
 def new_id(prefix: str) -> str:
-    """A short unique id such as ``c-1f3a9b2c``."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    """A unique id such as ``m-1f3a9b2c04d5e6f7`` (64 random bits: unique across the
+    processes that share one history file)."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
 def chat_history(messages: Iterable[Message]) -> list[dict[str, str]]:
@@ -62,8 +69,8 @@ def to_markdown(title: str, messages: Iterable[Message]) -> str:
                 meta.append(f"{m.new_tokens} tokens")
             if m.tokens_per_s:
                 meta.append(f"{m.tokens_per_s:.1f} tok/s")
-            if m.status == "stopped":
-                meta.append("stopped")
+            if m.status in ("stopped", "interrupted"):
+                meta.append(m.status)
             lines.append("")
             lines.append(f"<sub>{' · '.join(meta)}</sub>")
         if m.error:

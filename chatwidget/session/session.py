@@ -7,7 +7,10 @@ and records *what changed* as a set of parts (:data:`PARTS`) that a reader, such
 widget's publisher, collects with :meth:`Session.take_changes` and renders.
 
 - Conversations are read and written only through a
-  :class:`~chatwidget.session.store.ConversationStore` (in memory by default).
+  :class:`~chatwidget.session.store.ConversationStore`: a
+  :class:`~chatwidget.session.history_store.HistoryStore` over :attr:`Session.history` (an
+  SQLite file, or memory), so every change is saved atomically and Regenerate / Edit keep
+  the earlier versions as branches.
 - Streamed text goes only through :attr:`Session.deltas`, a
   :class:`~chatwidget.session.deltas.DeltaStream`; per token that costs a list append, and
   nothing else is touched until the reply ends.
@@ -27,6 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_model_key, validate_repo_id
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError
+from chatwidget.history import History
+from chatwidget.history.types import ConversationInfo as StoredConversation
+from chatwidget.history.types import Versions, WorkspaceInfo
 from chatwidget.orchestrator import (
     PHASE_LOADING,
     ErrorReported,
@@ -41,11 +47,12 @@ from chatwidget.orchestrator import (
 )
 from chatwidget.orchestrator.lifecycle import IN_FLIGHT
 from chatwidget.orchestrator.orchestrator import same_load
+from chatwidget.session import persistence
 from chatwidget.session.deltas import DeltaStream
-from chatwidget.session.messages import ConversationInfo, Message, new_id, to_markdown
+from chatwidget.session.history_store import HistoryStore
+from chatwidget.session.messages import ConversationInfo, Message, new_id
 from chatwidget.session.reply import ReplyHandle
 from chatwidget.session.settings import settings_from
-from chatwidget.session.store import ConversationStore, MemoryStore
 
 if TYPE_CHECKING:
     from chatwidget.runtime import Runtime
@@ -62,6 +69,7 @@ Part = Literal[
     "switch",  # the latest auto-switch notice
     "focus",  # the download manager was asked to open
     "activity",  # a reply or a download/load started or ended
+    "storage",  # the history file's state (a warning, a file moved aside)
 ]
 PARTS: tuple[Part, ...] = (
     "models",
@@ -73,6 +81,7 @@ PARTS: tuple[Part, ...] = (
     "switch",
     "focus",
     "activity",
+    "storage",
 )
 #: Failures kept for the UI.
 MAX_ERRORS = 20
@@ -108,8 +117,10 @@ class Session:
 
     ``on_change`` is called (from any thread, without locks held) whenever a part changed
     or streamed text is waiting in :attr:`deltas`; keep it cheap (the widget pokes its
-    publisher). ``store`` defaults to a :class:`MemoryStore`. ``group`` names this session
-    to the orchestrator (its conversations, and whose token its downloads use).
+    publisher). ``history`` is where conversations are kept (default: in memory only);
+    its conversations are restored, each with its requested model, and its settings.
+    ``group`` names this session to the orchestrator (its conversations, and whose token
+    its downloads use).
     """
 
     def __init__(
@@ -117,7 +128,7 @@ class Session:
         runtime: Runtime,
         models: Iterable[ModelSpec | str] | None = None,
         *,
-        store: ConversationStore | None = None,
+        history: History | None = None,
         group: str | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
@@ -128,7 +139,8 @@ class Session:
         self._group = group if group is not None else new_id("w")
         self._on_change = on_change
         self._changes: set[Part] = set(PARTS)
-        self._store: ConversationStore = store if store is not None else MemoryStore()
+        self._history = history if history is not None else History.open(False)
+        self._store = HistoryStore(self._history)
         self._epochs: dict[str, int] = {}
         self._catalog: dict[str, ModelSpec] = {}
         self._download_order: list[str] = []
@@ -151,11 +163,36 @@ class Session:
 
         for spec in models if models is not None else DEFAULT_CATALOG:
             self._add_spec(self._coerce(spec))
-        first = self._store.create()
-        self._orch.open_conversation(first.id, group=self._group)
-        self._orch.set_active_conversation(first.id, group=self._group)
-        self._active = first.id
+        self._settings = persistence.saved_settings(self._history)
+        self._active = self._restore()
         self._unsubscribe = self._orch.subscribe(self._on_event)
+
+    def _restore(self) -> str:
+        """Open the history's conversations (or a first one); returns the active id."""
+        infos = self._store.infos()
+        if not infos:
+            infos = [self._store.create()]
+        for conv in infos:
+            self._orch.open_conversation(conv.id, group=self._group)
+        saved = self._history.active_conversation_id
+        active = saved if saved in self._store.ids() else infos[-1].id
+        self._orch.set_active_conversation(active, group=self._group)
+        self._request_saved_model(active)
+        return active
+
+    def _request_saved_model(self, cid: str) -> None:
+        """Ask again for the model a restored conversation last asked for (once)."""
+        model = self._store.info(cid).model
+        if model is None or self._orch.requested_model(cid) is not None:
+            return
+        try:
+            spec = self._add_spec(self._coerce(model))
+            if self._orch.request_model(cid, spec) is not ModelState.READY:
+                with self._lock:
+                    if spec.repo_id not in self._download_order:
+                        self._download_order.append(spec.repo_id)
+        except (ChatWidgetError, ValueError) as exc:  # a model this kernel cannot offer
+            log.info("Model %s of conversation %s not requested again: %s", model, cid, exc)
 
     # ------------------------------------------------------------------ reading
 
@@ -179,9 +216,15 @@ class Session:
         return self._settings
 
     @property
-    def store(self) -> ConversationStore:
+    def store(self) -> HistoryStore:
         """Where the conversations live (read it; change them through the session)."""
         return self._store
+
+    @property
+    def history(self) -> History:
+        """The history the conversations are kept in (``history.path`` is None in memory).
+        Other features (comparisons) may save through it."""
+        return self._history
 
     @property
     def catalog(self) -> list[ModelSpec]:
@@ -292,6 +335,7 @@ class Session:
         """
         spec = self._add_spec(self._coerce(model))
         state = self._orch.request_model(self._active, spec)
+        self._history.set_model(self._active, spec.repo_id)
         if state is not ModelState.READY:
             with self._lock:
                 if spec.repo_id in self._download_order:
@@ -472,12 +516,57 @@ class Session:
         if reply is not None:
             reply.stop()
 
+    # ------------------------------------------------------------------ branches
+
+    def edit(self, message_id: str, text: str) -> ReplyHandle:
+        """Replace a user message with a new version and reply to it: a new branch from
+        there (the old one stays reachable through :meth:`versions`)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("Type the new message first: it cannot be empty.")
+        with self._lock:
+            self._require_idle()
+            cid = self._own_message(message_id)
+            self._require_model(cid)
+            self._store.edit(message_id, text)
+            self._show(cid)
+            return self._start_reply(cid)
+
+    def versions(self, message_id: str) -> Versions:
+        """A message's versions (its siblings, oldest first) and which one is shown."""
+        self._own_message(message_id)
+        return self._store.versions(message_id)
+
+    def select_version(self, message_id: str, index: int) -> None:
+        """Show version ``index`` (from 0) of a message, and the branch below it."""
+        with self._lock:
+            self._require_idle()
+            cid = self._own_message(message_id)
+            self._store.select_version(message_id, index)
+            self._show(cid)
+
+    def _own_message(self, message_id: str) -> str:
+        """The id of the loaded conversation a message belongs to (KeyError if none)."""
+        cid = self._store.conversation_of(message_id)
+        if cid not in self._store.ids():
+            raise KeyError(f"No message {message_id!r} in this widget's conversations.")
+        return cid
+
+    def _show(self, cid: str) -> None:
+        """The active branch of ``cid`` changed above its end: make it active, readers
+        refetch its pages."""
+        if cid != self._active:
+            self.switch_conversation(cid)
+        self._bump_epoch(cid)
+
     # ------------------------------------------------------------------ conversations
 
     def new_conversation(self, title: str | None = None) -> str:
         """Start a conversation on the current model and make it active; returns its id."""
         conv = self._store.create(title)
-        self._orch.open_conversation(conv.id, group=self._group, model=self.active_model)
+        model = self.active_model
+        self._orch.open_conversation(conv.id, group=self._group, model=model)
+        if model is not None:
+            self._history.set_model(conv.id, model)
         self.switch_conversation(conv.id)
         return conv.id
 
@@ -486,6 +575,8 @@ class Session:
         self._store.info(conversation_id)  # raises UnknownConversationError
         self._orch.set_active_conversation(conversation_id, group=self._group)
         self._active = conversation_id
+        self._history.set_active(conversation_id)
+        self._request_saved_model(conversation_id)
         self._changed("conversations", "transcript")
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
@@ -513,6 +604,7 @@ class Session:
         do_sample."""
         with self._lock:
             self._settings = settings_from(self._settings, changes)
+            self._history.set_settings(persistence.settings_record(self._settings))
         self._changed("settings")
 
     def export_messages(self, conversation_id: str | None = None) -> list[dict[str, str]]:
@@ -520,9 +612,51 @@ class Session:
         return self._store.history(conversation_id or self._active)
 
     def export_markdown(self, conversation_id: str | None = None) -> str:
-        """A conversation as Markdown."""
+        """A conversation's active branch as Markdown (versions noted, importable)."""
+        return self._history.export_markdown(self._known(conversation_id))
+
+    def export_json(self, conversation_id: str | None = None) -> dict[str, Any]:
+        """A conversation as JSON: OpenAI ``messages`` (the active branch) plus a
+        ``chatwidget`` block with the whole tree and each reply's model and usage."""
+        return self._history.export_json(self._known(conversation_id))
+
+    def import_conversation(self, source: Any, title: str | None = None) -> str:
+        """A new conversation from a JSON or Markdown export, or an OpenAI messages list
+        (a path, the file's text or the parsed value); made active, on the model in use
+        (each reply keeps the model that wrote it). Returns its id.
+
+        Malformed input raises ``ImportFormatError`` (a ValueError) saying what is wrong
+        and where; nothing is imported then."""
+        conv = self._history.import_conversation(source, title=title)
+        # It goes on with the model in use, as a new conversation does: a file never makes
+        # the kernel download the model it names.
+        model = self.active_model
+        self._history.set_model(conv.id, model)
+        self._store.adopt(conv.id)
+        self._orch.open_conversation(conv.id, group=self._group, model=model)
+        self.switch_conversation(conv.id)
+        return conv.id
+
+    def workspaces(self) -> list[WorkspaceInfo]:
+        """Every workspace of the history file, with its number of conversations."""
+        return self._history.workspaces()
+
+    def list_conversations(self, workspace: str | None = None) -> list[StoredConversation]:
+        """The conversations of a workspace (default: this one), oldest first."""
+        return self._history.list_conversations(workspace)
+
+    def open_conversation(self, conversation_id: str) -> None:
+        """Load a conversation of any workspace of the file and make it active."""
+        conv = self._history.open_conversation(conversation_id)
+        if conv.id not in self._store.ids():
+            self._store.adopt(conv.id)
+            self._orch.open_conversation(conv.id, group=self._group)
+        self.switch_conversation(conv.id)
+
+    def _known(self, conversation_id: str | None) -> str:
         cid = conversation_id or self._active
-        return to_markdown(self._store.info(cid).title, self._store.messages(cid))
+        self._store.info(cid)  # raises UnknownConversationError
+        return cid
 
     # ------------------------------------------------------------------ events, errors, life
 
@@ -569,8 +703,14 @@ class Session:
             unsubscribe()
         for cid in self._store.ids():
             self._orch.close_conversation(cid)
+        self._store.release()
+        self._history.close()
 
     # ------------------------------------------------------------------ internals
+
+    def storage_changed(self) -> None:
+        """The history file's state changed (a warning came or went): show it."""
+        self._changed("storage")
 
     def _changed(self, *parts: Part) -> None:
         with self._lock:
@@ -629,7 +769,9 @@ class Session:
         model = self._require_model(cid)
         history = self._store.history(cid)
         assistant = Message(new_id("m"), "assistant", "", status="streaming", model=model)
-        self.deltas.open(cid, assistant.id)
+        text = self.deltas.text
+        poke = self._store.checkpointer(assistant.id, lambda: text(assistant.id))
+        self.deltas.open(cid, assistant.id, on_append=poke)
         self._store.append(cid, assistant)
         handle = ReplyHandle(cid, assistant.id)
         self._reply = handle
@@ -681,8 +823,11 @@ class Session:
                 content=result.text,
                 status="stopped" if result.stopped else "done",
                 model=usage.model,
+                prompt_tokens=usage.prompt_tokens,
                 new_tokens=usage.new_tokens,
+                time_to_first_token_s=usage.time_to_first_token_s,
                 tokens_per_s=usage.tokens_per_s,
+                duration_s=usage.duration_s,
             )
             handle._finish(result)
         finally:

@@ -13,17 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chatwidget.testing.models import build_model
+from chatwidget.testing.models import Size, build_model
 
 XSS_TEXT = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
-def build_parrot_model(root: Path | str, name: str = "demo/parrot", text: str = XSS_TEXT) -> Path:
-    """Write ``root/ORG/NAME`` and return it; greedy replies are ``text`` repeated."""
+def build_parrot_model(
+    root: Path | str, name: str = "demo/parrot", text: str = XSS_TEXT, size: Size = "tiny"
+) -> Path:
+    """Write ``root/ORG/NAME`` and return it; greedy replies are ``text`` repeated (until
+    ``max_new_tokens`` or the context of ``size`` is full: never an early end)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = build_model(root, name, "tiny", seed=7)
+    folder = build_model(root, name, size, seed=7)
     tok = AutoTokenizer.from_pretrained(folder)
     tok.add_tokens([text])
     model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -41,6 +44,8 @@ def build_parrot_model(root: Path | str, name: str = "demo/parrot", text: str = 
         head[target] = shared * 10.0
         model.config.tie_word_embeddings = False
         model.lm_head.weight = torch.nn.Parameter(head)
+    for old in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json")]:
+        old.unlink()  # the base model's shards: the parrot is written whole below
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder

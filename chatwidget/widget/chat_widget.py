@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -27,7 +29,8 @@ from chatwidget.compare.handle import CompareHandle
 from chatwidget.compare.view import CompareMode
 from chatwidget.errors import ChatWidgetError, ProtocolError
 from chatwidget.fit import FitTable
-from chatwidget.history.types import Comparison
+from chatwidget.history import History, HistoryOption
+from chatwidget.history.types import Comparison, ConversationInfo, Versions, WorkspaceInfo
 from chatwidget.orchestrator import Event, MemoryPolicy, OrchestratorSnapshot, UnloadResult
 from chatwidget.session import PARTS, Part, ReplyHandle, Session
 from chatwidget.session.messages import new_id
@@ -55,6 +58,8 @@ MODEL_INTENTS = frozenset(
     }
 )
 SERVER_INTENTS = frozenset({"add_server", "remove_server", "refresh_server"})
+#: Intents about the history: versions, edits, export and import.
+HISTORY_INTENTS = frozenset({"edit", "select_version", "export", "import_conversation"})
 
 #: The change part the widget adds to the session's (see :meth:`ChatWidget._take_changes`).
 SERVERS_PART = "servers"
@@ -85,6 +90,12 @@ class ChatWidget(anywidget.AnyWidget):
         servers: OpenAI-compatible servers to add at once (see :meth:`add_server`):
             ``{"gpu": "http://host:8000/v1"}``, or a list of base URLs or of
             ``{"base_url", "name", "api_key", "api_key_env"}`` mappings.
+        history: where conversations are kept: a path to an SQLite file; None (default)
+            for ``$CHATWIDGET_HISTORY`` or ``history.sqlite3`` in the user data folder;
+            False for memory only. A new kernel with the same file and workspace shows the
+            same conversations, messages, titles, models and settings.
+        workspace: the group of conversations this widget shows (default: the notebook's
+            path where the kernel knows it, else ``"default"``).
 
     Unknown keyword arguments raise ``TypeError`` naming the nearest valid one.
     """
@@ -112,6 +123,8 @@ class ChatWidget(anywidget.AnyWidget):
     """The Compare view's state (``chatwidget.compare.view``; its own publisher writes it)."""
     servers = traitlets.List(traitlets.Dict()).tag(sync=True)
     """OpenAI-compatible servers added to this widget: name, URL, status, models; no keys."""
+    storage = traitlets.Dict().tag(sync=True)
+    """The history file, the workspace, and a warning when saving stopped (chat goes on)."""
 
     def __init__(
         self,
@@ -125,6 +138,8 @@ class ChatWidget(anywidget.AnyWidget):
         max_loaded_models: int | str | None = None,
         keep_alive: float | str | None = None,
         servers: ServersArg = None,
+        history: HistoryOption = None,
+        workspace: str | None = None,
         **kwargs: Any,
     ) -> None:
         _check_keywords(kwargs)
@@ -150,7 +165,15 @@ class ChatWidget(anywidget.AnyWidget):
             keep_alive=keep_alive,
         )
         self._runtime = self._consumer.runtime
-        self._session = Session(self._runtime, models, group=self._group, on_change=self._poke)
+        store = History.open(history, workspace, on_status=self._on_storage_status)
+        try:
+            self._session = Session(
+                self._runtime, models, history=store, group=self._group, on_change=self._poke
+            )
+        except BaseException:
+            store.close()
+            self._consumer.close()
+            raise
         self._fits = FitEstimates(
             self._runtime,
             group=self._group,
@@ -392,8 +415,70 @@ class ChatWidget(anywidget.AnyWidget):
         return self._session.export_messages(conversation_id)
 
     def export_markdown(self, conversation_id: str | None = None) -> str:
-        """A conversation as Markdown."""
+        """A conversation's active branch as Markdown (it can be imported again)."""
         return self._session.export_markdown(conversation_id)
+
+    def export_conversation(
+        self, path: str | Path | None = None, conversation_id: str | None = None
+    ) -> dict[str, Any]:
+        """A conversation as JSON: OpenAI ``messages`` of the active branch plus a
+        ``chatwidget`` block with the whole tree, each reply's model and usage.
+
+        With ``path``, also written there (``.md`` writes Markdown instead)."""
+        data = self._session.export_json(conversation_id)
+        if path is not None:
+            target = Path(path)
+            if target.suffix.lower() in (".md", ".markdown"):
+                target.write_text(self._session.export_markdown(conversation_id), "utf-8")
+            else:
+                target.write_text(json.dumps(data, ensure_ascii=False, indent=2), "utf-8")
+        return data
+
+    def import_conversation(self, source: Any, title: str | None = None) -> str:
+        """A new conversation from a JSON or Markdown export (a path or its text) or an
+        OpenAI messages list; it becomes active. Returns its id.
+
+        A malformed file is refused with ``ImportFormatError`` (a ValueError) that says
+        what is wrong and where; nothing is imported."""
+        with self._api():
+            return self._session.import_conversation(source, title)
+
+    def edit(self, message_id: str, text: str) -> ReplyHandle:
+        """Replace one of your messages with ``text`` and reply to it: a new branch (the
+        old one stays reachable through :meth:`versions`). Returns the reply's handle."""
+        with self._api():
+            return self._session.edit(message_id, text)
+
+    def versions(self, message_id: str) -> Versions:
+        """A message's versions: ``ids`` (oldest first), ``index`` shown, ``label`` "2 / 3"."""
+        return self._session.versions(message_id)
+
+    def select_version(self, message_id: str, index: int) -> None:
+        """Show version ``index`` (from 0) of a message and the branch below it."""
+        with self._api():
+            self._session.select_version(message_id, index)
+
+    @property
+    def history(self) -> History:
+        """The history behind this widget (``history.path`` is None with history=False)."""
+        return self._session.history
+
+    @property
+    def workspace(self) -> str:
+        return self._session.history.workspace
+
+    def workspaces(self) -> list[WorkspaceInfo]:
+        """Every workspace in the history file, newest first, with conversation counts."""
+        return self._session.workspaces()
+
+    def list_conversations(self, workspace: str | None = None) -> list[ConversationInfo]:
+        """The conversations of a workspace (default: this widget's), oldest first."""
+        return self._session.list_conversations(workspace)
+
+    def open_conversation(self, conversation_id: str) -> None:
+        """Show a conversation of any workspace of the file here (it becomes active)."""
+        with self._api():
+            self._session.open_conversation(conversation_id)
 
     def compare(
         self, prompt: str, models: Iterable[ModelSpec | str], blind: bool = False
@@ -468,6 +553,11 @@ class ChatWidget(anywidget.AnyWidget):
         return data, metadata
 
     # ------------------------------------------------------------------ publishing
+
+    def _on_storage_status(self) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.storage_changed()
 
     def _poke(self) -> None:
         publisher = self._publisher
@@ -627,6 +717,9 @@ class ChatWidget(anywidget.AnyWidget):
         if kind in SERVER_INTENTS:
             self._server_intent(kind, args)
             return False
+        if kind in HISTORY_INTENTS:
+            self._history_intent(kind, args, reply)
+            return False
         s = self._session
         match kind:
             case "send":
@@ -654,6 +747,37 @@ class ChatWidget(anywidget.AnyWidget):
             case _:  # pragma: no cover - validate() rejects unknown kinds
                 raise ProtocolError(f"Unknown message kind {kind!r}.")
         return False
+
+    def _history_intent(self, kind: str, args: dict[str, Any], reply: Reply) -> None:
+        """The pager, Edit, and the chat header's export and import."""
+        s = self._session
+        match kind:
+            case "edit":
+                s.edit(args["message_id"], args["text"])
+            case "select_version":
+                s.select_version(args["message_id"], args["index"])
+            case "export":
+                reply["file"] = self._export_file(args["conversation_id"], args["format"])
+            case "import_conversation":
+                # Bytes: the front end's text is content, never a path to read.
+                s.import_conversation(args["text"].encode("utf-8"))
+            case _:  # pragma: no cover - HISTORY_INTENTS lists the cases above
+                raise ProtocolError(f"Unknown message kind {kind!r}.")
+
+    def _export_file(self, conversation_id: str, fmt: str) -> Any:
+        s = self._session
+        title = s.store.info(conversation_id).title  # raises UnknownConversationError
+        stem = _file_stem(title)
+        if fmt == "markdown":
+            return {
+                "filename": f"{stem}.md",
+                "mime": "text/markdown",
+                "text": s.export_markdown(conversation_id),
+            }
+        if fmt == "json":
+            text = json.dumps(s.export_json(conversation_id), ensure_ascii=False, indent=2)
+            return {"filename": f"{stem}.json", "mime": "application/json", "text": text}
+        raise ProtocolError("Unknown export format: use 'markdown' or 'json'.")
 
     def _model_intent(self, kind: str, args: dict[str, Any]) -> None:
         """Selecting, adding, unloading, tokens, precision and the queue's buttons."""
@@ -733,6 +857,12 @@ class ChatWidget(anywidget.AnyWidget):
             "total": total,
             "messages": views.message_rows(messages, s.deltas),
         }
+
+
+def _file_stem(title: str) -> str:
+    """A file name from a conversation title (letters, digits, - and _ only)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", title).strip("-")[:60]
+    return stem or "conversation"
 
 
 def _on_main_thread() -> bool:

@@ -72,7 +72,8 @@ StateLabel = Literal[
     "Canceled",
 ]
 Role = Literal["user", "assistant", "system"]
-MessageStatus = Literal["done", "streaming", "stopped", "error"]
+MessageStatus = Literal["done", "streaming", "stopped", "error", "interrupted"]
+ExportFormat = Literal["markdown", "json"]
 
 
 class FitOption(TypedDict):
@@ -142,7 +143,9 @@ class ModelRow(TypedDict):
 
 class MessageRow(TypedDict):
     """One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a
-    status while it streams ("Loading model…" while its asleep model loads again)."""
+    status while it streams ("Loading model…" while its asleep model loads again);
+    ``version`` (from 0) of ``versions``: which of its versions (regenerated replies,
+    edited messages) the active branch shows."""
 
     id: str
     role: Role
@@ -153,6 +156,8 @@ class MessageRow(TypedDict):
     tokens_per_s: float | None
     error: str | None
     chunks: int
+    version: NotRequired[int]  # the kernel always sends both; 0 / 1 when absent
+    versions: NotRequired[int]
     note: NotRequired[str | None]
 
 
@@ -264,6 +269,33 @@ class SettingBounds(TypedDict):
     integer: bool
 
 
+class StorageWarning(TypedDict):
+    """What stops the history file from being saved (the chat goes on in memory)."""
+
+    kind: str
+    message: str
+    pending_writes: int
+    moved_to: str | None
+
+
+class StorageState(TypedDict):
+    """Trait ``storage``: the history file (None in memory), the workspace, the standing
+    warning, and one-off notices (a damaged file moved aside)."""
+
+    path: str | None
+    workspace: str
+    warning: StorageWarning | None
+    notices: list[str]
+
+
+class ExportFile(TypedDict):
+    """An ``export`` reply's file, for the browser to download."""
+
+    filename: str
+    mime: str
+    text: str
+
+
 class WidgetState(TypedDict):
     """Synced traits, all written by the kernel."""
 
@@ -279,6 +311,7 @@ class WidgetState(TypedDict):
     last_switch: SwitchNotice | None
     download_focus_seq: int
     errors: list[ErrorNotice]
+    storage: StorageState
     servers: list[ServerRow]
 
 
@@ -361,6 +394,7 @@ class Reply(TypedDict):
     busy: bool
     state: NotRequired[WidgetState]
     page: NotRequired[Transcript]
+    file: NotRequired[ExportFile]
     export: NotRequired[str]
     compare: NotRequired[CompareState | None]
 
@@ -462,6 +496,37 @@ class SetSettingsIntent(TypedDict):
     settings: SettingsPatch
 
 
+class EditIntent(TypedDict):
+    """Replace user message ``message_id`` with a new version and reply to it."""
+
+    kind: Literal["edit"]
+    message_id: Id
+    text: Text
+
+
+class SelectVersionIntent(TypedDict):
+    """Show version ``index`` (from 0) of message ``message_id``."""
+
+    kind: Literal["select_version"]
+    message_id: Id
+    index: int
+
+
+class ExportIntent(TypedDict):
+    """Ask for a conversation as a file (answered with ``file``)."""
+
+    kind: Literal["export"]
+    conversation_id: Id
+    format: ExportFormat
+
+
+class ImportIntent(TypedDict):
+    """A new conversation from an exported file's text (JSON or Markdown)."""
+
+    kind: Literal["import_conversation"]
+    text: Text
+
+
 class AddServerIntent(TypedDict):
     """Add an OpenAI-compatible server; ``api_key`` is "" for none. The key is sent once,
     held by the kernel only, and never sent back."""
@@ -551,6 +616,10 @@ INTENTS: tuple[type, ...] = (
     RenameConversationIntent,
     DeleteConversationIntent,
     SetSettingsIntent,
+    EditIntent,
+    SelectVersionIntent,
+    ExportIntent,
+    ImportIntent,
     AddServerIntent,
     RemoveServerIntent,
     RefreshServerIntent,
@@ -581,6 +650,8 @@ def _fields(intent: type) -> tuple[str, tuple[Field, ...]]:
         base, limit = (
             typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint, None)
         )
+        if typing.get_origin(base) is Literal:  # a choice of strings: checked where used
+            base, limit = str, "id"
         if typing.get_origin(base) is list:  # list[Id]: a list of ids
             (item,) = typing.get_args(base)
             limit = typing.get_args(item)[1] if typing.get_origin(item) is Annotated else None

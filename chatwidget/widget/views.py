@@ -22,6 +22,7 @@ from chatwidget.orchestrator.lifecycle import can_cancel, can_retry
 from chatwidget.session import Part, Session, Window
 from chatwidget.session.deltas import DeltaStream
 from chatwidget.session.messages import ConversationInfo, Message
+from chatwidget.session.persistence import storage_state
 from chatwidget.session.settings import settings_dict as _settings_dict
 from chatwidget.widget.fit_options import option_of
 from chatwidget.widget.protocol import (
@@ -48,6 +49,7 @@ TRAITS: dict[Part, tuple[str, ...]] = {
     "switch": ("last_switch",),
     "focus": ("download_focus_seq",),
     "activity": ("generating", "busy"),
+    "storage": ("storage",),
 }
 
 #: Parts rendered together from one snapshot when any of them changed.
@@ -104,6 +106,8 @@ def render(
             case "activity":
                 out["generating"] = session.generating
                 out["busy"] = out["generating"] or session.busy(snapshot())
+            case "storage":
+                out["storage"] = storage_state(session.history)
     return out
 
 
@@ -237,6 +241,8 @@ def message_row(
         "tokens_per_s": None if m.tokens_per_s is None else round(m.tokens_per_s, 2),
         "error": m.error,
         "chunks": chunks,
+        "version": m.version,
+        "versions": m.versions,
     }
     if note is not None:
         row["note"] = note
@@ -277,7 +283,7 @@ def conversation_rows(
                 "id": conv.id,
                 "title": conv.title,
                 "active_model": intent.active_model if intent else None,
-                "requested_model": intent.requested_model if intent else None,
+                "requested_model": (intent.requested_model if intent else None) or conv.model,
             }
         )
     return rows

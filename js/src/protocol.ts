@@ -14,7 +14,9 @@ export type StateLabel =
 
 export type Role = "user" | "assistant" | "system";
 
-export type MessageStatus = "done" | "streaming" | "stopped" | "error";
+export type MessageStatus = "done" | "streaming" | "stopped" | "error" | "interrupted";
+
+export type ExportFormat = "markdown" | "json";
 
 export type CompareMode = "sequential" | "concurrent";
 
@@ -74,7 +76,7 @@ export interface ModelRow {
   server: string | null;
 }
 
-/** One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a status while it streams ("Loading model…" while its asleep model loads again). */
+/** One chat message; ``chunks``: how many streamed chunks ``content`` holds; ``note``: a status while it streams ("Loading model…" while its asleep model loads again); ``version`` (from 0) of ``versions``: which of its versions (regenerated replies, edited messages) the active branch shows. */
 export interface MessageRow {
   id: string;
   role: Role;
@@ -85,6 +87,8 @@ export interface MessageRow {
   tokens_per_s: number | null;
   error: string | null;
   chunks: number;
+  version?: number;
+  versions?: number;
   note?: string | null;
 }
 
@@ -183,6 +187,29 @@ export interface SettingBounds {
   integer: boolean;
 }
 
+/** What stops the history file from being saved (the chat goes on in memory). */
+export interface StorageWarning {
+  kind: string;
+  message: string;
+  pending_writes: number;
+  moved_to: string | null;
+}
+
+/** Trait ``storage``: the history file (None in memory), the workspace, the standing warning, and one-off notices (a damaged file moved aside). */
+export interface StorageState {
+  path: string | null;
+  workspace: string;
+  warning: StorageWarning | null;
+  notices: string[];
+}
+
+/** An ``export`` reply's file, for the browser to download. */
+export interface ExportFile {
+  filename: string;
+  mime: string;
+  text: string;
+}
+
 /** Synced traits, all written by the kernel. */
 export interface WidgetState {
   seq: number;
@@ -197,6 +224,7 @@ export interface WidgetState {
   last_switch: SwitchNotice | null;
   download_focus_seq: number;
   errors: ErrorNotice[];
+  storage: StorageState;
   servers: ServerRow[];
 }
 
@@ -266,6 +294,7 @@ export interface Reply {
   busy: boolean;
   state?: WidgetState;
   page?: Transcript;
+  file?: ExportFile;
   export?: string;
   compare?: CompareState | null;
 }
@@ -290,6 +319,10 @@ export type Intent =
   | { kind: "rename_conversation"; conversation_id: string; title: string }
   | { kind: "delete_conversation"; conversation_id: string }
   | { kind: "set_settings"; settings: SettingsPatch }
+  | { kind: "edit"; message_id: string; text: string }
+  | { kind: "select_version"; message_id: string; index: number }
+  | { kind: "export"; conversation_id: string; format: ExportFormat }
+  | { kind: "import_conversation"; text: string }
   | { kind: "add_server"; name: string; base_url: string; api_key: string }
   | { kind: "remove_server"; name: string }
   | { kind: "refresh_server"; name: string }
@@ -318,6 +351,7 @@ export const STATE_KEYS: (keyof WidgetState)[] = [
   "last_switch",
   "download_focus_seq",
   "errors",
+  "storage",
   "servers",
 ];
 

@@ -11,6 +11,7 @@ import {
   type ModelRow,
   type ServerRow,
   type SettingsDict,
+  type StorageState,
   type WidgetState,
 } from "./protocol";
 import type { SyncState } from "./sync";
@@ -36,6 +37,10 @@ export class Store {
   }
   get settings(): SettingsDict {
     return { ...DEFAULT_SETTINGS, ...(this.sync.get("settings") ?? {}) };
+  }
+  /** The history file's state (null until it arrives). */
+  get storage(): StorageState | null {
+    return this.sync.get("storage") ?? null;
   }
   /** OpenAI-compatible servers added to this widget (never their keys). */
   get servers(): ServerRow[] {

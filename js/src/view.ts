@@ -31,6 +31,7 @@ const REDRAWS: Partial<Record<StateKey, Panel[]>> = {
   downloads: ["downloads", "selector", "chat"],
   settings: ["settings"],
   generating: ["chat"],
+  storage: ["chat"],
   servers: ["servers"],
 };
 

@@ -174,6 +174,8 @@ export function message(overrides: Partial<MessageRow> = {}): MessageRow {
     tokens_per_s: null,
     error: null,
     chunks: 0,
+    version: 0,
+    versions: 1,
     ...overrides,
   };
 }
@@ -261,6 +263,7 @@ export function widgetState(overrides: Partial<WidgetState> = {}): WidgetState {
     last_switch: null,
     download_focus_seq: 0,
     errors: [],
+    storage: { path: "/tmp/history.sqlite3", workspace: "default", warning: null, notices: [] },
     servers: [],
     ...overrides,
   };

@@ -83,6 +83,9 @@ def jupyter(
         # The shipped notebooks (quickstart.ipynb) run offline on this hub, as in the demo.
         "CHATWIDGET_OFFLINE": "1",
         "CHATWIDGET_HUB_URL": _session_hub.url,
+        # Conversations of this session's kernels, never the user's own history file; each
+        # notebook (one per test) is its own workspace in it.
+        "CHATWIDGET_HISTORY": str(base / "history.sqlite3"),
     }
     server = JupyterServer(base, env)
     server.start()

@@ -82,12 +82,9 @@ def test_compare_two_models_one_downloading_leaves_the_active_model_alone(
 def test_blind_mode_hides_names_until_the_vote_and_the_vote_is_stored_in_sqlite(
     make_chat: Callable[..., ChatWidget], tmp_path: Path
 ) -> None:
-    chat = make_chat()
     path = tmp_path / "history.sqlite3"
-    history = History.open(path)
-    # The conversations stream exposes the session's History as ``session.history``;
-    # compare mode saves there (this is that attribute, set by hand until it lands).
-    chat.session.history = history  # type: ignore[attr-defined]
+    chat = make_chat(history=path)
+    history = chat.session.history  # compare mode saves in the widget's own history
     handle = chat.compare("Tell me a fact", models=[TINY, TINY_B], blind=True)
     results = handle.wait(240)
     assert [r.label for r in results] == ["Model A", "Model B"]

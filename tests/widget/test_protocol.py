@@ -9,7 +9,7 @@ from chatwidget.engine.types import GenerationSettings
 from chatwidget.orchestrator import ModelState
 from chatwidget.session import PARTS
 from chatwidget.widget import ChatWidget, protocol, servers, tsgen, views
-from chatwidget.widget.chat_widget import MODEL_INTENTS, SERVER_INTENTS
+from chatwidget.widget.chat_widget import HISTORY_INTENTS, MODEL_INTENTS, SERVER_INTENTS
 
 
 def test_regenerating_protocol_ts_changes_nothing() -> None:
@@ -48,6 +48,7 @@ def test_every_intent_kind_is_checked_and_dispatched() -> None:
     for area, kinds in (
         (ChatWidget._model_intent, MODEL_INTENTS),
         (ChatWidget._server_intent, SERVER_INTENTS),
+        (ChatWidget._history_intent, HISTORY_INTENTS),
     ):
         cases = set(area.__code__.co_consts) & set(protocol.INTENT_FIELDS)
         assert cases == kinds, f"{area.__name__} handles {cases}, routed {kinds}"

@@ -27,7 +27,9 @@ def test_unknown_keyword_names_the_nearest_valid_one() -> None:
         ChatWidget(tokn="hf_x")
     with pytest.raises(TypeError, match="'cachedir'; did you mean 'cache_dir'"):
         ChatWidget(cachedir="/tmp/x")
-    with pytest.raises(TypeError, match="valid ones: cache_dir, endpoint, keep_alive, layout"):
+    with pytest.raises(
+        TypeError, match="valid ones: cache_dir, endpoint, history, keep_alive, layout"
+    ):
         ChatWidget(zzzzzz=1)
 
 

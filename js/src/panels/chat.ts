@@ -5,11 +5,24 @@
 // drawn once (they do not change) and more are fetched with "Show earlier messages"; only
 // the kernel's last page is compared on a change. The list stays pinned to the bottom when
 // it was there.
+//
+// Messages with several versions (a regenerated reply, an edited message) show a "2 / 3"
+// pager; user messages have an Edit button (Enter saves and regenerates, Escape cancels).
+// The header exports the conversation as Markdown or JSON (a browser download) and imports
+// one; a warning about the history file (saving stopped, a file moved aside) shows above
+// the messages.
 
 import { activeElementOf, h, setAttr, setText, uid } from "../dom";
 import { formatRate } from "../format";
 import { enableCodeCopy, setMarkdown } from "../markdown";
-import { MAX_TEXT_BYTES, type ConversationRow, type MessageRow } from "../protocol";
+import {
+  MAX_TEXT_BYTES,
+  type ConversationRow,
+  type ExportFile,
+  type ExportFormat,
+  type MessageRow,
+  type StorageState,
+} from "../protocol";
 import type { Rpc } from "../rpc";
 import type { Store } from "../store";
 import type { TranscriptView } from "../transcript";
@@ -25,36 +38,189 @@ const ROLE_LABELS: Record<MessageRow["role"], string> = {
   system: "System",
 };
 
+/** What a message's controls ask the kernel for. */
+export interface MessageActions {
+  selectVersion(messageId: string, index: number): void;
+  /** Save an edit; resolves true when the kernel took it (the editor closes then). */
+  edit(messageId: string, text: string): Promise<boolean>;
+}
+
+/** The "◀ 2 / 3 ▶" control of a message with several versions. */
+class Pager {
+  readonly el: HTMLElement;
+  private readonly prev: HTMLButtonElement;
+  private readonly next: HTMLButtonElement;
+  private readonly label: HTMLElement;
+  private version = 0;
+  private versions = 1;
+
+  constructor(
+    private readonly messageId: string,
+    private readonly actions: MessageActions,
+  ) {
+    this.prev = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small cw-pager-prev",
+        "aria-label": "Previous version",
+      },
+      ["◀"],
+    );
+    this.next = h(
+      "button",
+      { type: "button", class: "cw-btn cw-btn-small cw-pager-next", "aria-label": "Next version" },
+      ["▶"],
+    );
+    this.label = h("span", { class: "cw-pager-label" });
+    this.el = h(
+      "div",
+      { class: "cw-pager", role: "group", "aria-label": "Versions", hidden: true },
+      [this.prev, this.label, this.next],
+    );
+    this.prev.addEventListener("click", () => this.go(this.version - 1));
+    this.next.addEventListener("click", () => this.go(this.version + 1));
+  }
+
+  update(version: number, versions: number): void {
+    this.version = version;
+    this.versions = versions;
+    this.el.hidden = versions <= 1;
+    setText(this.label, `${version + 1} / ${versions}`);
+    this.label.setAttribute("aria-label", `Version ${version + 1} of ${versions}`);
+    this.prev.disabled = version <= 0;
+    this.next.disabled = version >= versions - 1;
+  }
+
+  private go(index: number): void {
+    if (index < 0 || index >= this.versions || index === this.version) return;
+    this.actions.selectVersion(this.messageId, index);
+  }
+}
+
 class MessageView {
   readonly el: HTMLElement;
   private readonly body: HTMLElement;
   private readonly meta: HTMLElement;
   private readonly errorEl: HTMLElement;
+  /** Made when the message first has several versions (most never do: no DOM for them). */
+  private pager: Pager | null = null;
+  private tools: HTMLElement | null = null;
+  private readonly editButton: HTMLButtonElement | null = null;
+  private editor: HTMLTextAreaElement | null = null;
   private content: string | null = null;
   private status: MessageRow["status"] | null = null;
 
   constructor(
-    message: MessageRow,
+    private message: MessageRow,
     private readonly store: Store,
+    private readonly actions: MessageActions | null = null,
   ) {
     this.body = h("div", {
       class: message.role === "assistant" ? "cw-msg-body cw-markdown" : "cw-msg-body cw-plain",
     });
     this.meta = h("div", { class: "cw-msg-meta" });
     this.errorEl = h("p", { class: "cw-msg-error", hidden: true });
+    if (actions && message.role === "user") {
+      this.editButton = h(
+        "button",
+        {
+          type: "button",
+          class: "cw-btn cw-btn-small cw-msg-edit",
+          title: "Edit this message and reply again",
+        },
+        ["Edit"],
+      );
+      this.editButton.addEventListener("click", () => this.startEdit());
+      this.tools = h("div", { class: "cw-msg-tools" }, [this.editButton]);
+    }
     this.el = h("article", { class: `cw-msg cw-msg-${message.role}`, "data-id": message.id }, [
       h("div", { class: "cw-msg-role" }, [ROLE_LABELS[message.role] ?? message.role]),
       this.body,
       this.errorEl,
       this.meta,
+      this.tools,
     ]);
 
     this.update(message);
   }
 
+  private drawPager(version: number, versions: number): void {
+    if (!this.pager && versions > 1 && this.actions) {
+      this.pager = new Pager(this.message.id, this.actions);
+      if (!this.tools) {
+        this.tools = h("div", { class: "cw-msg-tools" });
+        this.el.append(this.tools);
+      }
+      this.tools.prepend(this.pager.el);
+    }
+    this.pager?.update(version, versions);
+  }
+
+  /** Whether the message is being edited (its editor is open). */
+  get editing(): boolean {
+    return this.editor !== null;
+  }
+
+  /** Open the editor in place of the text (Enter saves, Escape cancels). */
+  startEdit(): void {
+    if (this.editor || !this.actions) return;
+    const editor = h("textarea", {
+      class: "cw-textbox cw-msg-editor",
+      "aria-label": "Edit message",
+      rows: 2,
+    });
+    editor.value = this.message.content;
+    editor.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        this.stopEdit(true);
+      } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        void this.saveEdit();
+      }
+    });
+    this.editor = editor;
+    this.body.hidden = true;
+    this.body.after(editor);
+    if (this.editButton) this.editButton.hidden = true;
+    editor.focus();
+  }
+
+  private async saveEdit(): Promise<void> {
+    const editor = this.editor;
+    if (!editor || !this.actions) return;
+    const text = editor.value;
+    if (text.trim() === "") return;
+    if (text === this.message.content) {
+      this.stopEdit(true);
+      return;
+    }
+    editor.disabled = true;
+    const ok = await this.actions.edit(this.message.id, text);
+    if (ok) this.stopEdit(false);
+    else if (this.editor === editor) {
+      editor.disabled = false; // keep the text: the user can try again or press Escape
+      editor.focus();
+    }
+  }
+
+  private stopEdit(refocus: boolean): void {
+    this.editor?.remove();
+    this.editor = null;
+    this.body.hidden = false;
+    if (this.editButton) {
+      this.editButton.hidden = false;
+      if (refocus) this.editButton.focus();
+    }
+  }
+
   /** Redraw what changed; returns true when a reply this view saw streaming has finished. */
   update(message: MessageRow): boolean {
     const finished = this.status === "streaming" && message.status !== "streaming";
+    this.message = message;
+    this.drawPager(message.version ?? 0, message.versions ?? 1);
     if (message.content !== this.content || message.status !== this.status) {
       this.status = message.status;
       this.drawBody(message.role, message.content);
@@ -119,6 +285,17 @@ class MessageView {
       items.push(h("span", { class: "cw-badge cw-badge-stopped" }, ["Stopped"]));
     } else if (message.status === "error") {
       items.push(h("span", { class: "cw-badge cw-badge-error" }, ["Error"]));
+    } else if (message.status === "interrupted") {
+      items.push(
+        h(
+          "span",
+          {
+            class: "cw-badge cw-badge-stopped",
+            title: "The kernel stopped while this reply was written: this is the text saved.",
+          },
+          ["Interrupted"],
+        ),
+      );
     } else if (message.status === "streaming" && message.note) {
       // e.g. "Loading model…": its (asleep) model loads again before the reply starts
       items.push(h("span", { class: "cw-badge cw-badge-live cw-badge-loading" }, [message.note]));
@@ -144,6 +321,12 @@ export class ChatPanel {
   private readonly earlier: HTMLButtonElement;
   private readonly hint: HTMLElement;
   private readonly announcer: HTMLElement;
+  private readonly storageEl: HTMLElement;
+  private readonly importInput: HTMLInputElement;
+  readonly exportMarkdownButton: HTMLButtonElement;
+  readonly exportJsonButton: HTMLButtonElement;
+  readonly importButton: HTMLButtonElement;
+  private readonly actions: MessageActions;
   private readonly views = new Map<string, MessageView>();
   private readonly removeCopy: () => void;
   private conversationId: string | null = null;
@@ -175,6 +358,58 @@ export class ChatPanel {
     ]);
     this.removeCopy = enableCodeCopy(this.list);
     this.announcer = h("div", { class: "cw-sr-only", "aria-live": "polite" });
+    this.storageEl = h("div", { class: "cw-storage-warning", role: "status", hidden: true });
+    this.actions = {
+      selectVersion: (messageId, index) => {
+        void this.rpc.request({ kind: "select_version", message_id: messageId, index });
+      },
+      edit: async (messageId, text) => {
+        if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) return false;
+        const reply = await this.rpc.request({ kind: "edit", message_id: messageId, text });
+        return reply.ok;
+      },
+    };
+    this.exportMarkdownButton = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small",
+        "aria-label": "Export as Markdown",
+        title: "Download this conversation as Markdown",
+      },
+      ["Markdown"],
+    );
+    this.exportJsonButton = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small",
+        "aria-label": "Export as JSON",
+        title: "Download this conversation as JSON (every version included)",
+      },
+      ["JSON"],
+    );
+    this.importButton = h(
+      "button",
+      {
+        type: "button",
+        class: "cw-btn cw-btn-small",
+        "aria-label": "Import a conversation",
+        title: "Open a Markdown or JSON export as a new conversation",
+      },
+      ["Import"],
+    );
+    this.importInput = h("input", {
+      type: "file",
+      accept: ".json,.md,.markdown,application/json,text/markdown",
+      hidden: true,
+      "aria-hidden": "true",
+      tabindex: -1,
+    });
+    this.exportMarkdownButton.addEventListener("click", () => void this.exportAs("markdown"));
+    this.exportJsonButton.addEventListener("click", () => void this.exportAs("json"));
+    this.importButton.addEventListener("click", () => this.importInput.click());
+    this.importInput.addEventListener("change", () => void this.importFile());
 
     const hintId = uid("composer-hint");
     this.textbox = h("textarea", {
@@ -218,9 +453,19 @@ export class ChatPanel {
       void this.rpc.request({ kind: "regenerate" });
     });
 
-    this.header = h("header", { class: "cw-chat-header" }, [this.titleEl, this.modelChip]);
+    this.header = h("header", { class: "cw-chat-header" }, [
+      this.titleEl,
+      this.modelChip,
+      h("div", { class: "cw-chat-tools", role: "group", "aria-label": "Export and import" }, [
+        this.exportMarkdownButton,
+        this.exportJsonButton,
+        this.importButton,
+        this.importInput,
+      ]),
+    ]);
     this.el = h("section", { class: "cw-panel cw-chat", "aria-label": "Chat" }, [
       this.header,
+      this.storageEl,
       this.list,
       this.announcer,
       h("div", { class: "cw-composer" }, [
@@ -251,6 +496,39 @@ export class ChatPanel {
     if (messages || switched) this.drawMessages(switched);
     this.drawHeader(conv);
     this.drawComposer(conv);
+    this.drawStorage(this.store.storage);
+  }
+
+  /** Show why the history is not being saved (the chat goes on), and one-off notices. */
+  private drawStorage(storage: StorageState | null): void {
+    const lines: string[] = [];
+    if (storage?.warning) lines.push(storage.warning.message);
+    for (const notice of storage?.notices ?? []) lines.push(notice);
+    setText(this.storageEl, lines.join(" "));
+    this.storageEl.hidden = lines.length === 0;
+  }
+
+  /** Ask the kernel for the active conversation as a file and download it. */
+  private async exportAs(format: ExportFormat): Promise<void> {
+    const id = this.conversationId;
+    if (!id) return;
+    const reply = await this.rpc.request({ kind: "export", conversation_id: id, format });
+    if (reply.ok && reply.file) downloadFile(reply.file);
+  }
+
+  private async importFile(): Promise<void> {
+    const file = this.importInput.files?.[0];
+    this.importInput.value = "";
+    if (!file) return;
+    if (file.size > MAX_TEXT_BYTES) {
+      setText(
+        this.hint,
+        `${file.name} is over ${MAX_TEXT_BYTES / 1_000_000} MB: it cannot be imported here.`,
+      );
+      this.hint.classList.add("cw-hint-blocked");
+      return;
+    }
+    await this.rpc.request({ kind: "import_conversation", text: await readText(file) });
   }
 
   /** Mount another view of the chat (Compare): its button in the header, its body under it;
@@ -304,7 +582,7 @@ export class ChatPanel {
           this.announce(message);
         }
       } else {
-        view = new MessageView(message, this.store);
+        view = new MessageView(message, this.store, this.actions);
         this.views.set(message.id, view);
       }
       if (view.el === anchor) anchor = anchor.nextElementSibling;
@@ -454,6 +732,8 @@ export class ChatPanel {
       tokens_per_s: null,
       error: null,
       chunks: 0,
+      version: 0,
+      versions: 1,
     };
     const view = new MessageView(row, this.store);
     view.el.classList.add("cw-msg-pending");
@@ -483,4 +763,24 @@ export class ChatPanel {
     const wanted = Math.min(box.scrollHeight, 200);
     if (wanted > 0 && wanted !== box.clientHeight) box.style.height = `${wanted}px`;
   }
+}
+
+/** Save a file the kernel sent (an export) through the browser's download. */
+export function downloadFile(file: ExportFile): void {
+  const url = URL.createObjectURL(new Blob([file.text], { type: file.mime }));
+  const link = h("a", { href: url, download: file.filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+/** A chosen file's text (FileReader: works wherever `Blob.text` is missing). */
+function readText(file: Blob): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result ?? ""));
+    reader.onerror = () => reject(reader.error ?? new Error("the file could not be read"));
+    reader.readAsText(file);
+  });
 }
