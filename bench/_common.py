@@ -14,7 +14,7 @@ absolute timings alone. Import from a script in ``bench/`` as ``from _common imp
 - :func:`write_results`: ``bench/results/<name>-<time>.json`` with machine details.
 - ``run_hub_process``: the local hub in its own process (re-exported from chatwidget.testing).
 
-Importing it points ``CHATWIDGET_HISTORY`` at a scratch file (unless set).
+Importing it points ``CHATWIDGET_HISTORY`` at a scratch file of this process.
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ __all__ = [
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Widgets made by a benchmark save their conversations in a scratch file, never in the user's
-# own history (``ChatWidget(history=...)`` defaults to ``$CHATWIDGET_HISTORY``).
+# own history (``ChatWidget(history=...)`` defaults to ``$CHATWIDGET_HISTORY``). One file per
+# process, always: run_all.py's benchmarks would otherwise inherit one file, and a widget of
+# one benchmark would restore another's conversations (models on a hub that is gone, 2,000
+# seeded messages) and measure those.
 _HISTORY_DIR = tempfile.mkdtemp(prefix="chatwidget-bench-history-")
 atexit.register(shutil.rmtree, _HISTORY_DIR, ignore_errors=True)
-os.environ.setdefault("CHATWIDGET_HISTORY", str(Path(_HISTORY_DIR) / "history.sqlite3"))
+os.environ["CHATWIDGET_HISTORY"] = str(Path(_HISTORY_DIR) / "history.sqlite3")
 
 
 def work_dir() -> Path:

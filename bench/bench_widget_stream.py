@@ -40,9 +40,11 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_TOKEN", None)
 
 import argparse
+import atexit
 import hashlib
 import hmac
 import json
+import shutil
 import statistics
 import sys
 import threading
@@ -140,7 +142,12 @@ def loaded_of(chat: ChatWidget, repo_id: str) -> LoadedModel:
 
 
 def ready(url: str, cache: Path, repo_id: str, tokens: int) -> tuple[ChatWidget, Comm]:
-    chat = ChatWidget(models=[repo_id], endpoint=url, cache_dir=cache)
+    # A history file of its own (saving stays on, as for a user): a widget on a shared file
+    # would restore the conversations an earlier measurement seeded and grow them.
+    folder = tempfile.mkdtemp(prefix="bench-stream-history-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    history = Path(folder) / "history.sqlite3"
+    chat = ChatWidget(models=[repo_id], endpoint=url, cache_dir=cache, history=history)
     chat.select_model(repo_id)
     if not chat.wait_until_idle(300):
         sys.exit(f"{repo_id} did not become ready")
