@@ -197,12 +197,20 @@ def test_add_model_from_the_front_end_answers_without_waiting_for_the_hub(
 ) -> None:
     chat = make_chat()
     front = FrontEnd(chat)
-    local_hub.inject("*", delay=3.0, times=None)  # every hub request is slow
+    local_hub.inject("*", delay=5.0, times=None)  # every hub request is slow
     started = time.monotonic()
     reply = front.request("add_model", repo_id="demo/no-such-model")
     assert reply["ok"], reply
     assert time.monotonic() - started < 1.5  # the hub's answer is the worker's to wait for
-    assert any(m["repo_id"] == "demo/no-such-model" for m in chat.models)
+    # The row reaches the selector with the publisher's next round, long before the hub
+    # could have answered (the trait is the publisher thread's to write, not the caller's).
+    wait_for(
+        chat,
+        lambda: any(m["repo_id"] == "demo/no-such-model" for m in chat.models),
+        3.0,
+        "the added model's row",
+    )
+    assert time.monotonic() - started < 5.0
     local_hub.reset()
     wait_for(chat, lambda: chat.model_state("demo/no-such-model") == "Failed", 60, "not found")
     row = _row(chat.downloads, "demo/no-such-model")
