@@ -161,7 +161,10 @@ class _Run:
             # another process (a second kernel) is downloading these files into this cache:
             # waiting for it is not a stall, and the user is told why nothing moves
             self._tracker.touch()
-            self._tracker.set_note(f"Waiting for another download of {self._repo_id}")
+            self._tracker.set_note(
+                f"Waiting for another download of {self._repo_id}",
+                files=(str(p) for p in message.get("files", ())),
+            )
 
     def touch(self) -> None:
         """Count now as activity (the download was paused on purpose)."""

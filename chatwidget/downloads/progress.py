@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from chatwidget.downloads.types import DownloadProgress
 
@@ -42,6 +42,7 @@ class ProgressTracker:
         self._clock = clock
         self._current = ""
         self._note = ""
+        self._note_files: set[str] = set()
         self._speed = 0.0
         self._last_emit: float | None = None
         self._last_sample_time = clock()
@@ -66,9 +67,11 @@ class ProgressTracker:
         """Re-arm the stall timer without counting bytes (e.g. the child just started)."""
         self._last_activity = self._clock()
 
-    def set_note(self, note: str) -> None:
+    def set_note(self, note: str, files: Iterable[str] = ()) -> None:
         """Show ``note`` (e.g. waiting for another process) from the next update on; a change
-        is sent at once. Bytes arriving clear it."""
+        is sent at once. Bytes arriving for one of ``files`` (for any file, if none are
+        named) clear it: other files progressing do not end a wait."""
+        self._note_files = set(files)
         if note != self._note:
             self._note = note
             now = self._clock()
@@ -85,6 +88,7 @@ class ProgressTracker:
             if count > self._done[path]:
                 self._done[path] = count
                 advanced = True
+                self._note_files.discard(path)
             if count >= size:
                 self._finished.add(path)
         if current:
@@ -92,7 +96,8 @@ class ProgressTracker:
         now = self._clock()
         if advanced:
             self._last_activity = now
-            self._note = ""
+            if not self._note_files:
+                self._note = ""
         self._resample(now)
         if self._last_emit is None or now - self._last_emit >= self._interval:
             self._send(now, final=False)
@@ -103,6 +108,10 @@ class ProgressTracker:
             self._done[path] = self._sizes[path]
             self._finished.add(path)
             self._last_activity = self._clock()
+            if path in self._note_files:
+                self._note_files.discard(path)
+                if not self._note_files:
+                    self._note = ""
 
     def finish(self) -> DownloadProgress:
         """Emit and return the final update (always sent, whatever the throttle says)."""

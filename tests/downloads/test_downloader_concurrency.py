@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
+import pytest
 from dl_helpers import Background, ProgressRecorder, download_children, incomplete_files
 
 from chatwidget.downloads import Downloader, DownloadProgress
@@ -28,10 +30,12 @@ def _waiting(progress: DownloadProgress) -> bool:
 
 
 def test_a_second_process_waits_for_the_first_and_ends_ready_not_stalled(
-    local_hub: LocalHub, small_repo: str, hf_cache: Path
+    local_hub: LocalHub, small_repo: str, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The first download holds the lock of one shard and stalls on it (as a slow network
-    # would); the second, in another process on the same cache, must wait for it.
+    # would); the second, in another process on the same cache, must wait for it. The
+    # first's own read timeout (10 s by default) must not end the stall before the test does.
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "120")
     stall = local_hub.inject(
         f"/{small_repo}/resolve/*/model-00001-of-00002.safetensors",
         method="GET",
@@ -61,11 +65,19 @@ def test_a_second_process_waits_for_the_first_and_ends_ready_not_stalled(
         note_at = next(
             t for t, p in zip(waiting.times, waiting.updates, strict=True) if _waiting(p)
         )
-        assert waiting.wait_for(lambda _p: waiting.times[-1] - note_at > 6.0, WAIT_S)
-        status = orch.snapshot().models[small_repo]
-        assert status.state is ModelState.DOWNLOADING
-        assert status.note == f"Waiting for another download of {small_repo}"
-        assert status.failure is None
+        # For longer than twice its stall timeout it keeps waiting, and says why, at every
+        # look (no progress event arrives meanwhile: nothing moves, by design).
+        looks = 0
+        tick = threading.Event()
+        while time.monotonic() - note_at < 7.0:
+            status = orch.snapshot().models[small_repo]
+            assert status.state is ModelState.DOWNLOADING
+            assert status.note == f"Waiting for another download of {small_repo}"
+            assert status.failure is None
+            looks += 1
+            tick.wait(0.1)
+        assert looks > 10
+        assert first_progress.updates[-1].bytes_done < first_progress.updates[-1].bytes_total
         stall.release()
         job.join(WAIT_S)
         assert job.error is None

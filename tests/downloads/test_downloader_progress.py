@@ -101,6 +101,28 @@ def test_tracker_never_reports_fewer_bytes_when_a_file_restarts() -> None:
     assert [u.bytes_done for u in sent] == [60, 60]
 
 
+def test_a_wait_note_lasts_until_the_waited_file_moves_not_while_others_progress() -> None:
+    clock = FakeClock()
+    sent: list[DownloadProgress] = []
+    sizes = {"a.safetensors": 100, "b.safetensors": 100, "c.safetensors": 100}
+    tracker = ProgressTracker("org/model", sizes, sent.append, clock=clock)
+    tracker.set_note("Waiting for another download of org/model", files=["a.safetensors"])
+    assert sent[-1].note == "Waiting for another download of org/model"
+    for n in (30, 60, 100):  # another file downloads meanwhile: still waiting for a
+        clock.now += 1
+        tracker.update({"b.safetensors": n})
+        assert sent[-1].note == "Waiting for another download of org/model"
+    clock.now += 1
+    tracker.update({"a.safetensors": 10})  # the other process let go: a's bytes arrive
+    assert sent[-1].note == ""
+    # a wait that ends with the file already complete (the other process finished it)
+    tracker.set_note("Waiting for another download of org/model", files=["c.safetensors"])
+    tracker.mark_done("c.safetensors")
+    clock.now += 1
+    tracker.update({})
+    assert sent[-1].note == ""
+
+
 def test_tracker_smooths_speed_and_estimates_time_left() -> None:
     clock = FakeClock()
     sent: list[DownloadProgress] = []

@@ -181,7 +181,8 @@ def test_close_during_a_load_returns_at_once_and_the_loaded_model_is_freed(
     assert entered.wait(DEADLINE_S)
     started = time.monotonic()
     engine.close()
-    assert time.monotonic() - started < 2.0
+    # The load is held for DEADLINE_S; close() frees memory (gc) but never waits for it.
+    assert time.monotonic() - started < 5.0
     release.set()
     worker.join(DEADLINE_S)
     assert [type(e) for e in errors] == [EngineClosedError]
