@@ -176,6 +176,29 @@ describe("download manager", () => {
     expect(within(r).getByRole("group", { name: REPO_B })).toBeVisible();
   });
 
+  it("does not take focus from outside the widget (the user typing in another cell)", () => {
+    const { model, el } = open({});
+    const cell = document.createElement("textarea");
+    document.body.append(cell);
+    try {
+      cell.focus();
+      model.update({
+        downloads: [download({ state: "Queued", bytes_done: 0 })],
+        download_focus_seq: 1,
+      });
+      expect(cell).toHaveFocus();
+      const toggle = within(region(el)).getByRole("button", { name: /Downloads/ });
+      expect(toggle).toHaveAttribute("aria-expanded", "true"); // still opened
+      // from inside the widget (the selector that asked), focus moves to the manager
+      const select = within(el).getAllByRole("combobox")[0];
+      select.focus();
+      model.update({ download_focus_seq: 2 });
+      expect(region(el)).toHaveFocus();
+    } finally {
+      cell.remove();
+    }
+  });
+
   it("opens even after the user collapsed it when a new download is requested", async () => {
     const user = userEvent.setup();
     const { model, el } = open({ downloads: [download()] });

@@ -377,11 +377,13 @@ export class DownloadsPanel {
     this.drawCollapsed();
   }
 
-  /** Expand the manager and move focus to it (a download was just requested). */
+  /** Expand the manager and move focus to it (a download was just requested), unless the
+   * user has moved on outside the widget meanwhile (typing in another notebook cell, say):
+   * the request's answer comes a round trip later, and must not take their keystrokes. */
   openAndFocus(): void {
     this.ui.downloadsCollapsed = false;
     this.drawCollapsed();
-    this.el.focus();
+    if (focusIsOursOrNowhere(this.el)) this.el.focus();
   }
 
   /** Ask for confirmation, then ask the kernel to cancel `repoId`. */
@@ -421,4 +423,15 @@ export class DownloadsPanel {
     this.list.hidden = collapsed;
     this.el.classList.toggle("cw-collapsed", collapsed);
   }
+}
+
+/** Whether focus is inside the widget holding `el` (shadow root or not), or on nothing. */
+function focusIsOursOrNowhere(el: HTMLElement): boolean {
+  const scope = el.getRootNode() as Document | ShadowRoot;
+  const root = el.closest(".cw-root") ?? el;
+  const inside = scope.activeElement;
+  if (inside && inside !== el.ownerDocument.body) return root.contains(inside);
+  const outside = el.ownerDocument.activeElement;
+  const host = scope instanceof ShadowRoot ? scope.host : null;
+  return !outside || outside === el.ownerDocument.body || outside === host;
 }
