@@ -296,11 +296,12 @@ class History:
         with self._lock:
             return self._tree(conversation_id).depth()
 
-    def chat_messages(self, conversation_id: str) -> list[dict[str, str]]:
-        """The active branch for a chat template: ``[{"role", "content"}]`` without the
-        reply being streamed, failed replies and empty messages. O(turns)."""
+    def chat_messages(self, conversation_id: str, stop: int | None = None) -> list[dict[str, str]]:
+        """The active branch (its first ``stop`` messages) for a chat template:
+        ``[{"role", "content"}]`` without the reply being streamed, failed replies and empty
+        messages. O(turns), with no dict made per message: the dicts are shared, read-only."""
         with self._lock:
-            return self._tree(conversation_id).chat_messages()
+            return self._tree(conversation_id).chat_messages(stop)
 
     def all_messages(self, conversation_id: str) -> list[Message]:
         """Every message of every branch, in creation order."""

@@ -34,7 +34,18 @@ log = logging.getLogger("chatwidget.history")
 
 
 class _Node:
-    __slots__ = ("children", "choice", "depth", "dirty", "msg", "parent", "pieces", "seq")
+    __slots__ = (
+        "chat",
+        "chat_of",
+        "children",
+        "choice",
+        "depth",
+        "dirty",
+        "msg",
+        "parent",
+        "pieces",
+        "seq",
+    )
 
     def __init__(self, msg: Message, parent: _Node | None, seq: int) -> None:
         self.msg = msg
@@ -45,6 +56,19 @@ class _Node:
         self.seq = seq  # creation order within the tree
         self.pieces: list[str] | None = None  # streamed text not yet joined into msg.content
         self.dirty = False
+        self.chat: dict[str, str] | None = None  # chat_entry()'s answer for ``chat_of``
+        self.chat_of: Message | None = None
+
+    def chat_entry(self) -> dict[str, str] | None:
+        """``{"role", "content"}`` for a chat template, or None for a message left out (a
+        reply streaming or failed, an empty message). Cached until the message changes, so
+        building a prompt from a long branch makes no dict per message per turn."""
+        msg = self.message()
+        if self.chat_of is not msg:
+            keep = msg.content and msg.status not in ("error", "streaming")
+            self.chat = {"role": msg.role, "content": msg.content} if keep else None
+            self.chat_of = msg
+        return self.chat
 
     def message(self) -> Message:
         if self.dirty:
@@ -140,18 +164,16 @@ class ConversationTree:
         """How many messages the active branch has."""
         return len(self._path)
 
-    def chat_messages(self) -> list[dict[str, str]]:
-        """The active branch as ``[{"role", "content"}]`` for a chat template.
+    def chat_messages(self, stop: int | None = None) -> list[dict[str, str]]:
+        """The active branch (its first ``stop`` messages) as ``[{"role", "content"}]`` for
+        a chat template.
 
         Leaves out replies still streaming, failed replies and empty messages; keeps stopped
-        and interrupted replies (their text is what the user saw).
+        and interrupted replies (their text is what the user saw). The dicts are shared
+        between calls: read them, do not change them.
         """
-        out = []
-        for n in self._path:
-            m = n.message()
-            if m.content and m.status not in ("error", "streaming"):
-                out.append({"role": m.role, "content": m.content})
-        return out
+        nodes = self._path if stop is None else self._path[:stop]
+        return [c for n in nodes if (c := n.chat_entry()) is not None]
 
     def messages(self) -> list[Message]:
         """Every message of every branch, in creation order."""

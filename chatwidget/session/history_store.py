@@ -112,15 +112,11 @@ class HistoryStore:
         return [self._convert(m) for m in self._h.messages(conversation_id, start, stop)]
 
     def history(self, conversation_id: str) -> list[dict[str, str]]:
+        """The prompt's messages (shared dicts: read, never change them)."""
         with self._lock:
             pending = self._reply_parent.get(conversation_id)
-        if pending is None:
-            return self._h.chat_messages(conversation_id)
-        return [
-            m.as_chat()
-            for m in self._h.messages(conversation_id, 0, pending[1] + 1)
-            if m.content and m.status not in ("error", "streaming")
-        ]
+        # a regenerate starting: the branch ends at its user message
+        return self._h.chat_messages(conversation_id, None if pending is None else pending[1] + 1)
 
     def rename(self, conversation_id: str, title: str) -> None:
         self._h.rename(conversation_id, title)

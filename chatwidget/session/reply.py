@@ -1,4 +1,4 @@
-"""The handle ``ChatWidget.send`` returns: a reply being generated on its own thread."""
+"""The handle ``ChatWidget.send`` returns: a reply being generated on the reply thread."""
 
 from __future__ import annotations
 

@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from chatwidget.catalog import DEFAULT_CATALOG, ModelSpec, validate_model_key, validate_repo_id
+from chatwidget.catalog import (
+    DEFAULT_CATALOG,
+    REMOTE_SEPARATOR,
+    ModelSpec,
+    validate_model_key,
+    validate_repo_id,
+)
 from chatwidget.engine.types import GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError
 from chatwidget.history import History
@@ -52,6 +58,7 @@ from chatwidget.session.deltas import DeltaStream
 from chatwidget.session.history_store import HistoryStore
 from chatwidget.session.messages import ConversationInfo, Message, new_id
 from chatwidget.session.reply import ReplyHandle
+from chatwidget.session.reply_worker import ReplyWorker
 from chatwidget.session.settings import settings_from
 
 if TYPE_CHECKING:
@@ -151,14 +158,16 @@ class Session:
         self._switch_seq = 0
         self._focus_seq = 0
         self._reply: ReplyHandle | None = None
-        self._reply_thread: threading.Thread | None = None
+        self._replies = ReplyWorker()
         self._subscriptions: list[Callable[[], None]] = []
         self._freed: dict[str, int] = {}  # repo id -> bytes its last unload freed
         self._loading: str | None = None  # the reply whose asleep model loads again
         self.deltas = DeltaStream(self._notify)
-        #: Called on the reply thread before the reply starts, to wait (briefly) until the
-        #: turn's start is published: the widget sets its publisher's ``flush``. Publishing
-        #: and encoding the prompt then take turns instead of fighting over the interpreter.
+        #: Called on the reply thread before a local model's reply starts, to wait (briefly)
+        #: until the turn's start is published: the widget sets its publisher's ``flush``.
+        #: Publishing and encoding the prompt then take turns instead of fighting over the
+        #: interpreter. A remote model's request goes out at once: the server's time to
+        #: first token covers the publishing.
         self.settle: Callable[[], object] | None = None
 
         for spec in models if models is not None else DEFAULT_CATALOG:
@@ -609,7 +618,7 @@ class Session:
 
     def export_messages(self, conversation_id: str | None = None) -> list[dict[str, str]]:
         """A conversation as ``[{"role", "content"}, ...]``, ready for a chat template."""
-        return self._store.history(conversation_id or self._active)
+        return [dict(m) for m in self._store.history(conversation_id or self._active)]
 
     def export_markdown(self, conversation_id: str | None = None) -> str:
         """A conversation's active branch as Markdown (versions noted, importable)."""
@@ -682,12 +691,9 @@ class Session:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._orch.wait_until_idle(timeout):
             return False
-        thread = self._reply_thread
-        if thread is not None:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                return False
-        return True
+        return self._replies.wait_idle(
+            None if deadline is None else max(0.0, deadline - time.monotonic())
+        )
 
     def close(self) -> None:
         """Stop the reply and detach from the shared queue. Idempotent."""
@@ -696,8 +702,7 @@ class Session:
                 return
             self._closed = True
         self.stop()
-        if self._reply_thread is not None:
-            self._reply_thread.join(5.0)
+        self._replies.close(5.0)
         self._unsubscribe()
         for unsubscribe in self._subscriptions:
             unsubscribe()
@@ -775,25 +780,32 @@ class Session:
         self._store.append(cid, assistant)
         handle = ReplyHandle(cid, assistant.id)
         self._reply = handle
-        thread = threading.Thread(
-            target=self._run_reply,
-            args=(handle, history, self._settings),
-            name="chatwidget-reply",
-            daemon=True,
-        )
-        self._reply_thread = thread
-        self._changed("transcript", "activity")
-        thread.start()
+        settings, remote = self._settings, REMOTE_SEPARATOR in model  # as ModelSpec.is_remote
+
+        def job() -> None:
+            self._run_reply(handle, history, settings, remote=remote)
+
+        if remote:  # the request first: the turn's start is published while the server works
+            self._replies.submit(job)
+            self._changed("transcript", "activity")
+        else:  # the turn's start is due first: the reply settles on it before encoding
+            self._changed("transcript", "activity")
+            self._replies.submit(job)
         return handle
 
     def _run_reply(
-        self, handle: ReplyHandle, history: Sequence[dict[str, str]], settings: GenerationSettings
+        self,
+        handle: ReplyHandle,
+        history: Sequence[dict[str, str]],
+        settings: GenerationSettings,
+        *,
+        remote: bool,
     ) -> None:
         cid, mid = handle.conversation_id, handle.message_id
         append = self.deltas.append
         first = handle._got_text
         settle = self.settle
-        if settle is not None:
+        if settle is not None and not remote:
             settle()
 
         def on_text(piece: str) -> None:

@@ -173,6 +173,27 @@ def test_chat_messages_leave_out_streaming_failed_and_empty_replies() -> None:
     ]
 
 
+def test_chat_messages_reuse_their_dicts_until_a_message_changes() -> None:
+    tree = ConversationTree()
+    tree.add(Message("u1", None, "user", "hi"))
+    tree.add(Message("a1", "u1", "assistant", "", "streaming"))
+    first = tree.chat_messages()
+    assert first == [{"role": "user", "content": "hi"}]
+    again = tree.chat_messages()
+    assert again is not first  # a new list...
+    assert again[0] is first[0]  # ...of the same dicts
+    tree.append_text("a1", "Hel")
+    tree.append_text("a1", "lo")
+    assert tree.chat_messages() == [{"role": "user", "content": "hi"}]  # still streaming
+    tree.update("a1", status="done")
+    done = tree.chat_messages()
+    assert done == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]
+    tree.update("a1", content="Hello!")
+    assert tree.chat_messages()[1] == {"role": "assistant", "content": "Hello!"}
+    assert done[1] == {"role": "assistant", "content": "Hello"}  # an earlier answer stays as it was
+    assert tree.chat_messages(stop=1) == [{"role": "user", "content": "hi"}]
+
+
 def test_bad_ids_and_indexes_get_clear_errors() -> None:
     tree = linear("u1", "a1")
     with pytest.raises(UnknownMessageError, match="No message 'nope'") as info:
