@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -33,7 +34,13 @@ from chatwidget.errors import (
 log = logging.getLogger("chatwidget.downloads.downloader")
 
 _POLL_S = 0.02  # how often the supervisor looks at cancel and the stall timer
-_TERMINATE_GRACE_S = 0.2  # SIGTERM first, SIGKILL after this
+#: How long stopping a download waits for its process to be gone before the rest of the
+#: stop (reaping it, removing its partial files) moves to a background thread. A process that
+#: runs below the kernel (nice 19, SCHED_IDLE) can take seconds to exit while the kernel keeps
+#: the CPUs busy (a reply), and the queue must not wait for it.
+_EXIT_WAIT_S = 0.2
+#: How long a new download of a repo waits for a stopped download of it to finish exiting.
+_REAP_WAIT_S = 60.0
 _STARTUP_TIMEOUT_S = 120.0  # the child must be up (imports done) within this
 _STDERR_TAIL = 4000
 _NOTHING: dict[str, Any] = {"kind": "nothing"}
@@ -50,7 +57,7 @@ class _Process:
 
     @classmethod
     def start(cls) -> _Process:
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _terminate / _stop_all
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _release / _stop_all
         proc = subprocess.Popen(
             child_command(),
             stdin=subprocess.PIPE,
@@ -215,6 +222,7 @@ class Downloader:
         self.prestart = prestart
         self._children: set[_Child] = set()
         self._busy: set[str] = set()  # repos being downloaded (one download per repo at a time)
+        self._reaping: dict[str, threading.Thread] = {}  # stopped downloads still exiting
         self._spares: list[_Process] = []  # at most one idle, already-imported process
         self._holds = 0  # replies starting now: downloads pause until they release
         self._released_at = 0.0
@@ -340,8 +348,9 @@ class Downloader:
             return snapshot
         if cancel.is_set():
             raise DownloadCanceledError(f"The download of {spec.repo_id} was canceled.")
+        self._wait_for_reaper(spec.repo_id)
         with self._lock:
-            if spec.repo_id in self._busy:
+            if spec.repo_id in self._busy or spec.repo_id in self._reaping:
                 raise DownloadInProgressError(
                     f"{spec.repo_id} is already downloading: wait for that download, or cancel "
                     "it and start again."
@@ -370,15 +379,70 @@ class Downloader:
             finished = True
             return result
         finally:
-            _terminate(child)
+            if _end_process(child.proc):
+                self._after_exit(child, clean=not finished)
+            else:  # still exiting: the rest of the stop happens when it is gone
+                reaper = threading.Thread(
+                    target=self._reap,
+                    args=(child, not finished),
+                    name="chatwidget-download-reaper",
+                    daemon=True,
+                )
+                with self._lock:
+                    self._reaping[spec.repo_id] = reaper
+                reaper.start()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until every stopped download is cleaned up: its process gone and its partial
+        files removed (a process slow to exit is reaped in the background; ``download``
+        returns without waiting for it). True when none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
             with self._lock:
-                self._children.discard(child)
-            if not finished:
-                self._clean_after_stop(spec.repo_id)
+                reapers = list(self._reaping.values())
+            if not reapers:
+                return True
+            for reaper in reapers:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                reaper.join(left)
+
+    def _after_exit(self, child: _Child, *, clean: bool) -> None:
+        """The process is gone: release its pipes and, for a stopped download, its partial
+        files (finished files stay cached)."""
+        _release(child)
+        with self._lock:
+            self._children.discard(child)
+        if clean:
+            self._clean_after_stop(child.repo_id)
+
+    def _reap(self, child: _Child, clean: bool) -> None:
+        try:
+            child.proc.wait()
+            self._after_exit(child, clean=clean)
+        except Exception:
+            log.exception("Reaping the download process of %s failed", child.repo_id)
+        finally:
+            with self._lock:
+                self._reaping.pop(child.repo_id, None)
+
+    def _wait_for_reaper(self, repo_id: str) -> None:
+        """A download of ``repo_id`` stopped a moment ago may still be exiting: its partial
+        files are removed once it is gone, so a new download starts after that."""
+        with self._lock:
+            reaper = self._reaping.get(repo_id)
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(_REAP_WAIT_S)
 
     def close(self) -> None:
         """Stop every running download (their ``download`` calls raise) and reap the children."""
         _stop_all(self._children, self._spares, self._lock)
+        with self._lock:
+            reapers = list(self._reaping.values())
+        deadline = time.monotonic() + 2.0
+        for reaper in reapers:  # killed: each ends once its process is gone
+            reaper.join(max(0.0, deadline - time.monotonic()))
 
     # --- internals ----------------------------------------------------------------------
 
@@ -448,7 +512,7 @@ class Downloader:
         run = _Run(spec.repo_id, on_progress, self.progress_interval_s)
 
         def fail(error: DownloadError) -> DownloadError:
-            _terminate(child)  # the caller's ``finally`` cleans the cache up
+            _kill(child.proc)  # the caller's ``finally`` waits for it and cleans the cache up
             run.finish()
             return error
 
@@ -570,16 +634,31 @@ def _tell(proc: subprocess.Popen[str], command: str) -> None:
         proc.stdin.flush()
 
 
-def _terminate(child: _Child) -> None:
-    """Stop the process (SIGTERM, then SIGKILL) and release its pipes and reader thread."""
+def _kill(proc: subprocess.Popen[Any]) -> None:
+    """End a download process now. Nothing is lost: its files reach the cache by rename when
+    complete, and its file locks go with it. It first gets a normal CPU share back where the
+    system allows that (root, CAP_SYS_NICE or RLIMIT_NICE): dying takes it some CPU time."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(proc.pid, os.SCHED_OTHER, os.sched_param(0))
+    with contextlib.suppress(OSError):
+        proc.kill()
+
+
+def _end_process(proc: subprocess.Popen[Any]) -> bool:
+    """Kill the process and wait a moment for it; True when it is gone."""
+    _kill(proc)
+    try:
+        proc.wait(_EXIT_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _release(child: _Child) -> None:
+    """Release a gone process's pipes and reader thread."""
     proc = child.proc
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(_TERMINATE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     if proc.stdin is not None:
         with contextlib.suppress(OSError):
             proc.stdin.close()
@@ -606,8 +685,9 @@ def _stop_all(children: set[_Child], spares: list[_Process], lock: threading.Loc
         try:
             proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _kill(proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1.0)  # killed; one starved of CPU is left to exit on its own
     for spare in idle:
         for stream in (spare.proc.stdin, spare.proc.stdout):
             if stream is not None:

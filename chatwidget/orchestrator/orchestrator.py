@@ -539,11 +539,16 @@ class Orchestrator:
         Returns False on timeout. Do not call it from a subscriber (its own delivery is
         still under way, so it would wait until the timeout).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
-            return self._changed.wait_for(
+            if not self._changed.wait_for(
                 lambda: len(self._queue) == 0 and self._working is None and self._bus.idle,
                 timeout,
-            )
+            ):
+                return False
+        # a canceled download whose process is slow to exit is cleaned up in the background
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._downloader.wait_stopped(left)
 
     def step(self) -> bool:
         """Run the next queued job in this thread (``start=False`` only); False if none."""

@@ -58,6 +58,11 @@ class DownloaderPort(Protocol):
         """Pause running downloads while a reply starts; returns the (idempotent) release."""
         ...
 
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until stopped downloads are fully cleaned up (their processes gone, partial
+        files removed); True when they are."""
+        ...
+
 
 class EnginePort(Protocol):
     def check_fit(self, spec: ModelSpec, *, keep: Sequence[str] = ()) -> FitReport:

@@ -6,12 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
 from chatwidget.downloads import DownloadProgress
 from chatwidget.testing.hub import LocalHub, RequestRecord
+
+T = TypeVar("T")
 
 CHILD_MODULE = "chatwidget.downloads.child import main"
 
@@ -102,6 +104,19 @@ def file_gets(hub: LocalHub, repo_id: str) -> list[str]:
         if record.method == "GET" and record.path.startswith(prefix) and not is_header_read(record):
             out.append(record.path[len(prefix) :].split("/", 1)[1])
     return out
+
+
+def eventually(read: Callable[[], list[T]], timeout: float = 20.0) -> list[T]:
+    """``read()`` as soon as it is empty, else what it still returns after ``timeout`` s.
+
+    A stopped download's process can take a while to exit when the CPUs are busy (it runs at
+    SCHED_IDLE): ``download`` then returns without waiting, and the process and the partial
+    files it leaves go a moment later, in the background.
+    """
+    deadline = time.monotonic() + timeout
+    while (found := read()) and time.monotonic() < deadline:
+        threading.Event().wait(0.05)
+    return found
 
 
 def download_children() -> list[psutil.Process]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from dl_helpers import Background, ProgressRecorder, download_children, incomplete_files
+from dl_helpers import Background, ProgressRecorder, download_children, eventually, incomplete_files
 
 from chatwidget.downloads import Downloader, DownloadProgress
 from chatwidget.engine import Engine
@@ -85,14 +85,14 @@ def test_a_second_process_waits_for_the_first_and_ends_ready_not_stalled(
         assert orch.state(small_repo) is ModelState.READY
         assert orch.snapshot().models[small_repo].note is None
         assert second.is_downloaded(small_repo)
-        assert incomplete_files(hf_cache) == []
+        assert eventually(lambda: incomplete_files(hf_cache)) == []
     finally:
         local_hub.clear_faults()
         orch.close()
         first.close()
         second.close()
         engine.close()
-    assert download_children() == []
+    assert eventually(download_children) == []
 
 
 HOLD_LOCK = textwrap.dedent(

@@ -15,6 +15,7 @@ from dl_helpers import (
     ProgressRecorder,
     dangling_links,
     download_children,
+    eventually,
     incomplete_files,
     is_header_read,
     snapshot_files,
@@ -85,7 +86,7 @@ def test_server_error_on_a_file_is_server_error(local_hub: LocalHub, hf_cache: P
     local_hub.inject("*/model.safetensors", method="GET", status=503)
     with pytest.raises(ServerError, match="503"):
         _download(_downloader(local_hub, hf_cache), TINY_REPO)
-    assert incomplete_files(hf_cache) == []
+    assert eventually(lambda: incomplete_files(hf_cache)) == []
 
 
 def test_connection_cut_while_listing_is_network_error(local_hub: LocalHub, hf_cache: Path) -> None:
@@ -103,7 +104,7 @@ def test_connection_that_keeps_dropping_mid_file_is_network_error(
     local_hub.inject("*/model.safetensors", drop_after=1000, times=None)
     with pytest.raises(NetworkError, match="network"):
         _download(_downloader(local_hub, hf_cache), TINY_REPO)
-    assert incomplete_files(hf_cache) == []
+    assert eventually(lambda: incomplete_files(hf_cache)) == []
 
 
 def test_one_dropped_connection_is_resumed_not_failed(local_hub: LocalHub, hf_cache: Path) -> None:
@@ -130,8 +131,8 @@ def test_hub_that_stops_sending_is_stall_error_after_the_timeout(
         _download(downloader, small_repo)
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 15
-    assert incomplete_files(hf_cache) == []
-    assert download_children() == []
+    assert eventually(lambda: incomplete_files(hf_cache)) == []
+    assert eventually(download_children) == []
 
 
 def test_corrupted_bytes_are_caught_and_the_bad_blob_removed(
@@ -197,7 +198,7 @@ def test_disk_filling_up_mid_download_is_disk_full_and_cleaned_up(
 
         assert isinstance(job.error, DiskFullError), job.error
         assert "Free some disk space" in str(job.error)
-        assert incomplete_files(cache) == []
+        assert eventually(lambda: incomplete_files(cache)) == []
         assert dangling_links(cache) == []
 
 
@@ -208,4 +209,4 @@ def test_hub_that_hangs_on_the_listing_is_stall_error(local_hub: LocalHub, hf_ca
     with pytest.raises(StalledDownloadError):
         _download(downloader, TINY_REPO)
     assert time.monotonic() - started < 8.0  # the stall timer, not the hub, ended it
-    assert download_children() == []
+    assert eventually(download_children) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from dl_helpers import Background, download_children
+from dl_helpers import Background, download_children, eventually
 from huggingface_hub.errors import (
     GatedRepoError as HubGatedRepoError,
 )
@@ -125,7 +125,7 @@ def test_token_stays_out_of_repr_argv_and_environment(local_hub: LocalHub, hf_ca
 def test_finished_download_leaves_no_process(local_hub: LocalHub, hf_cache: Path) -> None:
     downloader = Downloader(endpoint=local_hub.url, cache_dir=hf_cache, token=False)
     downloader.download(TINY_REPO, on_progress=lambda _p: None, cancel=threading.Event())
-    assert download_children() == []
+    assert eventually(download_children) == []
 
 
 def _http_error(status: int) -> HfHubHTTPError:
@@ -222,7 +222,7 @@ def test_prestarted_process_serves_the_next_download_and_close_reaps_it(
         assert downloader.is_downloaded(TINY_REPO)
     finally:
         downloader.close()
-    assert download_children() == []
+    assert eventually(download_children) == []
 
 
 def test_no_supervisor_threads_are_left_after_success_or_cancel(

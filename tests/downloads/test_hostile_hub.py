@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dl_helpers import download_children, is_header_read
+from dl_helpers import download_children, eventually, is_header_read
 
 from chatwidget.downloads import Downloader
 from chatwidget.errors import UnsafeRepoError
@@ -41,7 +41,7 @@ def downloader(local_hub: LocalHub, box: Path) -> Iterator[Downloader]:
     made = Downloader(endpoint=local_hub.url, cache_dir=box / "cache", token=False)
     yield made
     made.close()
-    assert download_children() == []
+    assert eventually(download_children) == []
 
 
 def weight_transfers(hub: LocalHub) -> list[str]:

@@ -94,6 +94,9 @@ class FakeDownloader(_Hooks):
     def fail_next(self, repo_id: str, exc: Exception) -> None:
         self.failures.setdefault(repo_id, []).append(exc)
 
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return True  # nothing to reap: a fake download has no process
+
     def hold(self) -> Callable[[], None]:
         """Counts the holds a reply takes (``held`` now, ``holds`` in all)."""
         self.holds += 1

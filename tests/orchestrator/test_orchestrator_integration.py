@@ -29,7 +29,7 @@ from chatwidget.orchestrator import (
 )
 from chatwidget.testing.hub import Fault, LocalHub
 from chatwidget.testing.models import DEMO_GATED_TOKEN
-from tests.downloads.dl_helpers import download_children
+from tests.downloads.dl_helpers import download_children, eventually
 
 S = ModelState
 TINY, TINY_B, GATED = "demo/tiny-chat", "demo/tiny-chat-b", "gated/tiny-chat"
@@ -79,7 +79,7 @@ def setup(local_hub: LocalHub, hf_endpoint: str, hf_cache: Path) -> Iterator[Set
         orch.close()
         downloader.close()
         engine.close()
-    assert download_children() == []
+    assert eventually(download_children) == []
 
 
 def test_chat_goes_on_while_a_model_downloads(setup: Setup) -> None:
@@ -159,7 +159,7 @@ def test_cancel_of_a_queued_item_and_of_a_downloading_item(setup: Setup) -> None
     assert orch.requested_model("c1") == TINY
     assert orch.wait_until_idle(WAIT_S)
     assert time.monotonic() - started < 5.0
-    assert download_children() == []
+    assert eventually(download_children) == []
     assert sorted(setup.cache.rglob("*.incomplete")) == []
     assert not any(r.path.startswith(f"/api/models/{GATED}") for r in hub.requests)
     assert orch.generate("c1", HELLO, SETTINGS).usage.model == TINY
@@ -184,7 +184,7 @@ def test_close_mid_download_stops_the_worker_and_the_child_process(
         started = time.monotonic()
         orch.close()
         assert time.monotonic() - started < 2.0
-        assert download_children() == []
+        assert eventually(download_children) == []
         assert orch.state(TINY) is S.CANCELED
         ours = {
             t

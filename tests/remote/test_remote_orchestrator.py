@@ -32,7 +32,7 @@ from chatwidget.testing.fault_proxy import FaultProxy, ProxyFault
 from chatwidget.testing.hub import Fault, LocalHub
 from chatwidget.testing.models import DEMO_TINY_B_REPO, DEMO_TINY_REPO
 from chatwidget.testing.transformers_serve import ServedModel
-from tests.downloads.dl_helpers import download_children
+from tests.downloads.dl_helpers import download_children, eventually
 from tests.orchestrator.orch_fakes import Recorder
 from tests.remote.helpers import CHAT, HELLO, QUICK, SERVER, SHORT, WAIT_S
 
@@ -110,7 +110,7 @@ def mixed(
         downloader.close()
         engine.close()
         remote.close()
-    assert download_children() == []
+    assert eventually(download_children) == []
 
 
 def test_a_remote_model_goes_queued_connecting_ready_and_needs_no_download(mixed: Mixed) -> None:
@@ -261,7 +261,7 @@ def test_cancel_of_a_queued_remote_model_and_of_a_downloading_local_one(mixed: M
     assert orch.state(TINY_B) is S.CANCELED
     assert orch.requested_model("c1") == TINY
     assert orch.wait_until_idle(WAIT_S)
-    assert download_children() == []
+    assert eventually(download_children) == []
     assert mixed.proxy.requests == []  # the canceled remote model never sent a request
     assert orch.generate("c1", HELLO, SHORT).usage.model == TINY
     assert not is_switch("c2", mixed.r)(recorder.events)

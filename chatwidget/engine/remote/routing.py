@@ -127,6 +127,9 @@ class RoutingDownloader:
     def hold(self) -> Callable[[], None]:
         return self.local.hold()
 
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self.local.wait_stopped(timeout)
+
 
 def _local(names: Names) -> Callable[[], tuple[str, ...]]:
     """The local keys of ``names``, when asked (so a function stays live)."""
