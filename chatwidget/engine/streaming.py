@@ -29,6 +29,7 @@ from transformers.generation.streamers import BaseStreamer
 from chatwidget.engine.context import fit_chat, token_counts
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.memory import drop_frame_references, format_error
+from chatwidget.engine.template_cache import cached_template
 from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage, validate_settings
 from chatwidget.errors import GenerationError, InvalidGenerationRequestError, NoChatTemplateError
 
@@ -285,14 +286,20 @@ def _apply_template(loaded: LoadedModel, chat: Sequence[Mapping[str, str]]) -> A
     check costs no tensors and no per-token Python work.
     """
     tokenizer = loaded.tokenizer
-    messages = [{"role": m["role"], "content": m["content"]} for m in chat]
-    try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return tokenizer(text, add_special_tokens=False)
-    except Exception as exc:
-        raise InvalidGenerationRequestError(
-            f"the chat template of {loaded.repo_id} rejected this conversation: {exc}"
-        ) from exc
+
+    def build() -> Any:
+        messages = [{"role": m["role"], "content": m["content"]} for m in chat]
+        try:
+            text = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+            return tokenizer(text, add_special_tokens=False)
+        except Exception as exc:
+            raise InvalidGenerationRequestError(
+                f"the chat template of {loaded.repo_id} rejected this conversation: {exc}"
+            ) from exc
+
+    return cached_template(tokenizer, chat, build)  # the same messages again: Regenerate
 
 
 def context_length(loaded: LoadedModel) -> int:
