@@ -246,6 +246,9 @@ class NotebookPage:
         return float(self.progress_of(repo_id).get_attribute("aria-valuenow") or 0)
 
     def select_model(self, repo_id: str) -> None:
+        """Pick a model as a user does: the list has focus when its value changes (Playwright's
+        ``select_option`` alone leaves focus where it was, a cell editor say)."""
+        self.model_select.focus()
         self.model_select.select_option(repo_id)
 
     def send_message(self, text: str) -> None:
