@@ -71,6 +71,7 @@ class Publisher:
         self._stopping = threading.Event()
         self._cond = threading.Condition()
         self._requested = 0  # poke generation
+        self._flushing = 0  # callers waiting in flush(): their round goes at once, in full
         self._published = 0  # last generation fully published
         self._last_traits = float("-inf")
         self._last_round = float("-inf")
@@ -86,16 +87,26 @@ class Publisher:
         return gen
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything poked so far is published. True on success."""
-        gen = self.poke()
-        deadline = time.monotonic() + timeout
+        """Wait until everything poked so far is published. True on success.
+
+        The round it asks for goes at once and sends everything (no ``delta_interval`` or
+        ``trait_interval`` wait): a caller waiting on it is waiting for the UI.
+        """
         with self._cond:
-            while self._published < gen:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    return False
-                self._cond.wait(left)
-        return True
+            self._flushing += 1
+        try:
+            gen = self.poke()
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while self._published < gen:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._thread.is_alive():
+                        return False
+                    self._cond.wait(left)
+            return True
+        finally:
+            with self._cond:
+                self._flushing -= 1
 
     def close(self, timeout: float = 2.0) -> None:
         """Publish what is pending, then stop the thread."""
@@ -111,18 +122,17 @@ class Publisher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            urgent = self._urgent is not None and self._urgent()
-            if not self._stopping.is_set() and not urgent:  # an urgent change goes now
-                wait = self._last_round + self._delta_interval - time.monotonic()
-                if wait > 0:
-                    self._stopping.wait(wait)
+            if not self._stopping.is_set() and not self._due_now():
+                self._pause()
             self._wake.clear()
+            with self._cond:
+                flushing = self._flushing > 0
             stopping = self._stopping.is_set()
             with self._cond:
                 gen = self._requested
             deferred = False
             try:
-                deferred = self._round(force=stopping)
+                deferred = self._round(force=stopping or flushing)
             except Exception as exc:
                 log.exception("Publishing widget state failed")
                 if self._on_error is not None:
@@ -137,6 +147,26 @@ class Publisher:
                 self._published = max(self._published, gen)
                 self._cond.notify_all()
             if stopping:
+                return
+
+    def _due_now(self) -> bool:
+        """Whether a round must go without waiting for ``delta_interval``: a flush is
+        waiting, or the changes are urgent."""
+        with self._cond:
+            if self._flushing > 0:
+                return True
+        return self._urgent is not None and self._urgent()
+
+    def _pause(self) -> None:
+        """Wait out ``delta_interval`` since the last round, unless close, a flush or an
+        urgent change comes meanwhile (each poke wakes the wait to check)."""
+        while not self._stopping.is_set():
+            left = self._last_round + self._delta_interval - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.clear()
+            self._wake.wait(left)
+            if self._stopping.is_set() or self._due_now():
                 return
 
     def _round(self, *, force: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -185,3 +186,55 @@ def test_a_checkpointer_is_poked_after_every_piece_and_reads_the_text_so_far() -
         deltas.append("m1", piece)
     deltas.take()
     assert seen == ["a", "ab", "abc"]
+
+
+def test_a_flush_goes_at_once_even_right_after_a_round() -> None:
+    # the reply thread flushes before encoding its prompt: waiting out the delta interval
+    # there delayed the first token by up to that interval (50 ms in the widget)
+    src = Source(trait_interval=5.0, delta_interval=5.0)
+    try:
+        assert src.pub.flush()  # the first round
+        src.change(n=1)  # traits not due for 5 s, the next round not due for 5 s
+        started = time.monotonic()
+        assert src.pub.flush()
+        assert time.monotonic() - started < 2.5
+        assert src.batches()[-1]["n"] == 1  # and it sent them
+        started = time.monotonic()
+        assert src.pub.flush()  # nothing new: still at once
+        assert time.monotonic() - started < 2.5
+    finally:
+        src.pub.close()
+
+
+def test_an_urgent_change_cuts_short_the_wait_for_the_next_round() -> None:
+    # A non-urgent poke (download progress, say) puts the publisher in its delta-interval
+    # wait; a turn's start coming meanwhile must not wait it out (it cost replies 50 ms).
+    urgent = threading.Event()
+    asked = threading.Event()  # the publisher asked whether to go now (and was told no)
+    sent = threading.Event()
+
+    def is_urgent() -> bool:
+        asked.set()
+        return urgent.is_set()
+
+    src = Source(trait_interval=0.0, delta_interval=5.0, urgent=is_urgent)
+    try:
+        assert src.pub.flush()  # a round just happened: the next is not due for 5 s
+        asked.clear()
+        src.change(n=1)  # not urgent: it waits
+        assert asked.wait(4.0)
+        original = src.record
+
+        def record(what: str, message: dict[str, Any]) -> None:
+            original(what, message)
+            if message.get("n") == 2:
+                sent.set()
+
+        src.record = record  # type: ignore[method-assign]
+        started = time.monotonic()
+        urgent.set()
+        src.change(n=2)
+        assert sent.wait(4.0), "the urgent change waited for the interval"
+        assert time.monotonic() - started < 2.5
+    finally:
+        src.pub.close()
