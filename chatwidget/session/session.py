@@ -842,6 +842,10 @@ class Session:
                 duration_s=usage.duration_s,
             )
             handle._finish(result)
+            # Let a caller waiting on the reply (``send(...).wait()``) run before the turn's
+            # end is rendered: it is woken now, and would otherwise queue for the
+            # interpreter behind the publisher's round.
+            time.sleep(0)
         finally:
             self._loading = None
             self._changed("transcript", "activity")
