@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from chatwidget.engine import Engine
 from tests.engine.helpers import NO_TEMPLATE, PICKLE_ONLY, SEEDS
+
+if TYPE_CHECKING:
+    from chatwidget.engine.loader import LoadedModel
 
 
 def _build_pickle_only(root: Path) -> None:
@@ -54,3 +58,19 @@ def engine(engine_cache: Path) -> Iterator[Engine]:
     eng = Engine(cache_dir=engine_cache, memory_budget_bytes=8 * 1024**3)
     yield eng
     eng.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """A tiny real model with its tokenizer and chat template, loaded in this process (no
+    engine, no hub): for the streaming core's own tests."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatwidget.catalog import ModelSpec
+    from chatwidget.engine.loader import LoadedModel
+    from chatwidget.testing.models import build_model
+
+    folder = build_model(tmp_path_factory.mktemp("tiny"), "test-org/tiny-loaded", "tiny")
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return LoadedModel(ModelSpec("test-org/tiny-loaded"), model, tok, memory_bytes=0, device_map={})

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import torch
 
-from chatwidget.catalog import ModelSpec
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.streaming import (
     TokenStream,
@@ -23,7 +22,7 @@ from chatwidget.engine.streaming import (
     encode_chat,
 )
 from chatwidget.engine.types import GenerationSettings
-from chatwidget.testing.models import CORPUS, build_model
+from chatwidget.testing.models import CORPUS
 
 TEXTS = [
     "plain words and spaces",
@@ -31,16 +30,6 @@ TEXTS = [
     "unicode: naïve café — 東京 🙂 ok",
     "symbols <b>bold</b> `code` {x: 1} 100%",
 ]
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = build_model(tmp_path_factory.mktemp("paths"), "test-org/tiny-paths", "tiny")
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    return LoadedModel(ModelSpec("test-org/tiny-paths"), model, tok, memory_bytes=0, device_map={})
 
 
 def _ids(loaded: LoadedModel) -> list[list[int]]:

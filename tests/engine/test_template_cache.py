@@ -9,12 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from chatwidget.catalog import ModelSpec
 from chatwidget.engine import template_cache
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.streaming import encode_chat
 from chatwidget.engine.types import GenerationSettings
-from chatwidget.testing.models import build_model
 
 
 class Tokenizer:
@@ -56,16 +54,6 @@ def test_only_the_last_few_are_kept_and_they_go_with_their_tokenizer() -> None:
     del tok
     gc.collect()
     assert alive() is None  # the cache does not keep a tokenizer (or its model) alive
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = build_model(tmp_path_factory.mktemp("cache"), "test-org/tiny-cache", "tiny")
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    return LoadedModel(ModelSpec("test-org/tiny-cache"), model, tok, memory_bytes=0, device_map={})
 
 
 def test_encoding_the_same_conversation_again_applies_no_template(
