@@ -125,10 +125,9 @@ class Publisher:
             if not self._stopping.is_set() and not self._due_now():
                 self._pause()
             self._wake.clear()
-            with self._cond:
-                flushing = self._flushing > 0
             stopping = self._stopping.is_set()
             with self._cond:
+                flushing = self._flushing > 0
                 gen = self._requested
             deferred = False
             try:
