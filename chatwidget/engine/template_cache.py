@@ -42,8 +42,3 @@ def cached_template(
             cache.popitem(last=False)
     return result
 
-
-def clear() -> None:
-    """Forget every cached result (for tests and benchmarks that time a cold prompt)."""
-    with _lock:
-        _caches.clear()
