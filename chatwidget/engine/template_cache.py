@@ -41,4 +41,3 @@ def cached_template(
         while len(cache) > ENTRIES:
             cache.popitem(last=False)
     return result
-
