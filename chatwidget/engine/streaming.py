@@ -30,7 +30,13 @@ from chatwidget.engine.context import fit_chat, token_counts
 from chatwidget.engine.loader import LoadedModel
 from chatwidget.engine.memory import drop_frame_references, format_error
 from chatwidget.engine.template_cache import cached_template
-from chatwidget.engine.types import GenerationResult, GenerationSettings, Usage, validate_settings
+from chatwidget.engine.types import (
+    CheckedChat,
+    GenerationResult,
+    GenerationSettings,
+    Usage,
+    validate_settings,
+)
 from chatwidget.errors import GenerationError, InvalidGenerationRequestError, NoChatTemplateError
 
 logger = logging.getLogger("chatwidget.engine.streaming")
@@ -195,10 +201,11 @@ class TokenStream(BaseStreamer):
 
 
 def validate_request(messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> None:
-    """Raise :class:`InvalidGenerationRequestError` for malformed messages or settings."""
+    """Raise :class:`InvalidGenerationRequestError` for malformed messages or settings
+    (messages in a :class:`CheckedChat` were checked where they were made)."""
     if not messages:
         raise InvalidGenerationRequestError("messages is empty: send at least one user message.")
-    for i, message in enumerate(messages):
+    for i, message in enumerate(() if isinstance(messages, CheckedChat) else messages):
         role, content = message.get("role"), message.get("content")
         if role not in _ROLES or not isinstance(content, str):
             raise InvalidGenerationRequestError(

@@ -17,6 +17,14 @@ def resolve_names(names: Names) -> frozenset[str]:
     return frozenset(names() if callable(names) else names)
 
 
+class CheckedChat(list[dict[str, str]]):
+    """Chat messages whose roles and texts were checked where they were made (a session's
+    history refuses bad ones): :func:`~chatwidget.engine.streaming.validate_request` does
+    not check them one by one again, which would cost every turn O(messages)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """Sampling settings for one reply."""

@@ -99,10 +99,16 @@ Op = (
 
 
 class Change(NamedTuple):
-    """Operations committed together. ``what`` names the change in logs and warnings."""
+    """Operations committed together. ``what`` names the change in logs and warnings.
+
+    ``can_wait``: nothing the user wrote or read is in it (a reply starting, still empty), so
+    a store may hold it back a little (see ``SQLiteStore``) to keep disk work off the start
+    of a reply; the next change, checkpoint or flush takes it along, in order.
+    """
 
     what: str
     ops: tuple[Op, ...]
+    can_wait: bool = False
 
 
 class ConversationRecord(NamedTuple):

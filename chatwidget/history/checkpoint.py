@@ -59,6 +59,12 @@ class Checkpointer:
             due = max(self._clock(), self._last + self._interval)
         self._store.schedule(self._key, due, self._fire)
 
+    def arm(self) -> None:
+        """Schedule the first write now, at the start of the reply, where the store's writer
+        is told about the reply anyway: the first piece's :meth:`poke`, at the time to first
+        token, then finds it scheduled and wakes no thread."""
+        self.poke()
+
     def close(self) -> None:
         """The reply ended (its final text is submitted separately): drop a pending write."""
         with self._lock:

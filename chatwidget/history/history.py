@@ -296,6 +296,11 @@ class History:
         with self._lock:
             return self._tree(conversation_id).depth()
 
+    def last_of_role(self, conversation_id: str, role: Role) -> tuple[int, str] | None:
+        """(index in the active branch, id) of its last message with ``role``, or None."""
+        with self._lock:
+            return self._tree(conversation_id).last_of_role(role)
+
     def chat_messages(self, conversation_id: str, stop: int | None = None) -> list[dict[str, str]]:
         """The active branch (its first ``stop`` messages) for a chat template:
         ``[{"role", "content"}]`` without the reply being streamed, failed replies and empty
@@ -357,12 +362,14 @@ class History:
             choices = tree.add(msg)  # none in the common case: a reply under the head
             self._owner[msg.id] = conversation_id
             row = self._touch(conversation_id)
-            self._submit(
-                "message",
+            ops: tuple[Op, ...] = (
                 PutMessage(conversation_id, msg),
                 UpdateConversation(row),
                 *(SetChoice(conversation_id, parent, child) for parent, child in choices),
             )
+            # an empty reply starting: its row may wait for the reply's first checkpoint
+            can_wait = status == "streaming" and not content
+            self._store.submit(Change("message", ops, can_wait=can_wait))
             return msg
 
     def add_user_message(self, conversation_id: str, text: str) -> Message:

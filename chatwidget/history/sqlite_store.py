@@ -6,7 +6,10 @@ never wait for the disk:
 - ``submit(change)`` queues a change; the writer commits what is queued in one
   ``BEGIN IMMEDIATE`` transaction (so each change is all or nothing, in submission order)
   and takes the next batch. With WAL and ``synchronous=NORMAL`` a commit survives a killed
-  process; only an OS crash may lose the last commits.
+  process; only an OS crash may lose the last commits. A change that ``can_wait`` (a reply
+  starting, still empty) is held back up to :data:`CAN_WAIT_S` while nothing else is
+  queued: a short reply's start and end then go in one commit, and a long one's start is
+  written while the model works, not while the reply's prompt is being built.
 - ``schedule(key, due, producer)`` is for streaming checkpoints: at ``due`` the writer calls
   ``producer()`` (which reads the reply's text so far) and commits what it returns.
 - Reads (``load_workspace``, ``list_*``) open their own short-lived connection on the
@@ -36,6 +39,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -65,6 +69,9 @@ from chatwidget.history.types import Comparison, StoreWarning, WarningKind, Work
 log = logging.getLogger("chatwidget.history")
 
 _T = TypeVar("_T")
+
+#: The longest a change that ``can_wait`` waits for company before it is committed.
+CAN_WAIT_S = 0.25
 
 
 class SQLiteStore(Store):
@@ -100,6 +107,10 @@ class SQLiteStore(Store):
 
         self._cond = threading.Condition()  # guards everything below except the connection
         self._queue: deque[tuple[int, Change]] = deque()
+        self._hold_until: float | None = None  # the queue holds only changes that can wait
+        # when the waiting writer wakes by itself (inf: never; 0: it is awake and will look
+        # at the queue and timers before it waits): a change due later needs no notify
+        self._wake_at = 0.0
         self._timers: dict[str, tuple[float, Producer]] = {}
         self._submitted = 0
         self._warning: StoreWarning | None = None
@@ -166,14 +177,26 @@ class SQLiteStore(Store):
             self._submitted += 1
             if self._frozen is not None:
                 return  # this file is never written this session (see ``warning``)
+            now = time.monotonic()
+            if not change.can_wait:
+                self._hold_until = None
+            elif not self._queue:
+                self._hold_until = now + CAN_WAIT_S
             self._queue.append((self._submitted, change))
-            self._cond.notify_all()
+            self._wake_by(now if self._hold_until is None else self._hold_until)
 
     def schedule(self, key: str, due: float, producer: Producer) -> None:
         with self._cond:
             if self._frozen is not None or self._closed:
                 return
             self._timers[key] = (due, producer)
+            self._wake_by(due)
+
+    def _wake_by(self, due: float) -> None:
+        """Make sure the writer looks again by ``due`` (caller holds ``_cond``): a writer
+        that is awake, or that wakes earlier anyway, is left alone (no thread switch while a
+        reply streams)."""
+        if due < self._wake_at:
             self._cond.notify_all()
 
     def cancel(self, key: str) -> None:
@@ -423,7 +446,12 @@ class SQLiteStore(Store):
             )
             if work is not None:
                 return work
-            self._cond.wait(self._sleep_time())
+            sleep = self._sleep_time()
+            self._wake_at = math.inf if sleep is None else time.monotonic() + sleep
+            try:
+                self._cond.wait(sleep)
+            finally:
+                self._wake_at = 0.0
 
     def _take(self, *, force: bool) -> tuple[list[tuple[int, Change]], list[Any], int] | None:
         """The batch to write now, or None (caller holds ``_cond``)."""
@@ -433,7 +461,8 @@ class SQLiteStore(Store):
         if not force and now < self._next_retry:
             return None
         due = [k for k, (t, _) in self._timers.items() if force or t <= now]
-        if not self._queue and not due:
+        held = not force and self._hold_until is not None and now < self._hold_until
+        if (not self._queue or held) and not due:
             if force:
                 self._flush_done = self._flush_requests
                 self._cond.notify_all()
@@ -447,9 +476,10 @@ class SQLiteStore(Store):
         now = time.monotonic()
         if now < self._next_retry:
             return self._next_retry - now
+        times = [t for t, _ in self._timers.values()]
         if self._queue:
-            return 0.0
-        return max(0.0, min(t for t, _ in self._timers.values()) - now)
+            times.append(now if self._hold_until is None else self._hold_until)
+        return max(0.0, min(times) - now)
 
     def _write(self, batch: list[tuple[int, Change]], fired: list[Any], flush_request: int) -> None:
         produced: list[tuple[str, float, Producer, Change]] = []
@@ -552,6 +582,8 @@ class SQLiteStore(Store):
     def _drop_through(self, seq: int) -> None:
         while self._queue and self._queue[0][0] <= seq:
             self._queue.popleft()
+        if not self._queue:
+            self._hold_until = None
 
     def _pending(self) -> int:
         return len(self._queue) + len(self._timers)

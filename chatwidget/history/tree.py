@@ -8,7 +8,8 @@ or more children) carry information; a node with one child shows that child, and
 point without a remembered choice shows the child that holds the newest leaf.
 
 - :meth:`ConversationTree.add` puts a message under its parent and makes it the head.
-  Adding under the head appends to the cached active branch: O(1).
+  Adding under the head appends to the cached active branch: O(1); adding under another
+  message of the active branch (Regenerate, Edit) cuts the branch there: O(messages cut).
 - :meth:`ConversationTree.append_text` adds a streamed piece to a message: O(1) (pieces are
   joined when the text is read).
 - :meth:`ConversationTree.path` returns the active branch: O(turns), no copying of texts.
@@ -88,6 +89,10 @@ class ConversationTree:
         self._roots: list[_Node] = []
         self._root_choice: _Node | None = None
         self._path: list[_Node] = []  # the active branch, root first
+        # chat_messages() of the branch's first len(_chat_ends) messages, kept as the branch
+        # grows: _chat holds their chat entries, _chat_ends[i] how many come from path[:i+1]
+        self._chat: list[dict[str, str]] = []
+        self._chat_ends: list[int] = []
         self._seq = itertools.count()
 
     # ------------------------------------------------------------------ building
@@ -164,16 +169,32 @@ class ConversationTree:
         """How many messages the active branch has."""
         return len(self._path)
 
+    def last_of_role(self, role: str) -> tuple[int, str] | None:
+        """(index, id) of the active branch's last message with ``role``: O(messages after
+        it), so O(1) for the last user message of a conversation."""
+        path = self._path
+        for i in range(len(path) - 1, -1, -1):
+            msg = path[i].msg
+            if msg.role == role:
+                return i, msg.id
+        return None
+
     def chat_messages(self, stop: int | None = None) -> list[dict[str, str]]:
         """The active branch (its first ``stop`` messages) as ``[{"role", "content"}]`` for
-        a chat template.
+        a chat template: kept between calls, so O(messages added since) plus a list copy.
 
         Leaves out replies still streaming, failed replies and empty messages; keeps stopped
         and interrupted replies (their text is what the user saw). The dicts are shared
         between calls: read them, do not change them.
         """
-        nodes = self._path if stop is None else self._path[:stop]
-        return [c for n in nodes if (c := n.chat_entry()) is not None]
+        path, chat, ends = self._path, self._chat, self._chat_ends
+        for node in path[len(ends) :]:  # the messages added since the last call
+            entry = node.chat_entry()
+            if entry is not None:
+                chat.append(entry)
+            ends.append(len(chat))
+        count = len(path) if stop is None else min(max(stop, 0), len(path))
+        return chat[: ends[count - 1]] if count else []
 
     def messages(self) -> list[Message]:
         """Every message of every branch, in creation order."""
@@ -223,9 +244,15 @@ class ConversationTree:
             self._roots.append(node)
             return self._activate([node])
         parent.children.append(node)
-        if self._path and self._path[-1] is parent:
+        path = self._path
+        d = parent.depth
+        if d < len(path) and path[d] is parent:
+            # On the active branch (the head, or Regenerate's user message): the choices
+            # above lead here already; only the parent's changes. O(1) at the head.
+            del path[d + 1 :]
+            self._forget_chat(d + 1)
             parent.choice = node
-            self._path.append(node)  # the common case: O(1)
+            path.append(node)
             return [(pid, message.id)] if len(parent.children) > 1 else []
         return self._activate([*self._ancestors(parent), node])
 
@@ -236,6 +263,7 @@ class ConversationTree:
             node.pieces = [node.msg.content] if node.msg.content else []
         node.pieces.append(piece)
         node.dirty = True
+        self._changed_on_path(node)
 
     def update(self, message_id: str, **changes: Any) -> Message:
         """Replace fields of a message (not its id or parent); returns the new message."""
@@ -247,6 +275,7 @@ class ConversationTree:
         if "content" in changes:
             node.pieces = None
             node.dirty = False
+        self._changed_on_path(node)
         return msg
 
     def select_version(self, message_id: str, index: int) -> list[tuple[str | None, str]]:
@@ -315,7 +344,21 @@ class ConversationTree:
                     changed.append((None if upper is None else upper.msg.id, lower.msg.id))
             upper = lower
         self._path = chain
+        self._forget_chat(0)  # a new branch (rare: Edit, a version picked, an import)
         return changed
+
+    def _changed_on_path(self, node: _Node) -> None:
+        """A message changed: if the active branch shows it, its chat entry is stale."""
+        d = node.depth
+        if d < len(self._chat_ends) and self._path[d] is node:
+            self._forget_chat(d)
+
+    def _forget_chat(self, index: int) -> None:
+        """Drop the kept chat entries of the active branch from message ``index`` on."""
+        ends = self._chat_ends
+        if index < len(ends):
+            del ends[index:]
+            del self._chat[ends[-1] if ends else 0 :]
 
     def _descend(self, node: _Node) -> list[_Node]:
         """``node`` and the chain of choices below it down to a leaf: O(depth)."""

@@ -172,13 +172,13 @@ class HistoryStore:
     def truncate_after_last_user(self, conversation_id: str) -> int | None:
         """Regenerate: the next reply goes under the last user message, beside the old reply
         (kept as a version). Returns how many messages precede the new reply."""
-        branch = self._h.messages(conversation_id)
-        for i in range(len(branch) - 1, -1, -1):
-            if branch[i].role == "user":
-                with self._lock:
-                    self._reply_parent[conversation_id] = (branch[i].id, i)
-                return i + 1
-        return None
+        last = self._h.last_of_role(conversation_id, "user")
+        if last is None:
+            return None
+        index, message_id = last
+        with self._lock:
+            self._reply_parent[conversation_id] = (message_id, index)
+        return index + 1
 
     def checkpointer(self, message_id: str, text: Callable[[], str | None]) -> Callable[[], None]:
         """The O(1) ``poke`` to call after every streamed piece of reply ``message_id``:
@@ -187,13 +187,14 @@ class HistoryStore:
 
         def produce() -> Change | None:
             so_far = text()
-            if so_far is None:  # the reply ended: its final text is saved separately
+            if not so_far:  # no text yet, or the reply ended (its final text goes separately)
                 return None
             return Change("checkpoint", (UpdateText(message_id, so_far, "streaming"),))
 
         checkpointer = Checkpointer(self._h.store, message_id, produce, self._h.checkpoint_interval)
         with self._lock:
             self._checkpointers[message_id] = checkpointer
+        checkpointer.arm()
         return checkpointer.poke
 
     # ------------------------------------------------------------------ branches

@@ -34,7 +34,7 @@ from chatwidget.catalog import (
     validate_model_key,
     validate_repo_id,
 )
-from chatwidget.engine.types import GenerationSettings
+from chatwidget.engine.types import CheckedChat, GenerationSettings
 from chatwidget.errors import ChatWidgetError, NoActiveModelError
 from chatwidget.history import History
 from chatwidget.history.types import ConversationInfo as StoredConversation
@@ -772,7 +772,7 @@ class Session:
 
     def _start_reply(self, cid: str) -> ReplyHandle:
         model = self._require_model(cid)
-        history = self._store.history(cid)
+        history = CheckedChat(self._store.history(cid))  # the session made every message
         assistant = Message(new_id("m"), "assistant", "", status="streaming", model=model)
         text = self.deltas.text
         poke = self._store.checkpointer(assistant.id, lambda: text(assistant.id))

@@ -188,9 +188,16 @@ class ChatWidget(anywidget.AnyWidget):
             take_deltas=self._session.deltas.take,
             send=self._send_custom,
             urgent=self._urgent,
+            changes_waiting=self._changes_waiting,
+            streaming=self._session.deltas.streaming,
             on_error=self._session.report,
         )
         self._session.settle = self._settle
+        # the first piece of a reply goes out at once; the publisher takes the rest every
+        # delta interval by itself (see widget/sync.py): no piece of text wakes a thread
+        deltas = self._session.deltas
+        deltas.on_first = self._send_first_text
+        deltas.on_pending = None
         self.on_msg(self._on_msg)
         try:
             for args in to_add:
@@ -571,11 +578,27 @@ class ChatWidget(anywidget.AnyWidget):
         if publisher is not None and publisher.alive:
             publisher.flush(SETTLE_TIMEOUT_S)
 
+    def _send_first_text(self) -> bool:
+        """A reply's first piece, on the reply thread: sent at once when nothing waits to go
+        before it (True), else left to the publisher (False)."""
+        publisher = self._publisher
+        if publisher is None or self._closed:
+            return False
+        try:
+            return publisher.send_deltas_now()
+        except Exception:  # the comm went away: the publisher's next round reports it
+            log.debug("Sending a reply's first text failed", exc_info=True)
+            return False
+
+    def _changes_waiting(self) -> bool:
+        """Trait changes beyond download progress wait to be published."""
+        return self._session.urgent_changes() or self._servers.changed()
+
     def _urgent(self) -> bool:
         """Whether the publisher should go at once: a change beyond download progress, or a
         reply's first streamed text (time to first token is what the user sees: it must not
         wait for the next 50 ms round after the one that showed the empty reply)."""
-        if self._session.urgent_changes() or self._servers.changed():
+        if self._changes_waiting():
             return True
         reply = self._session.reply
         if reply is None or reply.done:

@@ -6,7 +6,12 @@ publisher then takes what changed, renders only that, and writes it in one ``hol
 batch together with the next sequence number (trait ``seq``): progress at most once per
 ``trait_interval``, anything else (a turn boundary, a rename) at its next round. It sends
 the streamed text collected since its last round as small ``delta`` messages, a round at
-most every ``delta_interval``, each with the next number too.
+most every ``delta_interval``, each with the next number too: while text streams it comes
+back every ``delta_interval`` by itself, so no piece of text wakes it. A reply's first
+piece is sent by the reply thread itself (:meth:`Publisher.send_deltas_now`, under the same
+lock, only when no trait change waits to go first). Both because waking this thread in the
+middle of a generation makes the two take turns with the interpreter, which costs the reply
+more than the sending does.
 Nothing it does per round depends on how long a conversation is.
 
 :attr:`Publisher.lock` orders everything that carries a ``seq``: the kernel's main thread
@@ -37,7 +42,11 @@ class Publisher:
     - ``take_deltas()`` returns the streamed text waiting to go out;
     - ``send(message)`` sends one custom message;
     - ``urgent()`` says whether the changes waiting must go out without waiting for
-      ``trait_interval`` (a turn boundary, say; progress alone can wait).
+      ``trait_interval`` (a turn boundary, say; progress alone can wait);
+    - ``changes_waiting()`` says whether trait changes that must reach the front end before
+      streamed text are waiting (see :meth:`send_deltas_now`);
+    - ``streaming()`` says whether text is being streamed: meanwhile the thread comes back
+      every ``delta_interval`` by itself, so streamed text needs no poke.
     """
 
     def __init__(
@@ -49,6 +58,8 @@ class Publisher:
         take_deltas: Callable[[], list[Delta]],
         send: Callable[[dict[str, Any]], None],
         urgent: Callable[[], bool] | None = None,
+        changes_waiting: Callable[[], bool] | None = None,
+        streaming: Callable[[], bool] | None = None,
         trait_interval: float = 0.1,
         delta_interval: float = 0.05,
         on_error: Callable[[BaseException], None] | None = None,
@@ -60,6 +71,8 @@ class Publisher:
         self._take_deltas = take_deltas
         self._send = send
         self._urgent = urgent
+        self._changes_waiting = changes_waiting
+        self._streaming = streaming
         self._trait_interval = trait_interval
         self._delta_interval = delta_interval
         self._on_error = on_error
@@ -121,7 +134,8 @@ class Publisher:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            streaming = self._streaming
+            self._wake.wait(self._delta_interval if streaming is not None and streaming() else None)
             if not self._stopping.is_set() and not self._due_now():
                 self._pause()
             self._wake.clear()
@@ -186,18 +200,37 @@ class Publisher:
                     self._apply(values)
                     self.writes += 1
                     self._last_traits = now
-            for delta in self._take_deltas():
-                self.seq += 1
-                self._send(
-                    {
-                        "kind": "delta",
-                        "seq": self.seq,
-                        "conversation_id": delta.conversation_id,
-                        "message_id": delta.message_id,
-                        "index": delta.index,
-                        "text": delta.text,
-                    }
-                )
-                self.deltas_sent += 1
+            self._send_deltas()
         self._last_round = now
         return not traits_due
+
+    def send_deltas_now(self) -> bool:
+        """Send the streamed text waiting, on the calling thread: for a reply's first piece,
+        from the reply thread (waking this thread mid-generation makes the two take turns
+        with the interpreter, which costs the reply more than sending does). False, and
+        nothing sent, while trait changes wait to go first (``changes_waiting``) or when the
+        thread is stopping: poke instead."""
+        if self._stopping.is_set() or not self._thread.is_alive():
+            return False
+        with self.lock:
+            if self._changes_waiting is not None and self._changes_waiting():
+                return False
+            self._send_deltas()
+        return True
+
+    def _send_deltas(self) -> None:
+        """Send the streamed text collected, one numbered delta per message (caller holds
+        ``lock``)."""
+        for delta in self._take_deltas():
+            self.seq += 1
+            self._send(
+                {
+                    "kind": "delta",
+                    "seq": self.seq,
+                    "conversation_id": delta.conversation_id,
+                    "message_id": delta.message_id,
+                    "index": delta.index,
+                    "text": delta.text,
+                }
+            )
+            self.deltas_sent += 1

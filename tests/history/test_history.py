@@ -21,6 +21,7 @@ from chatwidget.history import (
     MemoryStore,
     SQLiteStore,
     Usage,
+    sqlite_store,
 )
 from chatwidget.history.changes import Change
 
@@ -313,6 +314,51 @@ def test_text_that_arrived_is_saved_within_the_interval_even_if_the_model_stalls
     started = time.monotonic()
     poll(saved, timeout=10, what="the checkpoint of a stalled reply")
     assert time.monotonic() - started < 0.3 + 2.0  # the interval plus generous slack
+    h.close()
+
+
+def test_an_empty_reply_start_waits_for_company_and_other_changes_take_it_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply's empty start can wait (up to CAN_WAIT_S) so that no disk work runs while the
+    reply's prompt is built; the next change, a flush, or the wait running out commit it,
+    in order, and what the user typed never waits."""
+    monkeypatch.setattr(sqlite_store, "CAN_WAIT_S", 60.0)  # nothing but company ends the wait
+    path = tmp_path / "h.sqlite3"
+    h = History.open(path, "ws")
+    conv = h.create_conversation()
+    store = h.store
+    assert isinstance(store, SQLiteStore)
+
+    def rows() -> list[tuple[str, str]]:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT id, status FROM messages ORDER BY created_at").fetchall()
+
+    question = h.add_user_message(conv.id, "question")  # never waits
+    poll(lambda: rows() == [(question.id, "done")], timeout=10, what="the user's message")
+    poll(lambda: not store._queue, timeout=10, what="an empty queue")
+    commits = store.stats["commits"]
+    reply = h.begin_reply(conv.id, "org/a")  # alone in the queue: held back
+    assert [c.can_wait for _, c in store._queue] == [True]
+    h.rename(conv.id, "Renamed")  # cannot wait: takes the reply start along, in one commit
+    poll(lambda: len(rows()) == 2, timeout=10, what="the reply start taken along")
+    assert rows()[1] == (reply.id, "streaming")
+    poll(lambda: not store._queue, timeout=10, what="an empty queue")
+    assert store.stats["commits"] == commits + 1
+
+    h.finish_reply(reply.id, status="done", text="answer")
+    assert h.flush(10)
+    second = h.begin_reply(conv.id, "org/a", parent_id=question.id)  # Regenerate
+    assert h.flush(10)  # a flush does not wait for it (it would for a minute)
+    assert (second.id, "streaming") in rows()
+    h.finish_reply(second.id, status="done", text="again")
+    assert h.flush(10)
+
+    monkeypatch.setattr(sqlite_store, "CAN_WAIT_S", 0.2)
+    started = time.monotonic()
+    third = h.begin_reply(conv.id, "org/a", parent_id=question.id)
+    poll(lambda: (third.id, "streaming") in rows(), timeout=10, what="the held reply start")
+    assert time.monotonic() - started >= 0.2 * 0.9  # written on its own once the wait ran out
     h.close()
 
 

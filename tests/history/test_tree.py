@@ -194,6 +194,56 @@ def test_chat_messages_reuse_their_dicts_until_a_message_changes() -> None:
     assert tree.chat_messages(stop=1) == [{"role": "user", "content": "hi"}]
 
 
+def reference_chat(tree: ConversationTree, stop: int | None = None) -> list[dict[str, str]]:
+    """chat_messages() computed from scratch, from the active branch."""
+    return [
+        {"role": m.role, "content": m.content}
+        for m in tree.path()[:stop]
+        if m.content and m.status not in ("error", "streaming")
+    ]
+
+
+def test_chat_messages_follow_every_change_of_the_tree() -> None:
+    """The chat list the tree keeps between calls equals a fresh computation after each
+    add under the head or under an earlier message (Regenerate, Edit), streamed piece,
+    update and version switch, for every ``stop``."""
+    import random
+
+    rng = random.Random(7)
+    tree = ConversationTree()
+    made = 0
+    for step in range(600):
+        path = tree.path()
+        action = rng.random()
+        if not path or action < 0.35:  # under the head
+            parent = path[-1].id if path else None
+        elif action < 0.55:  # under an earlier message of the branch, or a new root
+            parent = rng.choice([None, *[m.id for m in path]])
+        else:
+            parent = "-"
+        if parent != "-":
+            made += 1
+            role = "user" if made % 2 else "assistant"
+            status = rng.choice(["done", "done", "streaming", "error", "stopped"])
+            text = rng.choice(["", f"text {made}"])
+            tree.add(Message(f"m{made}", parent, role, text, status))  # type: ignore[arg-type]
+        elif action < 0.7:
+            target = rng.choice(path)
+            tree.append_text(target.id, f" +{step}")
+        elif action < 0.85:
+            target = rng.choice(path)
+            tree.update(target.id, status=rng.choice(["done", "error", "streaming"]))
+        else:
+            target = rng.choice(path)
+            count = tree.versions(target.id).count
+            tree.select_version(target.id, rng.randrange(count))
+        if step % 3 == 0:
+            tree.chat_messages()  # keep the list warm between changes, as turns do
+        depth = tree.depth()
+        for stop in {None, 0, depth, max(depth - 1, 0), rng.randrange(depth + 2)}:
+            assert tree.chat_messages(stop) == reference_chat(tree, stop), (step, stop)
+
+
 def test_bad_ids_and_indexes_get_clear_errors() -> None:
     tree = linear("u1", "a1")
     with pytest.raises(UnknownMessageError, match="No message 'nope'") as info:
