@@ -157,8 +157,11 @@ def ready(url: str, cache: Path, repo_id: str, tokens: int) -> tuple[ChatWidget,
 
 def turn(chat: ChatWidget, comm: Comm, start: Callable[[], Any]) -> tuple[list[int], float, int]:
     """Run one reply: (its token ids, seconds from the call to the finished reply, bytes
-    sent for the whole turn, the final trait batch included)."""
+    sent for the whole turn, the final trait batch included). It starts from quiet: the UI
+    sent and the history saved (a new conversation made just before is not this turn's
+    disk work; the turn's own writes, the user's message first, are in its time)."""
     assert chat.wait_until_idle(60)
+    assert chat.history.flush(60)
     comm.take()
     cpu = time.process_time()
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from transformers import BatchEncoding, TextStreamer
+from transformers import TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from chatwidget.engine.context import fit_chat, token_counts
@@ -259,17 +259,22 @@ def encode_chat(
         logger.info(
             "%s: dropped the %d oldest messages to fit its context", loaded.repo_id, fitted.dropped
         )
-    return _as_tensors(fitted.encoding).to(loaded.model.device)
+    return _as_tensors(fitted.encoding, loaded.model.device)
 
 
-def _as_tensors(encoding: Any) -> Any:
-    """The tokenizer's lists as a batch of one, in tensors: through numpy, because
-    ``torch.tensor`` of a list of ints costs about a microsecond per token (tens of
-    milliseconds for a long prompt)."""
+def _as_tensors(encoding: Any, device: Any = None) -> dict[str, Any]:
+    """The tokenizer's lists as a batch of one, in tensors on ``device``: through numpy,
+    because ``torch.tensor`` of a list of ints costs about a microsecond per token (tens of
+    milliseconds for a long prompt); a plain dict, moved only off the CPU (a
+    ``BatchEncoding`` and its ``.to`` cost more than the conversion itself)."""
     data = dict(encoding)
     if not all(isinstance(v, list) for v in data.values()):
-        return encoding.convert_to_tensors("pt", prepend_batch_axis=True)
-    return BatchEncoding({k: torch.from_numpy(np.array([v], np.int64)) for k, v in data.items()})
+        data = dict(encoding.convert_to_tensors("pt", prepend_batch_axis=True))
+    else:
+        data = {k: torch.from_numpy(np.array([v], np.int64)) for k, v in data.items()}
+    if device is not None and torch.device(device).type != "cpu":
+        data = {k: v.to(device) for k, v in data.items()}
+    return data
 
 
 def _with_system_prompt(

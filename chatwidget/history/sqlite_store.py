@@ -70,8 +70,10 @@ log = logging.getLogger("chatwidget.history")
 
 _T = TypeVar("_T")
 
-#: The longest a change that ``can_wait`` waits for company before it is committed.
-CAN_WAIT_S = 0.25
+#: The longest a change that ``can_wait`` waits for company before it is committed: a
+#: streaming checkpoint's interval (the text a kill may lose), so a reply's start goes in
+#: with its first checkpoint, or with its end when it is shorter.
+CAN_WAIT_S = 1.0
 
 
 class SQLiteStore(Store):

@@ -179,6 +179,7 @@ class Orchestrator:
         self._engine = engine
         self._clock = clock
         self._keep_alive_s = _checked_keep_alive(keep_alive_s)
+        self._reply_waits = 0  # jobs waiting for a reply to end (under the lock)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._bus = EventBus(self._lock)
@@ -751,8 +752,13 @@ class Orchestrator:
 
         with self._changed:
             # window: the lock is released while waiting. Replies through generate() end
-            # with a notification; others (direct engine calls) are polled.
-            self._changed.wait_for(moved, _RECHECK_S if ours else _POLL_S)
+            # with a notification (_end_reply wakes while _reply_waits); others (direct
+            # engine calls) are polled.
+            self._reply_waits += 1
+            try:
+                self._changed.wait_for(moved, _RECHECK_S if ours else _POLL_S)
+            finally:
+                self._reply_waits -= 1
             return not (job.canceled or self._closed)
 
     def _check_fits_before_download(self, spec: ModelSpec, token: Token) -> None:
@@ -850,7 +856,8 @@ class Orchestrator:
     # --- replies ------------------------------------------------------------------------
 
     def _begin_reply(self, conversation_id: str) -> _Lease:
-        with self._changing():
+        # no event and nobody waits for a reply to start: no delivery, no thread woken
+        with self._locked():
             repo_id = self._intent.get(conversation_id).active
             if repo_id is None:
                 raise NoActiveModelError(
@@ -861,8 +868,13 @@ class Orchestrator:
             return _Lease(repo_id)
 
     def _end_reply(self, lease: _Lease) -> None:
-        with self._changing():
+        with self._locked():
             self._usage.end(lease.repo_id, self._clock())
+            # who waits for a reply's end: a job that may not unload its model meanwhile,
+            # and the worker when idle models are unloaded after a while
+            wake = self._reply_waits > 0 or self._keep_alive_s is not None
+        if wake:
+            self._wake_waiters()
 
     def _wait_until_ready(
         self,
@@ -877,7 +889,8 @@ class Orchestrator:
         loading = False
         woken: Job | None = None
         while True:
-            with self._changing():
+            changed = False  # the common case, Ready: nothing to deliver, no one to wake
+            with self._locked():
                 if self._closed:
                     return False
                 current = self._intent.get(conversation_id).active
@@ -891,9 +904,11 @@ class Orchestrator:
                     self._usage.end(lease.repo_id, now)
                     self._usage.begin(current, now)
                     lease.repo_id, woken = current, None
+                    changed = True
                 entry = self._models[current]
                 ready = entry.state is ModelState.READY
                 if not ready:
+                    changed = True
                     if woken is not None and entry.job is woken and entry.state in RETRYABLE:
                         raise self._unavailable(entry)
                     if entry.state not in IN_FLIGHT:
@@ -903,6 +918,8 @@ class Orchestrator:
                         self._queue.push_front(entry.job)  # a reply waits for it
                         entry.job.wake = True
                     woken = entry.job
+            if changed:
+                self._wake_waiters()
             if ready:
                 if loading and on_phase is not None:
                     on_phase(PHASE_GENERATING)
@@ -1035,10 +1052,15 @@ class Orchestrator:
             with self._locked():
                 yield
         finally:
-            if getattr(self._local, "depth", 0) == 0 and not getattr(self._local, "engine", 0):
-                self._bus.deliver()
-            with self._changed:
-                self._changed.notify_all()
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Deliver the events published (unless this thread still holds a lock: an outer
+        block, or an engine call), then wake everyone waiting on the state lock."""
+        if getattr(self._local, "depth", 0) == 0 and not getattr(self._local, "engine", 0):
+            self._bus.deliver()
+        with self._changed:
+            self._changed.notify_all()
 
     def _engine_call(self, call: Callable[[], _T]) -> _T:
         """Call the engine (no lock held); events it causes are delivered once it returns."""

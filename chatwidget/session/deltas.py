@@ -47,21 +47,17 @@ class DeltaStream:
     """Streamed text of the replies in progress, keyed by message id. Thread-safe.
 
     ``on_pending`` is called (once per chunk, not per piece) when text starts collecting
-    after a :meth:`take`, so a reader that waits for it wakes only when there is something
-    to send; ``on_first`` may send a message's first chunk at once, from the appending
-    thread. (A widget's publisher sends the first chunk that way and takes the rest every
-    ``delta_interval`` while a message streams, so no piece wakes it.)
+    after a :meth:`take`, so the publisher wakes up only when there is something to send;
+    unless ``send_now`` (the widget's) sends the text at once, from the appending thread.
     """
 
     def __init__(self, on_pending: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
-        #: Called (on the appending thread, no lock held) when text starts collecting after
-        #: a take; None when the reader takes text on its own schedule.
-        self.on_pending = on_pending
-        #: Called instead of ``on_pending`` for a message's first piece; returns True when
-        #: it sent the text itself.
-        self.on_first: Callable[[], bool] | None = None
+        self._on_pending = on_pending
+        #: Tried first when text starts collecting (on the appending thread, no lock held):
+        #: returns True when it sent the text itself, and then ``on_pending`` is not called.
+        self.send_now: Callable[[], bool] | None = None
         self.pieces = 0  # pieces appended so far (for tests and benchmarks)
 
     def open(
@@ -82,13 +78,12 @@ class DeltaStream:
             if stream is None:
                 return
             wake = not stream.pending
-            first = wake and stream.chunks == 0
             stream.pending.append(piece)
             self.pieces += 1
-        if first and self.on_first is not None and self.on_first():
-            pass  # sent already: nothing to wake
-        elif wake and self.on_pending is not None:
-            self.on_pending()
+        if wake:
+            send_now = self.send_now
+            if (send_now is None or not send_now()) and self._on_pending is not None:
+                self._on_pending()
         if stream.on_append is not None:
             stream.on_append()
 

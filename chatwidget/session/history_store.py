@@ -8,8 +8,8 @@ Messages are addressed by their index in the *active branch*, as the session exp
 - Regenerate: :meth:`truncate_after_last_user` does not delete; it marks the last user
   message as the parent of the next reply, which then starts a sibling of the old reply.
 - Streaming: a reply's text collects in the session's delta stream; :meth:`checkpointer`
-  gives the O(1) ``poke`` the stream calls per piece, and the history's writer thread reads
-  the text so far at most once per checkpoint interval.
+  gives the checkpointer whose O(1) ``poke`` the stream calls per piece, and the history's
+  writer thread reads the text so far at most once per checkpoint interval.
 - Two widgets of one kernel on one file and workspace never show the same conversation
   (both would write it): the first claims them, a later one starts its own. Claims end
   when the widget closes.
@@ -180,10 +180,11 @@ class HistoryStore:
             self._reply_parent[conversation_id] = (message_id, index)
         return index + 1
 
-    def checkpointer(self, message_id: str, text: Callable[[], str | None]) -> Callable[[], None]:
-        """The O(1) ``poke`` to call after every streamed piece of reply ``message_id``:
-        its text so far (``text()``, from the delta stream) is saved at most once per
-        checkpoint interval, on the history's writer thread."""
+    def checkpointer(self, message_id: str, text: Callable[[], str | None]) -> Checkpointer:
+        """The checkpointer of reply ``message_id``: call its O(1) ``poke`` after every
+        streamed piece, and ``arm`` it once the reply's row is appended; its text so far
+        (``text()``, from the delta stream) is saved at most once per checkpoint interval,
+        on the history's writer thread."""
 
         def produce() -> Change | None:
             so_far = text()
@@ -194,8 +195,7 @@ class HistoryStore:
         checkpointer = Checkpointer(self._h.store, message_id, produce, self._h.checkpoint_interval)
         with self._lock:
             self._checkpointers[message_id] = checkpointer
-        checkpointer.arm()
-        return checkpointer.poke
+        return checkpointer
 
     # ------------------------------------------------------------------ branches
 

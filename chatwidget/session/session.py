@@ -775,21 +775,29 @@ class Session:
         history = CheckedChat(self._store.history(cid))  # the session made every message
         assistant = Message(new_id("m"), "assistant", "", status="streaming", model=model)
         text = self.deltas.text
-        poke = self._store.checkpointer(assistant.id, lambda: text(assistant.id))
-        self.deltas.open(cid, assistant.id, on_append=poke)
-        self._store.append(cid, assistant)
+        checkpoint = self._store.checkpointer(assistant.id, lambda: text(assistant.id))
+        self.deltas.open(cid, assistant.id, on_append=checkpoint.poke)
         handle = ReplyHandle(cid, assistant.id)
         self._reply = handle
         settings, remote = self._settings, REMOTE_SEPARATOR in model  # as ModelSpec.is_remote
+        stored = threading.Event()  # the reply's row is in the store: it may be updated
 
         def job() -> None:
-            self._run_reply(handle, history, settings, remote=remote)
+            self._run_reply(handle, history, settings, remote=remote, stored=stored)
 
-        if remote:  # the request first: the turn's start is published while the server works
+        def record() -> None:  # the turn's start: the reply's row and checkpoints, the UI
+            try:
+                self._store.append(cid, assistant)
+                checkpoint.arm()
+            finally:
+                stored.set()
+            self._changed("transcript", "activity")
+
+        if remote:  # the request first: the turn's start is recorded while the server works
             self._replies.submit(job)
-            self._changed("transcript", "activity")
+            record()
         else:  # the turn's start is due first: the reply settles on it before encoding
-            self._changed("transcript", "activity")
+            record()
             self._replies.submit(job)
         return handle
 
@@ -800,6 +808,7 @@ class Session:
         settings: GenerationSettings,
         *,
         remote: bool,
+        stored: threading.Event,
     ) -> None:
         cid, mid = handle.conversation_id, handle.message_id
         append = self.deltas.append
@@ -823,12 +832,14 @@ class Session:
         except Exception as exc:
             log.warning("Reply failed: %s", exc)
             partial = self.deltas.close(mid)
+            stored.wait()
             self._store_update(cid, mid, content=partial, status="error", error=str(exc))
             self.report(exc)
             handle._fail(exc)
         else:
             self.deltas.close(mid)
             usage = result.usage
+            stored.wait()
             self._store_update(
                 cid,
                 mid,

@@ -189,15 +189,11 @@ class ChatWidget(anywidget.AnyWidget):
             send=self._send_custom,
             urgent=self._urgent,
             changes_waiting=self._changes_waiting,
-            streaming=self._session.deltas.streaming,
             on_error=self._session.report,
         )
         self._session.settle = self._settle
-        # the first piece of a reply goes out at once; the publisher takes the rest every
-        # delta interval by itself (see widget/sync.py): no piece of text wakes a thread
-        deltas = self._session.deltas
-        deltas.on_first = self._send_first_text
-        deltas.on_pending = None
+        # streamed text goes out from the reply thread when it can (see widget/sync.py)
+        self._session.deltas.send_now = self._send_text_now
         self.on_msg(self._on_msg)
         try:
             for args in to_add:
@@ -578,16 +574,16 @@ class ChatWidget(anywidget.AnyWidget):
         if publisher is not None and publisher.alive:
             publisher.flush(SETTLE_TIMEOUT_S)
 
-    def _send_first_text(self) -> bool:
-        """A reply's first piece, on the reply thread: sent at once when nothing waits to go
-        before it (True), else left to the publisher (False)."""
+    def _send_text_now(self) -> bool:
+        """Streamed text, on the reply thread: sent at once when it may be (True), else left
+        to the publisher (False)."""
         publisher = self._publisher
         if publisher is None or self._closed:
             return False
         try:
             return publisher.send_deltas_now()
         except Exception:  # the comm went away: the publisher's next round reports it
-            log.debug("Sending a reply's first text failed", exc_info=True)
+            log.debug("Sending streamed text failed", exc_info=True)
             return False
 
     def _changes_waiting(self) -> bool:

@@ -6,12 +6,11 @@ publisher then takes what changed, renders only that, and writes it in one ``hol
 batch together with the next sequence number (trait ``seq``): progress at most once per
 ``trait_interval``, anything else (a turn boundary, a rename) at its next round. It sends
 the streamed text collected since its last round as small ``delta`` messages, a round at
-most every ``delta_interval``, each with the next number too: while text streams it comes
-back every ``delta_interval`` by itself, so no piece of text wakes it. A reply's first
-piece is sent by the reply thread itself (:meth:`Publisher.send_deltas_now`, under the same
-lock, only when no trait change waits to go first). Both because waking this thread in the
-middle of a generation makes the two take turns with the interpreter, which costs the reply
-more than the sending does.
+most every ``delta_interval``, each with the next number too. A local reply's text is
+usually sent by the reply thread itself, as it is decoded (:meth:`Publisher.send_deltas_now`:
+under the same lock, at most once per ``delta_interval``, and only when no trait change
+waits to go first), because waking this thread in the middle of a generation makes the two
+take turns with the interpreter, which costs the reply more than the sending does.
 Nothing it does per round depends on how long a conversation is.
 
 :attr:`Publisher.lock` orders everything that carries a ``seq``: the kernel's main thread
@@ -44,9 +43,7 @@ class Publisher:
     - ``urgent()`` says whether the changes waiting must go out without waiting for
       ``trait_interval`` (a turn boundary, say; progress alone can wait);
     - ``changes_waiting()`` says whether trait changes that must reach the front end before
-      streamed text are waiting (see :meth:`send_deltas_now`);
-    - ``streaming()`` says whether text is being streamed: meanwhile the thread comes back
-      every ``delta_interval`` by itself, so streamed text needs no poke.
+      streamed text are waiting (see :meth:`send_deltas_now`).
     """
 
     def __init__(
@@ -59,7 +56,6 @@ class Publisher:
         send: Callable[[dict[str, Any]], None],
         urgent: Callable[[], bool] | None = None,
         changes_waiting: Callable[[], bool] | None = None,
-        streaming: Callable[[], bool] | None = None,
         trait_interval: float = 0.1,
         delta_interval: float = 0.05,
         on_error: Callable[[BaseException], None] | None = None,
@@ -72,7 +68,7 @@ class Publisher:
         self._send = send
         self._urgent = urgent
         self._changes_waiting = changes_waiting
-        self._streaming = streaming
+        self._last_sent_now = float("-inf")  # when send_deltas_now last sent
         self._trait_interval = trait_interval
         self._delta_interval = delta_interval
         self._on_error = on_error
@@ -134,8 +130,7 @@ class Publisher:
 
     def _run(self) -> None:
         while True:
-            streaming = self._streaming
-            self._wake.wait(self._delta_interval if streaming is not None and streaming() else None)
+            self._wake.wait()
             if not self._stopping.is_set() and not self._due_now():
                 self._pause()
             self._wake.clear()
@@ -205,17 +200,23 @@ class Publisher:
         return not traits_due
 
     def send_deltas_now(self) -> bool:
-        """Send the streamed text waiting, on the calling thread: for a reply's first piece,
-        from the reply thread (waking this thread mid-generation makes the two take turns
-        with the interpreter, which costs the reply more than sending does). False, and
-        nothing sent, while trait changes wait to go first (``changes_waiting``) or when the
+        """Send the streamed text waiting, on the calling thread (a reply thread: waking
+        this one mid-generation makes the two take turns with the interpreter, which costs
+        the reply more than sending does). False, and nothing sent, when the last such send
+        is less than ``delta_interval`` old (text arriving token by token still goes out
+        in chunks), while trait changes wait to go first (``changes_waiting``), or once the
         thread is stopping: poke instead."""
         if self._stopping.is_set() or not self._thread.is_alive():
+            return False
+        now = time.monotonic()
+        # a little under the interval: a streamer that emits every interval is not refused
+        if now - self._last_sent_now < self._delta_interval * 0.8:
             return False
         with self.lock:
             if self._changes_waiting is not None and self._changes_waiting():
                 return False
             self._send_deltas()
+            self._last_sent_now = now
         return True
 
     def _send_deltas(self) -> None:

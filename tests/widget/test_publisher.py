@@ -238,3 +238,36 @@ def test_an_urgent_change_cuts_short_the_wait_for_the_next_round() -> None:
         assert time.monotonic() - started < 2.5
     finally:
         src.pub.close()
+
+
+def test_send_deltas_now_sends_on_the_calling_thread_unless_traits_wait_to_go_first() -> None:
+    waiting = threading.Event()
+    src = Source(trait_interval=5.0, delta_interval=5.0, changes_waiting=waiting.is_set)
+    try:
+        assert src.pub.flush()
+        src.deltas.open("c1", "m1")
+        src.deltas.append("m1", "Hel")
+        waiting.set()  # a turn's start not published yet: the text must not overtake it
+        assert src.pub.send_deltas_now() is False
+        assert [w for w, _ in src.sent] == ["traits"]
+        waiting.clear()
+        result: list[bool] = []
+        caller = threading.Thread(
+            target=lambda: result.append(src.pub.send_deltas_now()), name="reply-thread"
+        )
+        caller.start()
+        caller.join(10)
+        assert result == [True]
+        what, message = src.sent[-1]
+        assert (what, message["text"], message["index"]) == ("custom", "Hel", 0)
+        assert "reply-thread" in src.threads
+        assert src.seqs() == [1, 2]  # the same numbering as the publisher's own rounds
+        # at most one such send per delta interval: text arriving token by token goes out
+        # in chunks (the publisher, poked instead, sends it when the interval is up)
+        src.deltas.append("m1", "lo")
+        assert src.pub.send_deltas_now() is False
+        assert src.seqs() == [1, 2]
+        src.pub.close()
+        assert src.pub.send_deltas_now() is False  # stopped: nothing sent any more
+    finally:
+        src.pub.close()

@@ -7,6 +7,8 @@ renders. The 512-token context of the tiny model means the 1,000-message turn al
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
@@ -122,3 +124,61 @@ def test_streaming_tokens_touch_only_the_delta_stream(
     assert len(with_transcript) == 2  # the turn's start and its end
     assert with_transcript[0]["transcript"]["messages"][-1]["status"] == "streaming"
     assert with_transcript[1]["transcript"]["messages"][-1]["status"] == "done"
+
+
+def test_streamed_text_wakes_no_thread(
+    make_chat: Callable[..., ChatWidget], small_repo: str
+) -> None:
+    """Waking another thread in the middle of a generation makes the two take turns with the
+    interpreter (it cost 64-token turns 1-2% each). So a local reply's text is sent by the
+    reply thread itself as it is decoded, and the first history checkpoint is scheduled
+    before the reply starts."""
+    chat = make_chat(models=[small_repo])
+    chat.select_model(small_repo)
+    assert chat.wait_until_idle(120)
+    chat.set_settings(max_new_tokens=300)
+    chat.send("warm up").wait(60)
+    assert chat.wait_until_idle(30)
+    publisher = chat._publisher
+    assert publisher is not None
+    senders: list[tuple[str, float]] = []
+    pokes: list[tuple[str, float]] = []
+    schedules: list[str] = []
+    publish = chat.comm.publish_msg
+    poke = publisher.poke
+    store = chat.history.store
+    schedule = store.schedule
+
+    def recording_publish(msg_type: str, data: Any = None, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and data.get("content", {}).get("kind") == "delta":
+            senders.append((threading.current_thread().name, time.perf_counter()))
+        return publish(msg_type, data, **kwargs)
+
+    def recording_poke() -> int:
+        pokes.append((threading.current_thread().name, time.perf_counter()))
+        return poke()
+
+    def recording_schedule(*args: Any) -> None:
+        schedules.append(threading.current_thread().name)
+        schedule(*args)
+
+    chat.comm.publish_msg = recording_publish  # type: ignore[method-assign]
+    publisher.poke = recording_poke  # type: ignore[method-assign]
+    store.schedule = recording_schedule  # type: ignore[method-assign]
+    handle = chat.send("Stream, please")
+    handle.wait(60)
+    reply_thread = chat.session._replies._name
+    assert chat.wait_until_idle(30)
+    assert len(senders) >= 5, senders  # about a second of text, a delta every 50 ms
+    # sent from the reply thread as it decodes (first piece at once, then every interval)
+    assert {name for name, _ in senders} == {reply_thread}, senders
+    # the reply thread pokes the publisher before generating (the turn's start) and after
+    # (the last piece, if it came within the interval, and the turn's end), never between
+    first, last = senders[0][1], senders[-1][1]
+    assert not [t for name, t in pokes if name == reply_thread and first < t < last], pokes
+    # the first checkpoint was scheduled when the reply began, so the reply thread
+    # schedules at most one per checkpoint interval after that
+    assert handle.result is not None
+    intervals = handle.result.usage.duration_s / chat.history.checkpoint_interval
+    assert schedules[0] == "MainThread"
+    assert schedules.count(reply_thread) <= intervals, (schedules, intervals)
