@@ -26,7 +26,7 @@ The comm is recorded in-process: each message is serialized to JSON and signed (
 as ipykernel's session would, so the kernel-side cost of sending is in the figures; the ZMQ
 hop is not.
 
-    .venv/bin/python bench/bench_widget_stream.py [--rounds 9] [--tokens 400] [--long-tokens 64]
+    .venv/bin/python bench/bench_widget_stream.py [--rounds 15] [--tokens 400] [--long-tokens 64]
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def paired(mine: list[float], base: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=400, help="new tokens, per-token bench")
     parser.add_argument("--long-tokens", type=int, default=64, help="new tokens per long turn")
     args = parser.parse_args()
