@@ -20,7 +20,7 @@ round every method makes ``--replies`` replies, interleaved and taking turns to 
 ratio is the median over rounds of the ratio of the round's medians (a shared machine's load
 swings between rounds more than within one).
 
-    .venv/bin/python bench/bench_remote.py [--rounds 9] [--replies 3] [--tokens 128]
+    .venv/bin/python bench/bench_remote.py [--rounds 15] [--replies 5] [--tokens 128]
                                            [--stops 7] [--size tiny|small]
 
 The tiny model is the harsh case for overhead (the server makes chunks fast); ``--size
@@ -227,9 +227,9 @@ def stop_latency(setup: Setup, rng: random.Random) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--replies", type=int, default=3, help="per method and round")
+    parser.add_argument("--replies", type=int, default=5, help="per method and round")
     parser.add_argument("--stops", type=int, default=7)
     parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
     parser.add_argument("--seed", type=int, default=0)

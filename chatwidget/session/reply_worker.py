@@ -29,8 +29,12 @@ class ReplyWorker:
         self._idle.set()
         self._closed = False
 
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` after the jobs before it. Raises RuntimeError once closed."""
+    def submit(self, job: Callable[[], None], *, hand_over: bool = False) -> None:
+        """Run ``job`` after the jobs before it. Raises RuntimeError once closed.
+
+        ``hand_over``: let the reply thread run at once (a remote reply's request), instead
+        of when the caller next blocks (a local reply first waits for the publisher, and
+        taking turns with the caller's own return path only delays both)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("This chat is closed: create a new widget to chat again.")
@@ -40,10 +44,11 @@ class ReplyWorker:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
         self._jobs.put(job)
-        # Hand the interpreter to the reply thread now: otherwise it waits for the caller's
-        # next blocking call (or the 5 ms switch interval) before it can start, and a remote
-        # reply's request would go out only after the caller's own bookkeeping.
-        time.sleep(0)
+        if hand_over:
+            # Hand the interpreter to the reply thread now: otherwise it waits for the
+            # caller's next blocking call (or the 5 ms switch interval) before it can start,
+            # and a remote reply's request would go out after the caller's bookkeeping.
+            time.sleep(0)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every job submitted so far has finished. True when none is left."""

@@ -794,7 +794,7 @@ class Session:
             self._changed("transcript", "activity")
 
         if remote:  # the request first: the turn's start is recorded while the server works
-            self._replies.submit(job)
+            self._replies.submit(job, hand_over=True)
             record()
         else:  # the turn's start is due first: the reply settles on it before encoding
             record()

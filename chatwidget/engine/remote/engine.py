@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from chatwidget.catalog import ModelSpec, remote_key, split_remote_key
 from chatwidget.engine.remote.servers import ApiKey, RemoteServer, ServerRegistry
+from chatwidget.engine.remote.thread_pool import ThreadPool
 from chatwidget.engine.remote.types import RemoteModel, RemoteNotice, RemoteSettings
 from chatwidget.engine.types import (
     FitReport,
@@ -83,6 +84,7 @@ class RemoteEngine:
         self._notice_callbacks: list[Callable[[RemoteNotice], None]] = []
         self._active: set[threading.Event] = set()
         self._closing = threading.Event()
+        self._watchers = ThreadPool("chatwidget-remote-stop")  # stop watchers, reused
 
     def __repr__(self) -> str:
         with self._lock:
@@ -322,6 +324,7 @@ class RemoteEngine:
                 on_text=on_text,
                 stops=stops,
                 started=started,
+                threads=self._watchers,
             )
         finally:
             with self._lock:
@@ -336,6 +339,7 @@ class RemoteEngine:
             clients = [entry[2] for entry in self._clients.values()]
             self._clients.clear()
             self._connected.clear()
+        self._watchers.close()
         for client in clients:
             try:
                 client.close()
