@@ -1,4 +1,4 @@
-"""The one thread that writes a widget's traits and sends its deltas, each with a ``seq``.
+"""The one thread that writes a widget's traits, each batch with a ``seq``, and numbers the deltas.
 
 Everything that changes what the UI shows (intents on the kernel's main thread, orchestrator
 events on its worker, streamed text on a reply thread) only *pokes* the publisher. The
