@@ -11,14 +11,15 @@ import time
 
 import pytest
 
-from chatwidget.catalog import ModelSpec
+from chatwidget.catalog import ModelSpec, remote_key
 from chatwidget.engine import Engine
 from chatwidget.engine.remote import RemoteEngine, RemoteModel
+from chatwidget.engine.remote.stream import request_args
 from chatwidget.engine.types import GenerationResult, GenerationSettings
 from chatwidget.errors import LoadCanceledError, ModelNotLoadedError
 from chatwidget.testing.fault_proxy import FaultProxy
 from chatwidget.testing.transformers_serve import ServedModel
-from tests.remote.helpers import HELLO, LONG, WAIT_S
+from tests.remote.helpers import CHAT, HELLO, LONG, QUICK, WAIT_S
 from tests.remote.helpers import SHORT as GREEDY
 
 
@@ -71,6 +72,43 @@ def test_a_reply_streams_with_usage_like_a_local_one(
     assert request.stream
     assert request.completed
     assert not request.client_disconnected
+
+
+def test_a_reply_is_the_request_the_openai_clients_create_sends(
+    served: ServedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine posts its request without ``create`` (see ``open_stream``): the server
+    gets the same body and the same bearer key, and an admin key in the environment is
+    never sent in its place."""
+    import openai
+
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-must-not-be-sent")
+    secret = "sk-test-bearer"
+    with FaultProxy(served.url, api_key=secret) as guarded:
+        remote = RemoteEngine(settings=QUICK)
+        client = openai.OpenAI(base_url=guarded.url + "/v1", api_key=secret, max_retries=0)
+        try:
+            key = remote_key("guarded", served.model_id)
+            remote.add_server(guarded.url + "/v1", name="guarded", api_key=secret)
+            connect(remote, key)
+            guarded.clear_requests()
+            ours = remote.generate(key, HELLO, GREEDY)
+            args = request_args(served.model_id, HELLO, GREEDY)
+            theirs = "".join(
+                c.delta.content or ""
+                for chunk in client.chat.completions.create(**args)
+                for c in chunk.choices
+            )
+        finally:
+            client.close()
+            remote.close()
+        engine_request, create_request = guarded.wait_done(2, WAIT_S)
+    assert engine_request.body == create_request.body
+    assert (engine_request.method, engine_request.path) == (create_request.method, CHAT)
+    assert engine_request.key_ok
+    assert create_request.key_ok
+    assert engine_request.status == create_request.status == 200
+    assert ours.text == theirs != ""
 
 
 def test_settings_map_onto_the_request(remote: RemoteEngine, proxy: FaultProxy, key: str) -> None:

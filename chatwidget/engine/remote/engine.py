@@ -278,7 +278,7 @@ class RemoteEngine:
         """
         from chatwidget.engine.remote.errors_map import classify
         from chatwidget.engine.remote.retry import InterruptedWaitError, call_with_retries
-        from chatwidget.engine.remote.stream import request_args, stream_reply
+        from chatwidget.engine.remote.stream import open_stream, request_args, stream_reply
         from chatwidget.engine.streaming import build_chat, validate_request
 
         validate_request(messages, settings)
@@ -301,7 +301,7 @@ class RemoteEngine:
             client = self._client(server)
             try:
                 stream = call_with_retries(
-                    lambda: client.chat.completions.create(**args),
+                    lambda: open_stream(client, args),
                     settings=self.settings,
                     label=f"Server {server.name!r}",
                     model=repo_id,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from chatwidget.engine.remote.errors_map import classify
 from chatwidget.engine.remote.servers import RemoteServer
@@ -54,6 +54,26 @@ def request_args(
     else:
         args["temperature"] = 0.0
     return args
+
+
+def open_stream(client: openai.OpenAI, args: dict[str, Any]) -> openai.Stream[ChatCompletionChunk]:
+    """``client.chat.completions.create(**args)`` for arguments made by :func:`request_args`.
+
+    The same request (body, bearer key, timeout, errors, the client's own SSE parsing), posted
+    with the client's ``post``: ``create`` first walks its TypedDict of every Chat Completion
+    parameter over the arguments, which for these plain strings and numbers changes nothing
+    and cost 0.48 ms of Python per reply here (half of ``create``'s own time, and 6 % of a
+    tiny model's time to first token on loopback). Only the bearer key is sent, as ``create``
+    sends it (never an admin key from the environment).
+    """
+    return client.post(
+        "/chat/completions",
+        body=args,
+        cast_to=ChatCompletion,
+        options={"security": {"bearer_auth": True}},
+        stream=True,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
 
 
 class StopWatcher:
