@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,20 @@ def time_call(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+@functools.cache
+def _worker() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-plain")
+
+
+def in_worker_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on one long-lived worker thread and return its result: the baseline runs
+    ``generate`` as the session's reply thread does. (A fresh thread per call is not the
+    same: each starts its own OpenMP team, and how long libgomp lets idle team threads spin
+    depends on how many teams are alive, which made a plain run's speed and CPU time swing
+    against the widget's on this machine.)"""
+    return _worker().submit(fn).result()
 
 
 def rotating(names: Sequence[str], round_no: int) -> list[str]:

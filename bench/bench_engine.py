@@ -40,13 +40,19 @@ import argparse
 import gc
 import shutil
 import statistics
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import fresh_dir, print_table, rotating, run_hub_process, work_dir, write_results
+from _common import (
+    fresh_dir,
+    in_worker_thread,
+    print_table,
+    rotating,
+    run_hub_process,
+    work_dir,
+    write_results,
+)
 
 from chatwidget.catalog import ModelSpec
 from chatwidget.engine import Engine
@@ -122,15 +128,6 @@ def bench_load(engine: Engine, cache: Path, rounds: int) -> dict[str, list[float
                 times["engine"].append(time.perf_counter() - started)
                 engine.unload(REPO_A)
     return times
-
-
-def in_worker_thread(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a fresh thread, as the engine runs ``generate``; return its result."""
-    box: list[Any] = []
-    worker = threading.Thread(target=lambda: box.append(fn()))
-    worker.start()
-    worker.join()
-    return box[0]
 
 
 def bench_tokens(engine: Engine, rounds: int, tokens: int) -> dict[str, list[float]]:

@@ -53,7 +53,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import fresh_dir, print_table, rotating, run_hub_process, write_results
+from _common import (
+    fresh_dir,
+    in_worker_thread,
+    print_table,
+    rotating,
+    run_hub_process,
+    write_results,
+)
 
 from chatwidget.catalog import ModelSpec
 from chatwidget.engine.context import fit_chat, token_counts
@@ -106,14 +113,6 @@ def build_hub(root: Path) -> None:
             data = json.loads((folder / name).read_text())
             data[key] = context
             (folder / name).write_text(json.dumps(data))
-
-
-def in_worker_thread(fn: Callable[[], Any]) -> Any:
-    box: list[Any] = []
-    worker = threading.Thread(target=lambda: box.append(fn()))
-    worker.start()
-    worker.join()
-    return box[0]
 
 
 #: CPU seconds of this process per method, per round (all threads: publisher, reader...).
