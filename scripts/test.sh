@@ -2,8 +2,7 @@
 # Every test, on any machine: sets up whatever is missing first (./scripts/setup.sh
 # --if-needed: a second or less when nothing changed), then lint, types, JS unit tests,
 # Python tests (unit, integration, browser in JupyterLab, Notebook 7 and marimo) and every
-# notebook under nbval. The browser tests (and the few on the ~500 MB bench model) run in a
-# second pytest process beside the rest.
+# notebook under nbval. The browser tests run in a second pytest process beside the rest.
 # Extra arguments go to pytest (then a single run, with your selection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,12 +47,10 @@ if [ "$#" -gt 0 ]; then
 fi
 
 # The whole suite in two processes side by side: the browser tests spend most of their time
-# waiting (kernels starting, throttled downloads), the rest mostly computes, so the few tests
-# on the ~500 MB bench model (-m bench: about 100 s of compute) go with the browser tests to
-# even the two out. Every test runs in exactly one of them (-m "browser or bench" / -m "not
-# browser and not bench"). Each pytest exits non-zero when it fails or collects nothing (5),
-# and then so does this script.
-step "Python tests and notebooks (pytest, nbval): browser and bench-model tests in a second process beside the rest"
+# waiting (kernels starting, throttled downloads), the rest mostly computes. Every test runs
+# in exactly one of them (-m browser / -m "not browser"). Each pytest exits non-zero when it
+# fails or collects nothing (5), and then so does this script.
+step "Python tests and notebooks (pytest, nbval): browser tests in a second process beside the rest"
 mkdir -p test-artifacts
 BROWSER_LOG=test-artifacts/pytest-browser.log
 # With job control on (set -m), the background job gets SIGINT like a foreground one: without
@@ -61,18 +58,18 @@ BROWSER_LOG=test-artifacts/pytest-browser.log
 # process they start (`chatwidget demo`) would see it ignored too. It then has its own
 # process group, so Ctrl+C here is passed on to it by the trap.
 set -m
-$PY -m pytest tests -m "browser or bench" -p no:cacheprovider >"$BROWSER_LOG" 2>&1 &
+$PY -m pytest tests -m browser -p no:cacheprovider >"$BROWSER_LOG" 2>&1 &
 browser_pid=$!
 set +m
 trap 'kill -INT "$browser_pid" 2>/dev/null || true' INT EXIT
 set +e
-$PY -m pytest tests notebooks -m "not browser and not bench" "${NBVAL[@]}"
+$PY -m pytest tests notebooks -m "not browser" "${NBVAL[@]}"
 rest=$?
 wait "$browser_pid"
 browser=$?
 set -e
 trap - INT EXIT
-step "browser and bench-model tests (pytest -m \"browser or bench\", output from $BROWSER_LOG)"
+step "browser tests (pytest -m browser, output from $BROWSER_LOG)"
 cat "$BROWSER_LOG"
-printf '\n==> [%s] pytest exit status: %s (the rest), %s (browser and bench-model)\n' "$(date +%T)" "$rest" "$browser"
+printf '\n==> [%s] pytest exit status: %s (not browser), %s (browser)\n' "$(date +%T)" "$rest" "$browser"
 [ "$rest" -eq 0 ] && [ "$browser" -eq 0 ]
