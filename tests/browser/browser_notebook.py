@@ -27,6 +27,10 @@ Screenshot = Callable[["NotebookPage", str], Path]
 KERNEL_TIMEOUT_MS = 90_000
 #: The first cell builds the widget (runtime, downloader, engine) before it is displayed.
 RENDER_TIMEOUT_MS = 90_000
+#: How long a cell may take to show it started after Run All (the front end alone: ``[*]:``).
+RUN_START_TIMEOUT_MS = 15_000
+#: The prompt of a cell that never ran.
+_NOT_RUN = re.compile(r"^\s*\[ \]:\s*$")
 #: Marks the line a probe cell prints, so a stale output from an earlier run never counts.
 _PROBE_MARK = "@@probe"
 
@@ -142,9 +146,22 @@ class NotebookPage:
         self.page.wait_for_function(_KERNEL_READY_JS, timeout=KERNEL_TIMEOUT_MS)
 
     def run_all(self) -> None:
-        """Run > Run All Cells, through the menu bar like a user."""
-        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        self.page.locator('li[data-command="runmenu:run-all"]').click()
+        """Run > Run All Cells, through the menu bar like a user, and wait until the first cell
+        has started (its prompt leaves ``[ ]:``). On a loaded machine a click on the menu as it
+        opens was seen lost once (both cells still ``[ ]:`` 90 s later, the kernel idle); then
+        the menu is closed and used again, as a user would, at most twice more. A cell that
+        started is never run again."""
+        not_started = self.cells.first.locator(".jp-InputPrompt", has_text=_NOT_RUN)
+        for attempt in range(3):
+            self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            self.page.locator('li[data-command="runmenu:run-all"]').click()
+            try:
+                expect(not_started).to_have_count(0, timeout=RUN_START_TIMEOUT_MS)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                self.page.keyboard.press("Escape")  # a menu left open
 
     def reload(self) -> None:
         """Save, then reload the page; the widget comes back from the kernel's state."""
